@@ -1,0 +1,6 @@
+"""xlmp: JAX/Flax pre-training of XLM-P, an XLM-R encoder with a prompt pool (soft language clustering)."""
+
+from xlmp_jax.model import XLMP, ModelConfig, count_params
+from xlmp_jax.pool import PoolConfig, PromptPool
+
+__all__ = ["XLMP", "ModelConfig", "PoolConfig", "PromptPool", "count_params"]

@@ -1,0 +1,153 @@
+"""Conversion between transformers' ``XLMRobertaForMaskedLM`` state dicts and our params.
+
+Both directions go through one name map (``_encoder_mapping``), so import (``from_hf_state_dict``) and
+export (``to_hf_state_dict``) cannot drift apart. The prompt pool has no transformers counterpart: on
+import it keeps its fresh initial values; on export it is returned separately.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from xlmp_jax.model import ModelConfig
+
+Array = np.ndarray
+# (our path, transformers key, to_ours(hf_array, cfg), to_hf(our_array, cfg))
+Rule = tuple[tuple[str, ...], str, Callable[[Array, ModelConfig], Array], Callable[[Array, ModelConfig], Array]]
+
+
+def _same(x: Array, cfg: ModelConfig) -> Array:
+    return x
+
+
+def _transpose(x: Array, cfg: ModelConfig) -> Array:
+    return x.T
+
+
+def _qkv_in(x: Array, cfg: ModelConfig) -> Array:  # torch [H*Dh, D] -> ours [D, H, Dh]
+    return x.T.reshape(cfg.hidden_size, cfg.num_heads, cfg.head_dim)
+
+
+def _qkv_out(x: Array, cfg: ModelConfig) -> Array:
+    return x.reshape(cfg.hidden_size, cfg.hidden_size).T
+
+
+def _heads_bias_in(x: Array, cfg: ModelConfig) -> Array:
+    return x.reshape(cfg.num_heads, cfg.head_dim)
+
+
+def _heads_bias_out(x: Array, cfg: ModelConfig) -> Array:
+    return x.reshape(-1)
+
+
+def _attn_out_in(x: Array, cfg: ModelConfig) -> Array:  # torch [D, H*Dh] -> ours [H, Dh, D]
+    return x.T.reshape(cfg.num_heads, cfg.head_dim, cfg.hidden_size)
+
+
+def _attn_out_out(x: Array, cfg: ModelConfig) -> Array:
+    return x.reshape(cfg.hidden_size, cfg.hidden_size).T
+
+
+def _layer_norm(ours: tuple[str, ...], hf: str) -> Iterator[Rule]:
+    yield (*ours, "scale"), f"{hf}.weight", _same, _same
+    yield (*ours, "bias"), f"{hf}.bias", _same, _same
+
+
+def _dense(ours: tuple[str, ...], hf: str) -> Iterator[Rule]:
+    yield (*ours, "kernel"), f"{hf}.weight", _transpose, _transpose
+    yield (*ours, "bias"), f"{hf}.bias", _same, _same
+
+
+def _encoder_mapping(cfg: ModelConfig) -> list[Rule]:
+    emb = "roberta.embeddings"
+    rules: list[Rule] = [
+        (("embeddings", "word_embeddings"), f"{emb}.word_embeddings.weight", _same, _same),
+        (("embeddings", "position_embeddings"), f"{emb}.position_embeddings.weight", _same, _same),
+        (("embeddings", "token_type_embeddings"), f"{emb}.token_type_embeddings.weight", _same, _same),
+        *_layer_norm(("embeddings", "layer_norm"), f"{emb}.LayerNorm"),
+        *_dense(("lm_head", "dense"), "lm_head.dense"),
+        *_layer_norm(("lm_head", "layer_norm"), "lm_head.layer_norm"),
+        (("lm_head", "bias"), "lm_head.bias", _same, _same),
+    ]
+    for i in range(cfg.num_layers):
+        ours, hf = f"layer_{i}", f"roberta.encoder.layer.{i}"
+        for name in ("query", "key", "value"):
+            rules.append(((ours, "attention", name, "kernel"), f"{hf}.attention.self.{name}.weight", _qkv_in, _qkv_out))
+            rules.append(
+                ((ours, "attention", name, "bias"), f"{hf}.attention.self.{name}.bias", _heads_bias_in, _heads_bias_out)
+            )
+        rules.append(
+            ((ours, "attention", "out", "kernel"), f"{hf}.attention.output.dense.weight", _attn_out_in, _attn_out_out)
+        )
+        rules.append(((ours, "attention", "out", "bias"), f"{hf}.attention.output.dense.bias", _same, _same))
+        rules += _layer_norm((ours, "attention_layer_norm"), f"{hf}.attention.output.LayerNorm")
+        rules += _dense((ours, "intermediate"), f"{hf}.intermediate.dense")
+        rules += _dense((ours, "output"), f"{hf}.output.dense")
+        rules += _layer_norm((ours, "output_layer_norm"), f"{hf}.output.LayerNorm")
+    return rules
+
+
+# transformers keys that are tied copies of others (not separate parameters).
+TIED_HF_KEYS = {
+    "lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight",
+    "lm_head.decoder.bias": "lm_head.bias",
+}
+
+
+def _get(tree: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def from_hf_state_dict(state_dict: Mapping[str, Any], config: ModelConfig, pool_params: Mapping | None = None) -> dict:
+    """Our params from a transformers ``XLMRobertaForMaskedLM`` state dict (torch tensors or arrays).
+
+    ``pool_params`` (e.g. a fresh initialisation) is inserted as the pool when ``config.pool`` is set.
+    Raises a ValueError naming any missing key or shape mismatch.
+    """
+    arrays = {k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v) for k, v in state_dict.items()}
+    params: dict[str, Any] = {}
+    for ours, hf, to_ours, _ in _encoder_mapping(config):
+        if hf not in arrays:
+            raise ValueError(f"transformers state dict has no {hf!r}: not an XLMRobertaForMaskedLM of this config?")
+        params_value = to_ours(arrays[hf], config).astype(np.float32)
+        _set(params, ours, params_value)
+    expected = _shapes_of(config)
+    for ours, _, _, _ in _encoder_mapping(config):
+        got, want = _get(params, ours).shape, _get(expected, ours)
+        if tuple(got) != tuple(want):
+            raise ValueError(
+                f"shape mismatch for {'/'.join(ours)}: transformers gives {tuple(got)}, config needs {tuple(want)}"
+            )
+    if config.pool is not None:
+        if pool_params is None:
+            raise ValueError("config has a prompt pool: pass pool_params (e.g. a fresh initialisation)")
+        params["pool"] = {k: np.asarray(v) for k, v in pool_params.items()}
+    return params
+
+
+def to_hf_state_dict(params: Mapping[str, Any], config: ModelConfig) -> dict[str, np.ndarray]:
+    """A transformers ``XLMRobertaForMaskedLM`` state dict (NumPy, fp32) from our params; pool excluded."""
+    out = {
+        hf: np.ascontiguousarray(to_hf(np.asarray(_get(params, ours), np.float32), config))
+        for ours, hf, _, to_hf in _encoder_mapping(config)
+    }
+    for tied, source in TIED_HF_KEYS.items():
+        out[tied] = out[source]
+    return out
+
+
+def _shapes_of(config: ModelConfig) -> dict:
+    from xlmp_jax.model import param_shapes  # local: keeps this module importable without tracing
+
+    return param_shapes(config)

@@ -1,0 +1,467 @@
+"""XLM-P: the XLM-R encoder (exactly as transformers' ``XLMRobertaForMaskedLM``) with a prompt pool.
+
+Layout of one forward pass:
+  embeddings = LayerNorm(word[ids] + position[positions] + token_type[type_ids]), dropout
+  [pool]       prompts = PromptPool(embeddings, mask)            -> [B, Lp, D]
+               sequence = concat(prompts, embeddings)             -> [B, Lp + T, D]
+  encoder    = N post-LN layers: x = LN(x + Attn(x)); x = LN(x + FFN(x))  (GELU, erf form)
+  [pool]       drop the Lp prompt positions again                 -> [B, T, D]
+  MLM head   = LN(GELU(dense(h))) @ word_embeddings.T + bias       (decoder tied to the embeddings)
+
+Prompt positions: the retrieved prompt vectors are prepended *after* the embedding LayerNorm and get
+no position or token-type embedding (a prompt is a set of learned vectors, not text). The input's own
+tokens keep exactly the position ids they would have without the pool (XLM-R's padding offset:
+padding_idx + 1, padding_idx + 2, ...; pads get padding_idx), so a transformers checkpoint imports
+unchanged and the pool can be switched on for continued pre-training. Prompt positions are always
+attended to (mask 1) and are dropped before the head, so heads and losses see only the input's tokens.
+
+The model knows nothing of meshes: parameters and main activations carry logical axis names
+(``vocab``, ``embed``, ``mlp``, ``heads``, ``kv``, ``prompts``, ``batch``, ``length``...), which the
+trainer maps onto a device mesh with rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xlmp_jax.pool import PoolConfig, PromptPool
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+ATTENTION_IMPLS = ("auto", "fused", "explicit")
+
+# Architecture sizes. tiny is ours (fast tests/demo); base and large are XLM-R's.
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(
+        hidden_size=64, num_layers=2, num_heads=4, intermediate_size=256, vocab_size=8002, max_position_embeddings=130
+    ),
+    "base": dict(
+        hidden_size=768,
+        num_layers=12,
+        num_heads=12,
+        intermediate_size=3072,
+        vocab_size=250002,
+        max_position_embeddings=514,
+    ),
+    "large": dict(
+        hidden_size=1024,
+        num_layers=24,
+        num_heads=16,
+        intermediate_size=4096,
+        vocab_size=250002,
+        max_position_embeddings=514,
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Encoder + pool hyper-parameters. Defaults are XLM-R base's (transformers' config.json)."""
+
+    vocab_size: int = 250002
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 514
+    type_vocab_size: int = 1
+    pad_token_id: int = 1
+    layer_norm_eps: float = 1e-5
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    initializer_range: float = 0.02
+    dtype: str = "float32"  # compute dtype ("bfloat16" on TPU/GPU)
+    param_dtype: str = "float32"  # master weights
+    remat: str = "none"  # one of REMAT_POLICIES
+    attention: str = "auto"  # fused (jax.nn.dot_product_attention) unless attention dropout is active
+    pool: PoolConfig | None = dataclasses.field(default_factory=PoolConfig)  # None = XLM-R baseline
+
+    def __post_init__(self):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads={self.num_heads}"
+            )
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"model.pad_token_id={self.pad_token_id} is outside the vocabulary")
+        if self.max_position_embeddings <= self.pad_token_id + 1:
+            raise ValueError(
+                f"model.max_position_embeddings={self.max_position_embeddings} leaves no positions "
+                f"after the padding offset (pad_token_id={self.pad_token_id})"
+            )
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"model.remat={self.remat!r} is not one of {tuple(REMAT_POLICIES)}")
+        if self.attention not in ATTENTION_IMPLS:
+            raise ValueError(f"model.attention={self.attention!r} is not one of {ATTENTION_IMPLS}")
+        for name in ("dtype", "param_dtype"):
+            try:
+                jnp.dtype(getattr(self, name))
+            except TypeError:
+                raise ValueError(f"model.{name}={getattr(self, name)!r} is not a dtype") from None
+
+    @property
+    def max_length(self) -> int:
+        """Longest input the position table holds (514 - 2 = 512 for XLM-R)."""
+        return self.max_position_embeddings - self.pad_token_id - 1
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ModelConfig:
+        """Builds a config from a (ConfigDict-like) mapping; unknown fields are a clear error."""
+        values = dict(values)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model config field(s): {', '.join('model.' + u for u in unknown)}")
+        pool = values.pop("pool", None)
+        if pool is not None and not isinstance(pool, PoolConfig):
+            pool = dict(pool)
+            enabled = pool.pop("enabled", True)
+            pool_known = {f.name for f in dataclasses.fields(PoolConfig)}
+            bad = sorted(set(pool) - pool_known)
+            if bad:
+                raise ValueError(f"unknown pool config field(s): {', '.join('model.pool.' + b for b in bad)}")
+            pool = PoolConfig(**pool) if enabled else None
+        return cls(pool=pool, **values)
+
+    @classmethod
+    def preset(cls, size: str, *, pool: bool | PoolConfig | None = True, **overrides: Any) -> ModelConfig:
+        """A named architecture size; ``pool`` True (default pool), a PoolConfig, or False/None (baseline)."""
+        if size not in SIZES:
+            raise ValueError(f"unknown model size {size!r}; expected one of {tuple(SIZES)}")
+        if pool is True:
+            pool = PoolConfig()
+        return cls(**{**SIZES[size], "pool": pool or None, **overrides})
+
+
+def xlmr_positions(input_ids: jax.Array, pad_token_id: int) -> jax.Array:
+    """XLM-R's position ids: pad_token_id + 1, + 2, ... over real tokens; pads get pad_token_id."""
+    not_pad = (input_ids != pad_token_id).astype(jnp.int32)
+    return jnp.cumsum(not_pad, axis=1) * not_pad + pad_token_id
+
+
+def check_inputs(config: ModelConfig, input_ids: Any, positions: Any = None) -> None:
+    """Host-side validation with messages naming the bad value.
+
+    Shapes are always checked; values only when they are concrete (not inside ``jax.jit``), since
+    XLA would silently clamp an out-of-range gather.
+    """
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
+    length = input_ids.shape[1]
+    if positions is None and length > config.max_length:
+        raise ValueError(
+            f"sequence length {length} exceeds the position table: model.max_position_embeddings="
+            f"{config.max_position_embeddings} holds at most {config.max_length} tokens"
+        )
+    if isinstance(input_ids, jax.core.Tracer):
+        return
+    ids = np.asarray(input_ids)
+    if ids.size and (ids.min() < 0 or ids.max() >= config.vocab_size):
+        bad = ids[(ids < 0) | (ids >= config.vocab_size)].ravel()[0]
+        raise ValueError(f"token id {int(bad)} is outside the vocabulary [0, {config.vocab_size})")
+    if positions is not None and not isinstance(positions, jax.core.Tracer):
+        pos = np.asarray(positions)
+        if pos.size and (pos.min() < 0 or pos.max() >= config.max_position_embeddings):
+            bad = pos[(pos < 0) | (pos >= config.max_position_embeddings)].ravel()[0]
+            raise ValueError(
+                f"position id {int(bad)} is outside the position table "
+                f"[0, model.max_position_embeddings={config.max_position_embeddings})"
+            )
+
+
+def _dense_init(config: ModelConfig, axes: tuple[str | None, ...]):
+    return nn.with_logical_partitioning(nn.initializers.normal(config.initializer_range), axes)
+
+
+def _zeros(axes: tuple[str | None, ...]):
+    return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
+
+
+def _layer_norm(config: ModelConfig, name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(
+        epsilon=config.layer_norm_eps,
+        dtype=jnp.float32,  # statistics in fp32 whatever the compute dtype
+        param_dtype=jnp.dtype(config.param_dtype),
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
+        bias_init=_zeros(("embed",)),
+        name=name,
+    )
+
+
+class Embeddings(nn.Module):
+    """Word + position + token-type embeddings, LayerNorm and dropout (XLM-R's embedding block)."""
+
+    config: ModelConfig
+
+    def setup(self):
+        cfg = self.config
+        pdt = jnp.dtype(cfg.param_dtype)
+        self.word_embeddings = self.param(
+            "word_embeddings", _dense_init(cfg, ("vocab", "embed")), (cfg.vocab_size, cfg.hidden_size), pdt
+        )
+        self.position_embeddings = self.param(
+            "position_embeddings",
+            _dense_init(cfg, (None, "embed")),
+            (cfg.max_position_embeddings, cfg.hidden_size),
+            pdt,
+        )
+        self.token_type_embeddings = self.param(
+            "token_type_embeddings",
+            _dense_init(cfg, (None, "embed")),
+            (cfg.type_vocab_size, cfg.hidden_size),
+            pdt,
+        )
+        self.layer_norm = _layer_norm(cfg, "layer_norm")
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+
+    def __call__(self, input_ids, positions, token_type_ids, deterministic: bool) -> jax.Array:
+        dtype = jnp.dtype(self.config.dtype)
+        x = (
+            jnp.take(self.word_embeddings, input_ids, axis=0)
+            + jnp.take(self.position_embeddings, positions, axis=0)
+            + jnp.take(self.token_type_embeddings, token_type_ids, axis=0)
+        )
+        x = self.layer_norm(x).astype(dtype)
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        return self.dropout(x, deterministic=deterministic)
+
+    def attend(self, hidden: jax.Array) -> jax.Array:
+        """The tied decoder: hidden [..., D] @ word_embeddings.T -> [..., V]."""
+        table = self.word_embeddings.astype(hidden.dtype)
+        return jnp.einsum("...d,vd->...v", hidden, table)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a key padding mask; output projection included."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
+        cfg = self.config
+        dtype, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+
+        def projection(name: str) -> nn.DenseGeneral:
+            return nn.DenseGeneral(
+                features=(cfg.num_heads, cfg.head_dim),
+                kernel_init=_dense_init(cfg, ("embed", "heads", "kv")),
+                bias_init=_zeros(("heads", "kv")),
+                dtype=dtype,
+                param_dtype=pdt,
+                name=name,
+            )
+
+        q, k, v = (projection(n)(x) for n in ("query", "key", "value"))  # [B, L, H, Dh]
+        q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
+        k = nn.with_logical_constraint(k, ("batch", "length", "heads", "kv"))
+        v = nn.with_logical_constraint(v, ("batch", "length", "heads", "kv"))
+        key_mask = mask[:, None, None, :].astype(jnp.bool_)  # [B, 1, 1, L]: every query sees real keys
+        dropout_active = cfg.attention_dropout > 0 and not deterministic
+        use_fused = cfg.attention == "fused" or (cfg.attention == "auto" and not dropout_active)
+        if use_fused:
+            out = jax.nn.dot_product_attention(q, k, v, mask=key_mask)
+        else:
+            logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(cfg.head_dim).astype(dtype)
+            big_neg = jnp.finfo(jnp.float32).min
+            logits = jnp.where(key_mask, logits.astype(jnp.float32), big_neg)
+            probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
+            probs = nn.Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
+            out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+        out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
+        return nn.DenseGeneral(
+            features=cfg.hidden_size,
+            axis=(-2, -1),
+            kernel_init=_dense_init(cfg, ("heads", "kv", "embed")),
+            bias_init=_zeros(("embed",)),
+            dtype=dtype,
+            param_dtype=pdt,
+            name="out",
+        )(out)
+
+
+class EncoderLayer(nn.Module):
+    """One post-LN Transformer layer, as BERT/RoBERTa/XLM-R."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
+        cfg = self.config
+        dtype, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        dropout = nn.Dropout(cfg.hidden_dropout)
+        attn = SelfAttention(cfg, name="attention")(x, mask, deterministic)
+        x = _layer_norm(cfg, "attention_layer_norm")(x + dropout(attn, deterministic=deterministic))
+        x = nn.with_logical_constraint(x.astype(dtype), ("batch", "length", "embed"))
+        h = nn.Dense(
+            cfg.intermediate_size,
+            kernel_init=_dense_init(cfg, ("embed", "mlp")),
+            bias_init=_zeros(("mlp",)),
+            dtype=dtype,
+            param_dtype=pdt,
+            name="intermediate",
+        )(x)
+        h = nn.with_logical_constraint(jax.nn.gelu(h, approximate=False), ("batch", "length", "mlp"))
+        h = nn.Dense(
+            cfg.hidden_size,
+            kernel_init=_dense_init(cfg, ("mlp", "embed")),
+            bias_init=_zeros(("embed",)),
+            dtype=dtype,
+            param_dtype=pdt,
+            name="output",
+        )(h)
+        x = _layer_norm(cfg, "output_layer_norm")(x + dropout(h, deterministic=deterministic))
+        return nn.with_logical_constraint(x.astype(dtype), ("batch", "length", "embed"))
+
+
+class MLMHead(nn.Module):
+    """dense -> GELU -> LayerNorm -> tied decoder + bias."""
+
+    config: ModelConfig
+    embeddings: Embeddings  # shared with the encoder: the decoder is tied to the word embeddings
+
+    @nn.compact
+    def __call__(self, hidden: jax.Array) -> jax.Array:
+        cfg = self.config
+        dtype, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        h = nn.Dense(
+            cfg.hidden_size,
+            kernel_init=_dense_init(cfg, ("embed", "embed_out")),
+            bias_init=_zeros(("embed_out",)),
+            dtype=dtype,
+            param_dtype=pdt,
+            name="dense",
+        )(hidden)
+        h = _layer_norm(cfg, "layer_norm")(jax.nn.gelu(h, approximate=False)).astype(dtype)
+        bias = self.param("bias", _zeros(("vocab",)), (cfg.vocab_size,), pdt)
+        logits = self.embeddings.attend(h) + bias.astype(dtype)
+        return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+
+
+class XLMP(nn.Module):
+    """XLM-R encoder with an optional prompt pool, and the masked-LM head.
+
+    Returns a dict: ``logits`` (if computed), ``hidden_states`` [B, T, D] (final layer, input tokens
+    only), ``pool`` (``weights`` [B, M], ``scores``, ``query``; absent without a pool) and, when
+    ``output_hidden_states``, ``all_hidden_states``: embeddings + each layer, prompt positions dropped.
+    """
+
+    config: ModelConfig
+
+    def setup(self):
+        cfg = self.config
+        self.embeddings = Embeddings(cfg)
+        if cfg.pool is not None:
+            self.pool = PromptPool(
+                cfg.pool, cfg.hidden_size, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype)
+            )
+        layer_cls = EncoderLayer
+        if cfg.remat != "none":
+            layer_cls = nn.remat(EncoderLayer, policy=REMAT_POLICIES[cfg.remat], static_argnums=(3,))
+        self.layers = [layer_cls(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]
+        self.lm_head = MLMHead(cfg, self.embeddings)
+
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        positions: jax.Array | None = None,
+        token_type_ids: jax.Array | None = None,
+        *,
+        mlm_positions: jax.Array | None = None,
+        deterministic: bool = True,
+        compute_logits: bool = True,
+        output_hidden_states: bool = False,
+    ) -> dict[str, Any]:
+        """Runs the model.
+
+        Args:
+          input_ids: [B, T] token ids.
+          attention_mask: [B, T], 1 for real tokens; default: ``input_ids != pad``.
+          positions: [B, T] position-table ids; default: XLM-R's (see ``xlmr_positions``).
+          token_type_ids: [B, T]; default zeros.
+          mlm_positions: [B, K] indices into T; if given, logits are computed only there ([B, K, V]):
+            the 250k-vocabulary head is most of the step, and only masked positions need it.
+          deterministic: disables dropout.
+          compute_logits: False skips the head (for embeddings/retrieval).
+          output_hidden_states: also return every layer's hidden states.
+        """
+        cfg = self.config
+        check_inputs(cfg, input_ids, positions)
+        if attention_mask is None:
+            attention_mask = (input_ids != cfg.pad_token_id).astype(jnp.int32)
+        if positions is None:
+            positions = xlmr_positions(input_ids, cfg.pad_token_id)
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+
+        x = self.embeddings(input_ids, positions, token_type_ids, deterministic)
+        outputs: dict[str, Any] = {}
+        mask = attention_mask
+        num_prompt = 0
+        if cfg.pool is not None:
+            prompts, outputs["pool"] = self.pool(x, attention_mask)
+            num_prompt = prompts.shape[1]
+            x = jnp.concatenate([prompts.astype(x.dtype), x], axis=1)
+            prompt_mask = jnp.ones((x.shape[0], num_prompt), attention_mask.dtype)
+            mask = jnp.concatenate([prompt_mask, attention_mask], axis=1)
+
+        all_hidden = [x[:, num_prompt:]]
+        for layer in self.layers:
+            x = layer(x, mask, deterministic)
+            if output_hidden_states:
+                all_hidden.append(x[:, num_prompt:])
+        hidden = x[:, num_prompt:]  # heads and losses see only the input's own tokens
+        outputs["hidden_states"] = hidden
+        if output_hidden_states:
+            outputs["all_hidden_states"] = tuple(all_hidden)
+        if compute_logits:
+            if mlm_positions is not None:
+                hidden = jnp.take_along_axis(hidden, mlm_positions[..., None], axis=1)
+            outputs["logits"] = self.lm_head(hidden)
+        return outputs
+
+
+def init_params(config: ModelConfig, rng: jax.Array, length: int = 8) -> dict:
+    """Initial (boxed, logically-annotated) variables for ``config``."""
+    ids = jnp.full((1, length), 5, jnp.int32)
+    return XLMP(config).init(rng, ids, jnp.ones_like(ids))
+
+
+def param_shapes(config: ModelConfig) -> dict:
+    """Parameter shapes without allocating them (jax.eval_shape)."""
+    variables = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+    return nn.unbox(variables["params"])
+
+
+def count_params(config: ModelConfig) -> dict[str, int]:
+    """Parameter counts: total, encoder (everything but the pool) and pool."""
+    shapes = param_shapes(config)
+    pool = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes.get("pool", {})))
+    total = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
+    return {"total": total, "encoder": total - pool, "pool": pool}
