@@ -116,19 +116,22 @@ def from_hf_state_dict(state_dict: Mapping[str, Any], config: ModelConfig, pool_
     Raises a ValueError naming any missing key or shape mismatch.
     """
     arrays = {k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v) for k, v in state_dict.items()}
+    expected = _shapes_of(config)
     params: dict[str, Any] = {}
     for ours, hf, to_ours, _ in _encoder_mapping(config):
         if hf not in arrays:
             raise ValueError(f"transformers state dict has no {hf!r}: not an XLMRobertaForMaskedLM of this config?")
-        params_value = to_ours(arrays[hf], config).astype(np.float32)
-        _set(params, ours, params_value)
-    expected = _shapes_of(config)
-    for ours, _, _, _ in _encoder_mapping(config):
-        got, want = _get(params, ours).shape, _get(expected, ours)
-        if tuple(got) != tuple(want):
+        want = tuple(_get(expected, ours).shape)
+        try:
+            value = to_ours(arrays[hf], config).astype(np.float32)
+        except ValueError:  # a reshape that cannot fit: the tensor is of another size
+            value = None
+        if value is None or value.shape != want:
             raise ValueError(
-                f"shape mismatch for {'/'.join(ours)}: transformers gives {tuple(got)}, config needs {tuple(want)}"
+                f"shape mismatch for {hf!r}: transformers gives {tuple(arrays[hf].shape)}, "
+                f"which does not fit {'/'.join(ours)} {want} of this config"
             )
+        _set(params, ours, value)
     if config.pool is not None:
         if pool_params is None:
             raise ValueError("config has a prompt pool: pass pool_params (e.g. a fresh initialisation)")
