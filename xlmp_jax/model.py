@@ -257,6 +257,40 @@ class Embeddings(nn.Module):
         return jnp.einsum("...d,vd->...v", hidden, table)
 
 
+class HeadsProjection(nn.Module):
+    """x [B, L, D] -> [B, L, H, Dh]: the query/key/value projection, kernel [D, H, Dh] + bias [H, Dh].
+
+    Written as a param + einsum rather than ``nn.DenseGeneral``: flax's DenseGeneral re-runs the kernel
+    init on a flattened 2-D shape for its shape check, which breaks logical constraints under a mesh.
+    """
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        dtype, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        shape = (cfg.hidden_size, cfg.num_heads, cfg.head_dim)
+        kernel = self.param("kernel", _dense_init(cfg, ("embed", "heads", "kv")), shape, pdt)
+        bias = self.param("bias", _zeros(("heads", "kv")), shape[1:], pdt)
+        return jnp.einsum("bld,dhk->blhk", x.astype(dtype), kernel.astype(dtype)) + bias.astype(dtype)
+
+
+class HeadsOutput(nn.Module):
+    """[B, L, H, Dh] -> [B, L, D]: the attention output projection, kernel [H, Dh, D] + bias [D]."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        dtype, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        shape = (cfg.num_heads, cfg.head_dim, cfg.hidden_size)
+        kernel = self.param("kernel", _dense_init(cfg, ("heads", "kv", "embed")), shape, pdt)
+        bias = self.param("bias", _zeros(("embed",)), (cfg.hidden_size,), pdt)
+        return jnp.einsum("blhk,hkd->bld", x.astype(dtype), kernel.astype(dtype)) + bias.astype(dtype)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with a key padding mask; output projection included."""
 
@@ -265,19 +299,9 @@ class SelfAttention(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
         cfg = self.config
-        dtype, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        dtype = jnp.dtype(cfg.dtype)
 
-        def projection(name: str) -> nn.DenseGeneral:
-            return nn.DenseGeneral(
-                features=(cfg.num_heads, cfg.head_dim),
-                kernel_init=_dense_init(cfg, ("embed", "heads", "kv")),
-                bias_init=_zeros(("heads", "kv")),
-                dtype=dtype,
-                param_dtype=pdt,
-                name=name,
-            )
-
-        q, k, v = (projection(n)(x) for n in ("query", "key", "value"))  # [B, L, H, Dh]
+        q, k, v = (HeadsProjection(cfg, name=n)(x) for n in ("query", "key", "value"))  # [B, L, H, Dh]
         q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
         k = nn.with_logical_constraint(k, ("batch", "length", "heads", "kv"))
         v = nn.with_logical_constraint(v, ("batch", "length", "heads", "kv"))
@@ -294,15 +318,7 @@ class SelfAttention(nn.Module):
             probs = nn.Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
             out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
-        return nn.DenseGeneral(
-            features=cfg.hidden_size,
-            axis=(-2, -1),
-            kernel_init=_dense_init(cfg, ("heads", "kv", "embed")),
-            bias_init=_zeros(("embed",)),
-            dtype=dtype,
-            param_dtype=pdt,
-            name="out",
-        )(out)
+        return HeadsOutput(cfg, name="out")(out)
 
 
 class EncoderLayer(nn.Module):
