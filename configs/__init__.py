@@ -1,0 +1,1 @@
+"""Run configs (ml_collections): one ``get_config()`` a file; see configs/common.py."""

@@ -1,0 +1,98 @@
+"""Shared builder for the run configs (interface 4 of TEAM.md): one function, six thin config files.
+
+Every field the trainer reads is present here with a value of the right type, so ml_collections can
+type-check command-line overrides (``--config.train.steps=200``) and reject unknown fields. Values
+that could not be checked against the XLM-P / XLM-R papers offline are marked "our choice".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+from data_pipelines.config import default_data_config
+from xlmp_jax.model import ModelConfig
+from xlmp_jax.pool import PoolConfig
+
+
+def model_config(size: str, *, pool: bool, pool_overrides: dict | None = None) -> ml_collections.ConfigDict:
+    """The ``config.model`` block: every ``ModelConfig`` field, plus ``pool`` with an ``enabled`` switch.
+
+    The baseline keeps the pool's fields (``enabled=False``) so that the same overrides parse for both.
+    """
+    fields = dataclasses.asdict(ModelConfig.preset(size, pool=False))
+    fields.pop("pool")
+    pool_fields = {"enabled": pool, **dataclasses.asdict(PoolConfig(**(pool_overrides or {})))}
+    model = ml_collections.ConfigDict(fields)
+    model.pool = ml_collections.ConfigDict(pool_fields)
+    return model
+
+
+def train_config(**overrides) -> ml_collections.ConfigDict:
+    """The ``config.train`` block. AdamW betas/eps/weight decay are XLM-R's (RoBERTa's) values."""
+    train = ml_collections.ConfigDict(
+        dict(
+            steps=1000,
+            batch_size=32,  # global, over all hosts
+            learning_rate=1e-3,
+            warmup_steps=100,  # linear warm-up, then linear decay to 0 at `steps`
+            weight_decay=0.01,
+            b1=0.9,
+            b2=0.98,
+            eps=1e-6,
+            grad_clip=1.0,  # global-norm clipping; 0 = off
+            grad_accum_steps=1,
+            log_every=50,
+            checkpoint_every=500,
+            keep_checkpoints=3,  # the last N, plus the best by eval loss
+            eval_every=500,  # 0 = no periodic eval
+            eval_batch_size=32,
+            eval_batches=0,  # held-out batches per eval; 0 = all (make_eval_data goes language by language)
+            seed=0,
+            max_consecutive_nan=10,  # stop after this many NaN/Inf steps in a row
+            label_smoothing=0.0,
+            z_loss=0.0,
+            stop_after=0,  # stop (with a checkpoint) after this step, e.g. for a scheduler's time limit; 0 = off
+            data_shards=0,  # input shards (a multiple of the process count); 0 = one per process
+            peak_flops=0.0,  # per device, FLOP/s, for MFU; 0 = look the device up in xlmp_jax.train's table
+        )
+    )
+    train.update(overrides)
+    return train
+
+
+def mesh_config(**overrides) -> ml_collections.ConfigDict:
+    """Mesh axis sizes; -1 = the rest of the devices. ``dcn_data`` > 1 splits `data` across slices."""
+    mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, dcn_data=1))
+    mesh.update(overrides)
+    return mesh
+
+
+def make_config(
+    size: str,
+    *,
+    pool: bool,
+    seq_length: int,
+    train: dict,
+    mesh: dict | None = None,
+    pool_overrides: dict | None = None,
+    model_overrides: dict | None = None,
+) -> ml_collections.ConfigDict:
+    """A full run config (model, data, train, mesh, init_from_hf)."""
+    config = ml_collections.ConfigDict()
+    config.model = model_config(size, pool=pool, pool_overrides=pool_overrides)
+    config.model.update(model_overrides or {})
+    config.data = default_data_config()
+    config.data.seq_length = seq_length
+    config.train = train_config(**train)
+    config.mesh = mesh_config(**(mesh or {}))
+    config.init_from_hf = ""  # a transformers XLM-R directory to start from ('' = random init)
+    return config
+
+
+def without_pool(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The no-pool (XLM-R) twin of a config: same everything, ``model.pool.enabled=False``."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.model.pool.enabled = False
+    return config

@@ -1,0 +1,142 @@
+"""Orbax checkpoints (xlmp_jax/checkpoint.py): round trip, another mesh, keep/best, corrupt and incompatible ones."""
+
+import json
+import logging
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from xlmp_jax import checkpoint, config_utils, sharding, steps
+
+
+def _config(**overrides):
+    items = ["train.steps=10", "train.warmup_steps=2", "model.pool.size=8", "data.seq_length=32"]
+    return config_utils.load_config("configs/tiny.py", items + [f"{k}={v}" for k, v in overrides.items()])
+
+
+def _state(config, devices):
+    mesh = sharding.make_mesh(config.mesh, devices)
+    state, shardings = steps.create_train_state(config, mesh, jax.random.key(0))
+    return mesh, state, shardings
+
+
+@pytest.fixture(scope="module")
+def state8():
+    """One train state on an 8-device (data=8) mesh, shared by the tests (XLA CPU compiles are slow)."""
+    return _state(_config(), jax.devices()[:8])[1]
+
+
+class FakeIterator:
+    """Stands in for TrainData: only its save/restore contract matters here."""
+
+    def __init__(self, position=0):
+        self.position = position
+
+    def save(self, directory):
+        with open(os.path.join(directory, "pos.json"), "w") as f:
+            json.dump(self.position, f)
+
+    def restore(self, directory):
+        with open(os.path.join(directory, "pos.json")) as f:
+            self.position = json.load(f)
+
+
+def _assert_trees_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _perturbed(state, step):
+    """A state that differs from a fresh one (so restoring cannot pass by accident)."""
+    params = jax.tree.map(lambda x: x + 0.5, state.params)
+    return state.replace(params=params, step=state.step + step)
+
+
+def test_round_trip_onto_another_mesh_with_data_and_config(tmp_path, state8):
+    config = _config()
+    saved = _perturbed(state8, 7)
+    ckpt = checkpoint.Checkpointer(str(tmp_path), keep=2)
+    ckpt.save(7, saved, data=FakeIterator(123), config=config)
+    ckpt.close()
+
+    # Restore onto a 4-device mesh, FSDP-sharded this time: 8 -> 4 devices, another layout.
+    config4 = _config(**{"mesh.data": 1, "mesh.fsdp": 4})
+    mesh4, fresh4, _ = _state(config4, jax.devices()[:4])
+    data = FakeIterator(0)
+    restored, step = checkpoint.Checkpointer(str(tmp_path)).restore_latest(fresh4, data)
+    assert step == 7 and data.position == 123 and int(restored.step) == int(saved.step)
+    _assert_trees_equal(restored.params, saved.params)
+    _assert_trees_equal(restored.opt_state, saved.opt_state)
+    emb = restored.params["embeddings"]["word_embeddings"]
+    assert emb.sharding.mesh.devices.size == 4 and set(emb.devices()) == set(jax.devices()[:4])
+    assert emb.sharding.spec == fresh4.params["embeddings"]["word_embeddings"].sharding.spec
+
+    loaded_config, params, loaded_step = checkpoint.load_params(str(tmp_path))
+    assert loaded_step == 7 and loaded_config.model.pool.size == 8
+    assert isinstance(params["embeddings"]["word_embeddings"], np.ndarray)
+    _assert_trees_equal(params, saved.params)
+    assert checkpoint.load_params(str(tmp_path / "checkpoints" / "7"))[2] == 7
+    assert checkpoint.all_steps(str(tmp_path)) == [7] and checkpoint.latest_step(str(tmp_path)) == 7
+
+
+def test_keeps_last_n_plus_best_eval(tmp_path, state8):
+    state = state8
+    ckpt = checkpoint.Checkpointer(str(tmp_path), keep=2)
+    for step, loss in [(1, 3.0), (2, 1.0), (3, 2.0), (4, None), (5, 4.0), (6, None)]:
+        ckpt.save(step, state.replace(step=state.step + step), eval_loss=loss)
+    ckpt.close()
+    # the last two (5, 6) and the best by eval loss (2)
+    assert checkpoint.all_steps(str(tmp_path)) == [2, 5, 6]
+
+
+def test_corrupt_checkpoint_is_skipped_not_deleted(tmp_path, caplog, state8):
+    state = state8
+    ckpt = checkpoint.Checkpointer(str(tmp_path), keep=3)
+    ckpt.save(1, _perturbed(state, 1))
+    ckpt.save(2, _perturbed(state, 2))
+    ckpt.close()
+    bad = tmp_path / "checkpoints" / "2"
+    for root, _, files in os.walk(bad / "state"):  # truncate every array file of the newest step
+        for name in files:
+            if "ocdbt" in root or name.startswith("manifest"):
+                open(os.path.join(root, name), "wb").close()
+
+    with caplog.at_level(logging.WARNING):
+        restored, step = checkpoint.Checkpointer(str(tmp_path)).restore_latest(state)
+    assert step == 1
+    _assert_trees_equal(restored.params, _perturbed(state, 1).params)
+    assert str(bad) in caplog.text and "unreadable" in caplog.text
+    moved = os.listdir(tmp_path / checkpoint.CORRUPT)
+    assert len(moved) == 1 and moved[0].startswith("2-")  # kept for inspection
+    assert checkpoint.all_steps(str(tmp_path)) == [1]
+
+
+def test_incompatible_checkpoint_names_path_and_param(tmp_path, state8):
+    ckpt = checkpoint.Checkpointer(str(tmp_path))
+    ckpt.save(3, state8)
+    ckpt.close()
+
+    # The target of a model with a 4-prompt pool (the saved one has 8): shapes only, nothing allocated.
+    def target(path, x):
+        shape = (4, *x.shape[1:]) if "pool" in jax.tree_util.keystr(path) else x.shape
+        return jax.ShapeDtypeStruct(shape, x.dtype, sharding=x.sharding)
+
+    other = jax.tree_util.tree_map_with_path(target, state8)
+    with pytest.raises(checkpoint.IncompatibleCheckpointError) as e:
+        checkpoint.Checkpointer(str(tmp_path)).restore_latest(other)
+    message = str(e.value)
+    assert str(tmp_path / "checkpoints" / "3") in message and "params/pool/keys" in message
+    assert "(8, 64)" in message and "(4, 64)" in message
+    assert os.path.isdir(tmp_path / "checkpoints" / "3")  # an incompatible checkpoint is not "corrupt"
+
+
+def test_load_params_errors(tmp_path, state8):
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint in"):
+        checkpoint.load_params(str(tmp_path))
+    ckpt = checkpoint.Checkpointer(str(tmp_path))
+    ckpt.save(5, state8, config=_config())
+    ckpt.close()
+    with pytest.raises(checkpoint.CheckpointError, match=r"step 9 not in .*checkpoints \(have: \[5\]\)"):
+        checkpoint.load_params(str(tmp_path), step=9)

@@ -1,0 +1,90 @@
+"""Run configs (configs/*.py) and their loading/checking (xlmp_jax/config_utils.py)."""
+
+import json
+
+import pytest
+
+from xlmp_jax import config_utils
+from xlmp_jax.model import ModelConfig, count_params
+
+NAMES = ("tiny", "base", "large", "tiny_baseline", "base_baseline", "large_baseline")
+# XLM-R's published sizes (hidden, layers, heads, ffn, vocab) and parameter counts without the pool.
+XLMR = {"base": (768, 12, 12, 3072, 250002, 278_295_186), "large": (1024, 24, 16, 4096, 250002, 560_142_482)}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_config_resolves_and_builds_its_model(name):
+    config = config_utils.load_config(f"configs/{name}.py")
+    model = ModelConfig.from_dict(config.model)
+    assert set(config.keys()) >= {"model", "data", "train", "mesh", "init_from_hf"}
+    assert (model.pool is None) == name.endswith("_baseline")
+    size = name.removesuffix("_baseline")
+    counts = count_params(model)  # eval_shape only: nothing is allocated for base/large
+    if size in XLMR:
+        hidden, layers, heads, ffn, vocab, encoder_params = XLMR[size]
+        assert (model.hidden_size, model.num_layers, model.num_heads, model.intermediate_size) == (
+            hidden,
+            layers,
+            heads,
+            ffn,
+        )
+        assert model.vocab_size == vocab and config.data.seq_length == 512
+        assert counts["encoder"] == encoder_params
+    else:
+        assert config.data.seq_length == 128 and config.train.steps == 300 and config.train.batch_size == 32
+    assert counts["pool"] == (
+        0 if model.pool is None else model.pool.size * model.hidden_size * (1 + model.pool.length)
+    )
+
+
+@pytest.mark.parametrize("size", ("tiny", "base", "large"))
+def test_baseline_differs_from_its_twin_only_by_the_pool(size):
+    pooled = config_utils.load_config(f"configs/{size}.py").to_dict()
+    baseline = config_utils.load_config(f"configs/{size}_baseline.py").to_dict()
+    assert pooled["model"]["pool"].pop("enabled") is True
+    assert baseline["model"]["pool"].pop("enabled") is False
+    assert pooled == baseline
+
+
+def test_overrides_and_json_round_trip(tmp_path):
+    config = config_utils.load_config(
+        "configs/tiny.py",
+        ["--config.train.steps=70", "model.pool.size=8", "--config.model.pool.enabled=false", "train.learning_rate=2"],
+    )
+    assert config.train.steps == 70 and config.model.pool.size == 8 and config.model.pool.enabled is False
+    assert config.train.learning_rate == 2.0 and isinstance(config.train.learning_rate, float)
+    path = config_utils.save_config(config, str(tmp_path))
+    assert json.load(open(path))["train"]["steps"] == 70
+    again = config_utils.read_config_json(str(tmp_path))
+    assert again.to_dict() == config.to_dict()
+    with pytest.raises(AttributeError):  # saved configs stay locked: no new fields
+        again.train.new_field = 1
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.stepz=3", 'unknown config field stepz (did you mean "steps"'),
+        ("train.steps=abc", "--config.train.steps=abc"),
+        ("model.pool.size=1.5", "--config.model.pool.size=1.5"),
+        ("train.steps=0", "train.steps must be a positive integer, got 0"),
+        ("mesh.fsdp=-1", "at most one mesh axis may be -1"),
+        ("data.seq_length=200", "data.seq_length=200 exceeds the model's position table"),
+        ("model.num_heads=5", "model.hidden_size=64 is not divisible by model.num_heads=5"),
+        ("train.grad_accum_steps=3", "train.batch_size=32 is not divisible by train.grad_accum_steps=3"),
+    ],
+)
+def test_bad_overrides_name_the_value(override, message):
+    with pytest.raises(config_utils.ConfigError) as e:
+        config_utils.load_config("configs/tiny.py", [override])
+    assert message in str(e.value)
+
+
+def test_missing_config_file_names_the_path():
+    with pytest.raises(config_utils.ConfigError, match=r"config file not found: 'configs/nope\.py'"):
+        config_utils.load_config("configs/nope.py")
+
+
+def test_warmup_longer_than_training_is_an_error():
+    with pytest.raises(config_utils.ConfigError, match="train.warmup_steps=30 exceeds train.steps=7"):
+        config_utils.load_config("configs/tiny.py", ["train.steps=7"])

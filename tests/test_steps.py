@@ -1,0 +1,237 @@
+"""Optimizer, schedule, sparse-head loss, gradient accumulation, NaN skipping, eval step and the FLOPs formula.
+
+Compiles each step once on one CPU device (eval on two) at a low XLA optimisation level to stay fast.
+"""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from test_sharding import FAST, LANGS, B, T, make_batch, tiny_config
+
+from data_pipelines.config import max_predictions
+from xlmp_jax import flops, steps
+from xlmp_jax import sharding as sh
+from xlmp_jax.model import XLMP, ModelConfig, param_shapes
+
+
+def no_dropout_config(**train):
+    config = tiny_config(**train)
+    config.model.hidden_dropout = 0.0
+    return config
+
+
+@pytest.fixture(scope="module")
+def one_device():
+    mesh = sh.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
+    config = no_dropout_config()
+    state, shardings = steps.create_train_state(config, mesh, jax.random.key(0), compiler_options=FAST)
+    train_step = steps.make_train_step(config, mesh, shardings, num_languages=LANGS, compiler_options=FAST)
+    return dict(
+        mesh=mesh, config=config, params=jax.device_get(state.params), shardings=shardings, train_step=train_step
+    )
+
+
+def fresh_state(setup, params=None):
+    state, _ = steps.create_train_state(
+        setup["config"], setup["mesh"], jax.random.key(0), params=params or setup["params"], compiler_options=FAST
+    )
+    return state
+
+
+# --- optimizer ----------------------------------------------------------------------------------
+
+
+def test_schedule_warms_up_then_decays_linearly():
+    schedule = steps.make_schedule(tiny_config(steps=100, warmup_steps=10, learning_rate=1e-3).train)
+    np.testing.assert_allclose(
+        [schedule(s) for s in (0, 5, 10, 55, 100)], [0.0, 5e-4, 1e-3, 5e-4, 0.0], rtol=1e-6, atol=1e-9
+    )
+    no_warmup = steps.make_schedule(tiny_config(steps=100, warmup_steps=0, learning_rate=1e-3).train)
+    np.testing.assert_allclose([no_warmup(0), no_warmup(50)], [1e-3, 5e-4], rtol=1e-6)
+    with pytest.raises(ValueError, match="train.warmup_steps=200"):
+        steps.make_schedule(tiny_config(steps=100, warmup_steps=200).train)
+
+
+def test_weight_decay_only_on_weight_matrices():
+    mask = steps.decay_mask(param_shapes(steps.model_config(tiny_config())))
+    assert mask["layer_0"]["attention"]["query"]["kernel"] is True
+    assert mask["embeddings"]["word_embeddings"] is True
+    assert mask["pool"]["prompts"] is True
+    assert mask["layer_0"]["attention"]["query"]["bias"] is False
+    assert mask["layer_0"]["output_layer_norm"]["scale"] is False
+    assert mask["lm_head"]["bias"] is False
+    # with zero gradients, AdamW moves exactly the decayed params, by -lr * wd * param
+    train = tiny_config(steps=10, warmup_steps=0, learning_rate=0.5, weight_decay=0.1, grad_clip=0.0).train
+    tx = steps.make_optimizer(train)
+    params = {"dense": {"kernel": jnp.full((2, 3), 2.0), "bias": jnp.ones(3)}, "layer_norm": {"scale": jnp.ones(3)}}
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    np.testing.assert_allclose(updates["dense"]["kernel"], -0.5 * 0.1 * 2.0, rtol=1e-6)
+    assert not np.any(updates["dense"]["bias"]) and not np.any(updates["layer_norm"]["scale"])
+
+
+def test_adamw_uses_xlmr_hyperparameters_and_clipping():
+    tx = steps.make_optimizer(tiny_config(warmup_steps=0, learning_rate=1.0, grad_clip=1.0, weight_decay=0.0).train)
+    params = {"w": jnp.zeros(4)}
+    grads = {"w": jnp.array([30.0, 40.0, 0.0, 0.0])}  # norm 50 -> clipped to [0.6, 0.8, 0, 0]
+    updates, state = tx.update(grads, tx.init(params), params)
+    # first Adam step: m/(sqrt(v)+eps) with bias correction = g/(|g| + eps) -> -lr * sign
+    np.testing.assert_allclose(updates["w"], [-1.0, -1.0, 0.0, 0.0], atol=1e-5)
+    adam = [s for s in jax.tree.leaves(state, is_leaf=lambda x: hasattr(x, "nu")) if hasattr(s, "nu")][0]
+    np.testing.assert_allclose(adam.nu["w"], (1 - 0.98) * np.array([0.6, 0.8, 0, 0]) ** 2, rtol=1e-5)
+
+
+# --- loss ---------------------------------------------------------------------------------------
+
+
+def dense_reference_loss(config, params, batch):
+    """Cross-entropy from logits at every position (what transformers does), weighted by the MLM weights."""
+    model = XLMP(steps.model_config(config))
+    logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], batch["positions"])["logits"]
+    per_token = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch["targets"])
+    return float(jnp.sum(per_token * batch["weights"]) / jnp.sum(batch["weights"]))
+
+
+def test_sparse_head_loss_equals_dense_reference(one_device):
+    batch = make_batch(0)
+    reference = dense_reference_loss(one_device["config"], one_device["params"], batch)
+    _, metrics = one_device["train_step"](fresh_state(one_device), sh.shard_batch(batch, one_device["mesh"]))
+    np.testing.assert_allclose(float(metrics["loss"]), reference, rtol=1e-5)
+    assert float(metrics["num_predictions"]) == batch["weights"].sum()
+    counts = np.bincount(batch["language"], weights=batch["weights"].sum(1), minlength=LANGS)
+    np.testing.assert_allclose(metrics["lang_count"], counts)
+    np.testing.assert_allclose(float(metrics["lang_loss_sum"].sum()), float(metrics["nll_sum"]), rtol=1e-5)
+    usage = np.asarray(metrics["pool_usage"])
+    assert usage.shape == (8,) and abs(usage.sum() - 1) < 1e-5
+    assert 0 < float(metrics["pool_usage_entropy"]) <= np.log(8) + 1e-5
+    assert 0 < float(metrics["pool_example_entropy"]) <= float(metrics["pool_usage_entropy"]) + 1e-5
+    assert metrics["pool_lang_weights"].shape == (LANGS, 8)
+    assert float(metrics["learning_rate"]) == 0.0 and int(metrics["skipped"]) == 0
+
+
+def test_label_smoothing_and_z_loss_match_their_definitions():
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(2, 3, 11)), jnp.float32)
+    targets = jnp.asarray(rng.integers(0, 11, (2, 3)), jnp.int32)
+    weights = jnp.asarray([[1, 1, 0], [1, 0, 0]], jnp.float32)
+    out = steps.mlm_loss(logits, targets, weights, label_smoothing=0.1, z_loss=1e-2)
+    smoothed = optax.smooth_labels(jax.nn.one_hot(targets, 11), 0.1)
+    expected = optax.softmax_cross_entropy(logits, smoothed) + 1e-2 * jax.nn.logsumexp(logits, -1) ** 2
+    np.testing.assert_allclose(out["objective"], expected, rtol=1e-5)
+    np.testing.assert_allclose(out["nll"], optax.softmax_cross_entropy_with_integer_labels(logits, targets), rtol=1e-5)
+    np.testing.assert_allclose(out["loss"], float(jnp.sum(expected * weights) / 3), rtol=1e-5)
+
+
+# --- gradient accumulation, NaN -----------------------------------------------------------------
+
+
+def test_gradient_accumulation_equals_one_big_step(one_device):
+    config = no_dropout_config(grad_accum_steps=2)
+    mesh = one_device["mesh"]
+    state, shardings = steps.create_train_state(
+        config, mesh, jax.random.key(0), params=one_device["params"], compiler_options=FAST
+    )
+    accum_step = steps.make_train_step(config, mesh, shardings, num_languages=LANGS, compiler_options=FAST)
+    plain = fresh_state(one_device)
+    for i in range(2):  # the second step has lr > 0, so params move
+        batch = sh.shard_batch(make_batch(10 + i), mesh)
+        state, m_accum = accum_step(state, batch)
+        plain, m_plain = one_device["train_step"](plain, batch)
+        for key in ("loss", "grad_norm", "num_predictions", "mlm_accuracy", "pool_usage_entropy"):
+            np.testing.assert_allclose(m_accum[key], m_plain[key], rtol=1e-5, err_msg=key)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+        jax.device_get(state.params),
+        jax.device_get(plain.params),
+    )
+
+
+def test_non_finite_step_is_skipped_and_counted(one_device):
+    step = one_device["train_step"]
+    batch = sh.shard_batch(make_batch(3), one_device["mesh"])
+    poisoned = jax.tree.map(np.copy, one_device["params"])
+    poisoned["layer_1"]["output"]["kernel"][0, 0] = np.nan
+    state = fresh_state(one_device, params=poisoned)
+    opt_before = jax.device_get(state.opt_state)
+    for expected_streak in (1, 2):
+        state, metrics = step(state, batch)
+        assert int(metrics["skipped"]) == 1 and int(metrics["nan_streak"]) == expected_streak
+        assert int(state.nan_streak) == expected_streak and int(state.skipped) == expected_streak
+    assert int(state.step) == 2
+    jax.tree.map(
+        lambda a, b: np.testing.assert_array_equal(a, b), jax.device_get(state.params), poisoned
+    )  # NaN == NaN here
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), jax.device_get(state.opt_state), opt_before)
+    # a finite step resets the streak; the schedule counts applied updates only (step - skipped = 0)
+    state = state.replace(params=jax.device_put(one_device["params"], one_device["shardings"].params))
+    state, metrics = step(state, batch)
+    assert int(metrics["skipped"]) == 0 and int(state.nan_streak) == 0 and int(state.skipped) == 2
+    assert float(metrics["learning_rate"]) == 0.0
+    state, metrics = step(state, batch)
+    np.testing.assert_allclose(float(metrics["learning_rate"]), 5e-4, rtol=1e-6)  # schedule(1), warmup 2
+
+
+# --- eval ---------------------------------------------------------------------------------------
+
+
+def test_eval_step_pads_an_uneven_batch_and_matches_the_dense_loss(one_device):
+    config = one_device["config"]
+    mesh = sh.make_mesh(dict(data=2, fsdp=1, tensor=1), jax.devices()[:2])
+    state, shardings = steps.create_train_state(
+        config, mesh, jax.random.key(0), params=one_device["params"], compiler_options=FAST
+    )
+    eval_step = steps.make_eval_step(config, mesh, shardings, num_languages=LANGS, compiler_options=FAST)
+    batch = {k: v[:7] for k, v in make_batch(5).items()}  # 7 rows on 2 data shards
+    metrics = eval_step(state, batch)
+    again = eval_step(state.params, batch)
+    assert float(metrics["nll_sum"]) == float(again["nll_sum"])  # deterministic, params or state
+    assert float(metrics["num_predictions"]) == batch["weights"].sum()
+    np.testing.assert_allclose(
+        float(metrics["loss"]), dense_reference_loss(config, one_device["params"], batch), rtol=1e-5
+    )
+    assert float(metrics["pool_examples"]) == 7  # the padding row is not counted
+
+
+# --- FLOPs --------------------------------------------------------------------------------------
+
+
+def dot_flops(stablehlo: str) -> float:
+    """2 x output size x contracted size, summed over every dot_general of a lowered StableHLO module."""
+    total = 0.0
+    pattern = re.compile(
+        r"stablehlo\.dot_general.*?contracting_dims = \[([\d, ]*)\] x .*?:\s*\(tensor<([^>]*)>, tensor<[^>]*>\)"
+        r"\s*->\s*tensor<([^>]*)>"
+    )
+    for line in stablehlo.splitlines():
+        match = pattern.search(line)
+        if not match:
+            continue
+        contracting = [int(i) for i in match.group(1).split(",") if i.strip()]
+        lhs = [int(d) for d in match.group(2).split("x")[:-1]]
+        out = [int(d) for d in match.group(3).split("x")[:-1]]
+        total += 2.0 * np.prod(out) * np.prod([lhs[i] for i in contracting])
+    return total
+
+
+def test_flops_formula_counts_every_matmul_of_the_train_step(one_device):
+    text = one_device["train_step"].lower(fresh_state(one_device), sh.shard_batch(make_batch(0), one_device["mesh"]))
+    assert "dot_general" in text.as_text()
+    counted = dot_flops(text.as_text())
+    cfg = steps.model_config(one_device["config"])
+    k = max_predictions(T, one_device["config"].data.mlm_rate)
+    formula = flops.flops_per_token(cfg, T, k) * B * T
+    np.testing.assert_allclose(counted, formula, rtol=1e-3)
+    # without a pool the formula is 6 x encoder params in matmuls + attention + head at K positions
+    base = ModelConfig.preset("base", pool=False)
+    d, f = 768, 3072
+    expected = 6 * 12 * (4 * d * d + 2 * d * f) + 12 * 12 * 512 * d + 6 * (d * d + d * 250002) * 78 / 512
+    np.testing.assert_allclose(flops.flops_per_token(base, 512, 78), expected, rtol=1e-12)
+
+
+def test_mfu():
+    assert flops.mfu(1000.0, 1e9, 4e12) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="peak_flops"):
+        flops.mfu(1.0, 1.0, 0.0)

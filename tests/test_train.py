@@ -1,0 +1,272 @@
+"""The train CLI and loop (xlmp_jax/train.py): exact resume after SIGKILL, multi-host, bad input.
+
+The CLI runs are subprocesses (each sets its own JAX environment); they share a persistent compilation
+cache, so only the first run of each program pays XLA's compile time.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from xlmp_jax import checkpoint, config_utils
+from xlmp_jax import train as train_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A small, fast variant of the tiny config: 1 layer, 8 prompts, 8 rows of 32 tokens, a log line every step.
+FAST = [
+    "--config=configs/tiny.py",
+    "--config.model.num_layers=1",
+    "--config.model.pool.size=8",
+    "--config.data.seq_length=32",
+    "--config.data.shuffle_buffer=64",
+    "--config.train.batch_size=8",
+    "--config.train.warmup_steps=2",
+    "--config.train.log_every=1",
+    "--config.train.eval_every=0",
+]
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("jax_cache"))
+
+
+def _env(devices: int, cache: str, **extra) -> dict:
+    env = dict(os.environ)
+    env.update(
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS="",  # the parent's 8 forced devices must not leak in: XLMP_NUM_CPU_DEVICES decides
+        XLMP_NUM_CPU_DEVICES=str(devices),
+        CUDA_VISIBLE_DEVICES="",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        JAX_COMPILATION_CACHE_DIR=cache,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+        PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    env.update(extra)
+    return env
+
+
+def _cmd(workdir, *args) -> list[str]:
+    return [sys.executable, "-m", "xlmp_jax.train", *FAST, f"--workdir={workdir}", *args]
+
+
+def _run(workdir, *args, devices=8, cache, timeout=600, **env) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        _cmd(workdir, *args), env=_env(devices, cache, **env), cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+def _losses(workdir) -> dict[int, float]:
+    """step -> logged training loss, from metrics.jsonl (every step must be logged exactly once)."""
+    losses = {}
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in f:
+            record = json.loads(line)
+            if "loss" in record:
+                assert record["step"] not in losses, f"step {record['step']} logged twice"
+                losses[record["step"]] = record["loss"]
+    return losses
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_sigkill_sigterm_and_resume_are_exact(tmp_path, compile_cache):
+    """2k steps straight == k steps, SIGKILL mid-training, resume, SIGTERM (saves), resume to 2k."""
+    k = 3
+    args = [f"--config.train.steps={2 * k}", f"--config.train.checkpoint_every={k}"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    first = _run(straight, *args, cache=compile_cache)
+    assert "first step" in first.stdout and "step 6: loss=" in first.stdout
+
+    # The same run, slowed down, SIGKILLed once checkpoint k is complete and training has gone past it.
+    proc = subprocess.Popen(
+        _cmd(killed, *args),
+        env=_env(8, compile_cache, XLMP_STEP_DELAY_S="1.5"),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if checkpoint.latest_step(str(killed)) == k and max(_losses_or_empty(killed), default=0) > k:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert checkpoint.latest_step(str(killed)) == k
+        logged_before_kill = max(_losses_or_empty(killed))
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert k < logged_before_kill < 2 * k  # killed mid-training, after checkpoint k
+
+    # Resume, slowed again, and preempt it (SIGTERM) right after its first step: it saves and exits 143.
+    proc = subprocess.Popen(
+        _cmd(killed, *args),
+        env=_env(8, compile_cache, XLMP_STEP_DELAY_S="1.5"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and max(_losses_or_empty(killed), default=0) <= k:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == train_lib.PREEMPTED_EXIT, out[-2000:] + err[-3000:]
+    assert f"resumed from {killed / 'checkpoints' / str(k)} (step {k})" in out
+    preempted_at = checkpoint.latest_step(str(killed))
+    assert k < preempted_at < 2 * k and f"SIGTERM: saved checkpoint {killed / 'checkpoints' / str(preempted_at)}" in out
+
+    resumed = _run(killed, *args, cache=compile_cache)
+    assert f"resumed from {killed / 'checkpoints' / str(preempted_at)} (step {preempted_at})" in resumed.stdout
+    a, b = _losses(straight), _losses(killed)
+    assert sorted(a) == sorted(b) == list(range(1, 2 * k + 1))
+    assert [b[s] for s in range(k + 1, 2 * k + 1)] == [a[s] for s in range(k + 1, 2 * k + 1)]  # bit-identical
+    # The resumed run's config and checkpoints are all there; the checkpoint holds the config and the data state.
+    assert config_utils.read_config_json(str(killed)).train.steps == 2 * k
+    assert checkpoint.all_steps(str(killed)) == sorted({k, preempted_at, 2 * k})
+    assert os.listdir(killed / "checkpoints" / str(2 * k) / "data")
+    assert os.listdir(killed / "tb")
+
+
+def _losses_or_empty(workdir) -> dict[int, float]:
+    try:
+        return {
+            json.loads(line)["step"]: 0.0
+            for line in open(os.path.join(workdir, "metrics.jsonl"))
+            if line.endswith("\n")
+        }
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def test_two_processes_match_one(tmp_path, compile_cache):
+    """2 processes x 4 CPU devices = one 8-device mesh; stop at 2, resume to 4; equal to 1 process x 8 devices."""
+    args = ["--config.train.steps=4", "--config.train.checkpoint_every=2"]
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    _run(single, *args, "--config.train.data_shards=2", cache=compile_cache)
+
+    def two_processes(*extra):
+        port = _free_port()
+        procs = [
+            subprocess.Popen(
+                _cmd(multi, *args, *extra, f"--coordinator_address=localhost:{port}", "--num_processes=2")
+                + [f"--process_id={i}"],
+                env=_env(4, compile_cache),
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(2)
+        ]
+        outs = [p.communicate(timeout=600) for p in procs]
+        for p, (out, err) in zip(procs, outs, strict=True):
+            assert p.returncode == 0, out[-3000:] + err[-5000:]
+        return outs
+
+    first = two_processes("--config.train.stop_after=2")
+    assert "2 process(es)" in first[0][0] and "mesh {'data': 8" in first[0][0]
+    assert "xlmp_jax.train" not in first[1][0] and "loss=" not in first[1][0]  # only process 0 reports
+    assert checkpoint.all_steps(str(multi)) == [2]
+    second = two_processes()
+    assert f"resumed from {multi / 'checkpoints' / '2'} (step 2)" in second[0][0]
+    a, b = _losses(single), _losses(multi)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    np.testing.assert_allclose([b[s] for s in range(1, 5)], [a[s] for s in range(1, 5)], rtol=2e-5)
+    # Both processes' input positions are in the checkpoint, and a single process can read them back.
+    data_files = os.listdir(multi / "checkpoints" / "4" / "data")
+    assert any("00000-of-00002" in f for f in data_files) and any("00001-of-00002" in f for f in data_files)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input: one clear error naming the value. In-process where the error comes before any compilation.
+
+
+def _config(*overrides):
+    return config_utils.load_config(
+        "configs/tiny.py", [a.removeprefix("--config.") for a in FAST[1:]] + list(overrides)
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["mesh.data=3"], "mesh.data=3, mesh.fsdp=1, mesh.tensor=1 needs 3 devices, but there are 8"),
+        (["mesh.data=-1", "mesh.tensor=3"], "the fixed axes (3) do not divide the device count 8"),
+        (["train.batch_size=12"], "train.batch_size=12 is not divisible by the data-parallel size 8"),
+    ],
+)
+def test_bad_mesh_or_batch_names_the_value(tmp_path, overrides, message):
+    with pytest.raises(ValueError) as e:
+        train_lib.train(_config(*overrides), str(tmp_path))
+    assert message in str(e.value)
+
+
+def test_unwritable_workdir_names_it(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.raises(train_lib.TrainError, match=f"work directory '{blocker}/run' is not writable"):
+        train_lib.train(_config(), str(blocker / "run"))
+
+
+def test_cli_errors_are_one_clear_line(tmp_path, compile_cache):
+    env = _env(1, compile_cache)
+    missing = subprocess.run(
+        [sys.executable, "-m", "xlmp_jax.train", "--config=configs/nope.py", f"--workdir={tmp_path}"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 2
+    assert "xlmp_jax.train: error: config file not found: 'configs/nope.py'" in missing.stderr
+    unknown = subprocess.run(
+        _cmd(tmp_path, "--config.train.stepz=3"), env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert unknown.returncode == 2 and "unknown config field stepz" in unknown.stderr, unknown.stderr[-2000:]
+    assert not os.listdir(tmp_path)  # nothing was started
+
+
+def test_incompatible_checkpoint_names_path_and_param(tmp_path):
+    ckpt = checkpoint.Checkpointer(str(tmp_path))
+    # A checkpoint whose pool has 8 prompts (written without training: only the shapes matter here).
+    from xlmp_jax import sharding, steps
+
+    config = _config()
+    state, _ = steps.create_train_state(config, sharding.make_mesh(config.mesh), jax.random.key(0))
+    ckpt.save(1, state, config=config)
+    ckpt.close()
+    with pytest.raises(checkpoint.IncompatibleCheckpointError) as e:
+        train_lib.train(_config("model.pool.size=4"), str(tmp_path))
+    assert str(tmp_path / "checkpoints" / "1") in str(e.value) and "params/pool/keys" in str(e.value)
+
+
+def test_plan_prints_the_memory_plan(capsys):
+    train_lib.print_plan(config_utils.load_config("configs/base.py"), 8)
+    out = capsys.readouterr().out
+    assert out.strip() and ("not available" in out or "GiB" in out)

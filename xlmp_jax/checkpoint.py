@@ -1,0 +1,358 @@
+"""Orbax checkpoints of a training run (interface 7 of TEAM.md).
+
+Layout: ``WORKDIR/checkpoints/<step>/`` holds three items, written together and atomically by an Orbax
+``CheckpointManager`` (written to a temporary directory, renamed when complete, so a crash mid-save
+leaves the previous checkpoint as the latest):
+
+* ``state``  -- the train state (params, optimizer state, step, RNG, NaN streak), sharded arrays;
+* ``data``   -- the input iterator's position, one file set per data shard (``TrainData.save``);
+* ``config`` -- the resolved run config (JSON).
+
+Kept: the last ``keep`` checkpoints plus the one with the best (lowest) eval loss. Restoring reads
+the arrays straight into the shardings of the target state, so a run can resume on another mesh. A
+checkpoint that cannot be read is *moved aside* to ``WORKDIR/checkpoints_corrupt/`` (never deleted),
+with a warning naming it, and the previous one is used. A checkpoint whose parameter shapes differ
+from the model's is an ``IncompatibleCheckpointError`` naming the path and the parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+
+CHECKPOINTS = "checkpoints"
+CORRUPT = "checkpoints_corrupt"
+STATE, DATA, CONFIG = "state", "data", "config"
+EVAL_METRIC = "eval_loss"
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint where one was asked for; the message names the path."""
+
+
+class IncompatibleCheckpointError(ValueError):
+    """The checkpoint was written by a model of other shapes; the message names the path and parameter."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The data-iterator item: TrainData.save/restore into the step directory, one folder per process.
+
+
+class DataIteratorHandler(ocp.CheckpointHandler):
+    """Saves/restores an input iterator (anything with ``save(dir)``/``restore(dir)``).
+
+    Every process calls ``save`` on the same item directory; ``TrainData`` names its files by data
+    shard (``input_pipeline-00001-of-00002``), so the hosts' states sit side by side.
+    """
+
+    def save(self, directory: epath.Path, args: DataIteratorSave) -> None:
+        epath.Path(directory).mkdir(parents=True, exist_ok=True)
+        args.data.save(os.fspath(directory))
+
+    def restore(self, directory: epath.Path, args: DataIteratorRestore) -> Any:
+        args.data.restore(os.fspath(directory))
+        return args.data
+
+    def metadata(self, directory: epath.Path) -> None:
+        return None
+
+
+@ocp.args.register_with_handler(DataIteratorHandler, for_save=True)
+@dataclasses.dataclass
+class DataIteratorSave(ocp.args.CheckpointArgs):
+    data: Any
+
+
+@ocp.args.register_with_handler(DataIteratorHandler, for_restore=True)
+@dataclasses.dataclass
+class DataIteratorRestore(ocp.args.CheckpointArgs):
+    data: Any
+
+
+# --------------------------------------------------------------------------------------------------
+# PRNG keys: Orbax stores plain arrays, so typed keys travel as their key data.
+
+
+def _is_key(x: Any) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def to_storable(state: Any) -> Any:
+    """Typed PRNG keys -> raw uint32 key data (other leaves unchanged)."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, state)
+
+
+def from_storable(restored: Any, like: Any) -> Any:
+    """Undoes ``to_storable`` using ``like`` (a state of the same structure) to find the key leaves."""
+    return jax.tree.map(
+        lambda r, t: jax.random.wrap_key_data(r, impl=jax.random.key_impl(t)) if _is_key(t) else r, restored, like
+    )
+
+
+def _abstract(state: Any) -> Any:
+    """ShapeDtypeStructs carrying each leaf's sharding: the restore target (the mesh may differ from the save's)."""
+
+    def leaf(x):
+        if isinstance(x, jax.ShapeDtypeStruct):
+            return x
+        if isinstance(x, jax.Array):
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+        return x
+
+    return jax.tree.map(leaf, to_storable(state))
+
+
+# --------------------------------------------------------------------------------------------------
+# Shape comparison, for a clear "incompatible checkpoint" error.
+
+
+def _path_str(path: tuple) -> str:
+    parts = []
+    for k in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return "/".join(parts)
+
+
+def _shapes(tree: Any) -> dict[str, tuple]:
+    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)[0]
+    return {_path_str(p): tuple(x.shape) for p, x in leaves if x is not None and hasattr(x, "shape")}
+
+
+def check_compatible(saved_tree: Any, target_state: Any, where: str) -> None:
+    """Raises IncompatibleCheckpointError naming the first parameter whose shape (or presence) differs."""
+    saved = _shapes(saved_tree)
+    target = _shapes(ocp.tree.serialize_tree(_abstract(target_state), keep_empty_nodes=True))
+    # Parameters first: that is the mismatch a user can act on (another model size / pool setting).
+    for prefix in ("params/", ""):
+        for name in sorted(set(saved) | set(target)):
+            if not name.startswith(prefix):
+                continue
+            if name not in saved:
+                raise IncompatibleCheckpointError(f"checkpoint {where} lacks {name!r} (shape {target[name]})")
+            if name not in target:
+                raise IncompatibleCheckpointError(
+                    f"checkpoint {where} has {name!r} (shape {saved[name]}), which this model does not"
+                )
+            if saved[name] != target[name]:
+                raise IncompatibleCheckpointError(
+                    f"checkpoint {where} is incompatible with this config: {name!r} has shape {saved[name]} "
+                    f"there but {target[name]} here"
+                )
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def _step_dirs(directory: epath.Path) -> list[int]:
+    if not directory.exists():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
+
+
+class Checkpointer:
+    """Save/restore of a run's checkpoints in ``workdir/checkpoints`` (see the module docstring)."""
+
+    def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
+        self.workdir = os.path.abspath(workdir)
+        self.directory = epath.Path(self.workdir) / CHECKPOINTS
+        policies = [ocp.checkpoint_managers.LatestN(n=max(keep, 1))]
+        policies.append(
+            ocp.checkpoint_managers.BestN(
+                get_metric_fn=lambda m: m[EVAL_METRIC], reverse=True, n=1, keep_checkpoints_without_metrics=False
+            )
+        )
+        options = ocp.CheckpointManagerOptions(
+            best_fn=lambda m: m[EVAL_METRIC],
+            best_mode="min",
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+            enable_async_checkpointing=async_save,
+            create=True,
+        )
+        handlers = {
+            STATE: ocp.StandardCheckpointHandler(),
+            DATA: DataIteratorHandler(),
+            CONFIG: ocp.JsonCheckpointHandler(),
+        }
+        self.manager = ocp.CheckpointManager(self.directory, item_handlers=handlers, options=options)
+
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(
+        self,
+        step: int,
+        state: Any,
+        *,
+        data: Any = None,
+        config: ml_collections.ConfigDict | None = None,
+        eval_loss: float | None = None,
+    ) -> bool:
+        """Starts an (async) save of ``state`` (+ data iterator, config); False if ``step`` is already saved."""
+        if step in self.manager.all_steps():
+            return False
+        items = {STATE: ocp.args.StandardSave(to_storable(state))}
+        if data is not None:
+            items[DATA] = DataIteratorSave(data)
+        if config is not None:
+            items[CONFIG] = ocp.args.JsonSave(json.loads(config.to_json()))
+        metrics = None if eval_loss is None else {EVAL_METRIC: float(eval_loss)}
+        return self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+    def restore(self, step: int, like: Any, data: Any = None) -> Any:
+        """Restores step ``step`` into the shardings of ``like`` (a state, or its abstract twin)."""
+        where = os.fspath(self.directory / str(step))
+        saved = self.manager.item_metadata(step)[STATE]
+        if saved is None:
+            raise CheckpointError(f"{where} has no train state")
+        check_compatible(saved.tree if hasattr(saved, "tree") else saved, like, where)
+        items = {STATE: ocp.args.StandardRestore(_abstract(like))}
+        if data is not None:
+            items[DATA] = DataIteratorRestore(data)
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        return from_storable(restored[STATE], like)
+
+    def restore_latest(self, like: Any, data: Any = None) -> tuple[Any, int] | None:
+        """Restores the newest readable checkpoint; None if there is none.
+
+        An unreadable step directory (corrupt or partial) is moved to ``checkpoints_corrupt/`` with a
+        warning and the previous step is tried; an incompatible one raises at once.
+        """
+        steps = self.all_steps()
+        failures = []
+        for step in reversed(steps):
+            try:
+                return self.restore(step, like, data), step
+            except IncompatibleCheckpointError:
+                raise
+            except Exception as e:  # noqa: BLE001 -- any read failure means this step is unusable
+                failures.append(step)
+                self._quarantine(step, e)
+        if failures:
+            raise CheckpointError(
+                f"no readable checkpoint in {self.directory}: steps {failures} all failed to restore "
+                f"(moved to {os.path.join(self.workdir, CORRUPT)})"
+            )
+        return None
+
+    def _quarantine(self, step: int, error: Exception) -> None:
+        source = self.directory / str(step)
+        target = os.path.join(self.workdir, CORRUPT, f"{step}-{int(time.time())}")
+        log.warning(
+            "checkpoint %s is unreadable (%s: %s); skipping it, moving it to %s (not deleted)",
+            source,
+            type(error).__name__,
+            str(error).splitlines()[0][:300] if str(error) else "",
+            target,
+        )
+        if jax.process_index() == 0:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.move(os.fspath(source), target)
+        _sync(f"quarantine_{step}")
+        self.manager.reload()
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+# --------------------------------------------------------------------------------------------------
+# Read-only API (export, evaluation): interface 7.
+
+
+def _resolve(path: str) -> tuple[epath.Path, int | None]:
+    """(checkpoints directory, step or None) for a work directory or a step directory."""
+    p = epath.Path(os.path.abspath(path))
+    if not p.exists():
+        raise CheckpointError(f"no checkpoint in {os.fspath(p)}: the path does not exist")
+    if (p / CHECKPOINTS).is_dir():
+        return p / CHECKPOINTS, None
+    if p.name.isdigit() and (p / STATE).is_dir():
+        return p.parent, int(p.name)
+    if (p / STATE).is_dir() is False and any(c.name.isdigit() for c in p.iterdir()):
+        return p, None  # the checkpoints directory itself
+    raise CheckpointError(f"no checkpoint in {os.fspath(p)}: expected a work directory or a checkpoint step directory")
+
+
+def all_steps(workdir: str) -> list[int]:
+    """The steps with a complete checkpoint in ``workdir`` (finished saves only)."""
+    p = epath.Path(os.path.abspath(workdir))
+    directory = p / CHECKPOINTS if (p / CHECKPOINTS).is_dir() else p
+    return [s for s in _step_dirs(directory) if _is_complete(directory / str(s))]
+
+
+def latest_step(workdir: str) -> int | None:
+    steps = all_steps(workdir)
+    return steps[-1] if steps else None
+
+
+def _is_complete(step_dir: epath.Path) -> bool:
+    return (step_dir / STATE).is_dir() and (step_dir / "_CHECKPOINT_METADATA").exists()
+
+
+def load_params(path: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, dict, int]:
+    """Loads (config, params as nested NumPy arrays, step) from a work directory or step directory.
+
+    Reads only the parameters (not the optimizer state), onto the host, whatever mesh wrote them.
+    """
+    directory, dir_step = _resolve(path)
+    steps = [s for s in _step_dirs(directory) if _is_complete(directory / str(s))]
+    if not steps:
+        raise CheckpointError(f"no checkpoint in {os.fspath(directory)}")
+    if step is None:
+        step = dir_step if dir_step is not None else steps[-1]
+    if step not in steps:
+        raise CheckpointError(f"step {step} not in {os.fspath(directory)} (have: {steps})")
+    step_dir = directory / str(step)
+    config = _read_config(step_dir)
+    checkpointer = ocp.PyTreeCheckpointer()
+    meta = checkpointer.metadata(step_dir / STATE)
+    tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree
+    if "params" not in tree:
+        raise CheckpointError(f"{os.fspath(step_dir)} holds no params")
+    shapes = tree["params"]
+    item = {"params": jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), shapes)}
+    restore_args = {"params": jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), shapes)}
+    restored = checkpointer.restore(
+        step_dir / STATE, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
+    )
+    return config, restored["params"], int(step)
+
+
+def _read_config(step_dir: epath.Path) -> ml_collections.ConfigDict:
+    for candidate in (step_dir / CONFIG / "metadata", step_dir.parent.parent / "config.json"):
+        if candidate.exists():
+            config = ml_collections.ConfigDict(json.loads(candidate.read_text()))
+            config.lock()
+            return config
+    raise CheckpointError(f"{os.fspath(step_dir)} has no saved config")

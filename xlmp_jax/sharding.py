@@ -1,0 +1,192 @@
+"""Device mesh, logical-axis rules and batch placement (interface 5 of TEAM.md).
+
+The model names the axes of its parameters and activations (``vocab``, ``embed``, ``heads``, ...);
+``LOGICAL_RULES`` maps those names onto the mesh axes ``('data', 'fsdp', 'tensor')``:
+
+* ``batch`` over ``('data', 'fsdp')``: every data-parallel and FSDP shard sees its own rows;
+* ``embed`` over ``fsdp``: parameters (and so the optimizer state) are split over the FSDP axis and
+  gathered per layer by XLA (ZeRO-3 style); activations keep ``embed`` whole because ``fsdp`` is
+  already taken by ``batch`` there (flax assigns each mesh axis once per array, in rule order);
+* ``heads``, ``mlp``, ``vocab``, ``embed_out`` over ``tensor``: Megatron-style tensor parallelism.
+
+A dimension that a mesh axis does not divide (XLM-R's 250,002-token vocabulary over 4 tensor shards)
+is kept whole instead: see ``fit_spec``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.experimental import mesh_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+# (logical name, mesh axes), in priority order. Names the model uses but leaves whole map to None.
+LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
+    ("batch", BATCH_AXES),
+    ("vocab", "tensor"),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("embed_out", "tensor"),
+    ("embed", "fsdp"),
+    ("length", None),
+    ("kv", None),
+    ("prompts", None),
+    ("prompt_length", None),
+)
+
+
+def _get(cfg: Any, name: str, default: Any = None) -> Any:
+    if isinstance(cfg, Mapping):
+        return cfg.get(name, default)
+    return getattr(cfg, name, default)
+
+
+def mesh_shape(mesh_config: Any, num_devices: int) -> tuple[int, int, int]:
+    """Resolves ``(data, fsdp, tensor)`` for ``num_devices`` devices (per slice); one axis may be -1 (the rest)."""
+    sizes = []
+    for axis in MESH_AXES:
+        value = _get(mesh_config, axis, 1)
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or (value < 1 and value != -1):
+            raise ValueError(f"mesh.{axis} must be a positive integer or -1 (the rest), got {value!r}")
+        sizes.append(int(value))
+    rest = [axis for axis, size in zip(MESH_AXES, sizes, strict=True) if size == -1]
+    if len(rest) > 1:
+        raise ValueError(f"only one mesh axis may be -1, got {', '.join('mesh.' + a for a in rest)} = -1")
+    fixed = math.prod(s for s in sizes if s != -1)
+    described = ", ".join(f"mesh.{a}={s}" for a, s in zip(MESH_AXES, sizes, strict=True))
+    if rest:
+        if num_devices % fixed:
+            raise ValueError(f"{described}: the fixed axes ({fixed}) do not divide the device count {num_devices}")
+        sizes[MESH_AXES.index(rest[0])] = num_devices // fixed
+    elif fixed != num_devices:
+        raise ValueError(f"{described} needs {fixed} devices, but there are {num_devices} (set one axis to -1)")
+    return tuple(sizes)  # type: ignore[return-value]
+
+
+def make_mesh(mesh_config: Any, devices: Sequence[Any] | None = None) -> Mesh:
+    """A ``Mesh`` with axes ``('data', 'fsdp', 'tensor')`` from ``config.mesh`` (see ``device_grid``)."""
+    return Mesh(device_grid(mesh_config, jax.devices() if devices is None else devices), MESH_AXES)
+
+
+def device_grid(mesh_config: Any, devices: Sequence[Any]) -> np.ndarray:
+    """The devices arranged as ``(data, fsdp, tensor)``.
+
+    ``mesh.data``/``fsdp``/``tensor`` describe one slice (the fast ICI network); ``mesh.dcn_data`` > 1
+    multiplies the data axis across slices (the slow DCN network), so only the data-parallel gradient
+    reduction crosses it. A slice is the devices sharing ``slice_index`` (TPU multi-slice); without that
+    attribute each process is taken as a slice (GPU clusters).
+    """
+    devices = list(devices)
+    dcn_data = _get(mesh_config, "dcn_data", 1) or 1
+    if not isinstance(dcn_data, (int, np.integer)) or isinstance(dcn_data, bool) or dcn_data < 1:
+        raise ValueError(f"mesh.dcn_data must be a positive integer, got {dcn_data!r}")
+    if len(devices) % dcn_data:
+        raise ValueError(f"mesh.dcn_data={dcn_data} does not divide the device count {len(devices)}")
+    ici = mesh_shape(mesh_config, len(devices) // dcn_data)
+    if dcn_data == 1:
+        return mesh_utils.create_device_mesh(ici, devices, allow_split_physical_axes=True)
+    attr = "slice_index" if hasattr(devices[0], "slice_index") else "process_index"
+    granules = len({getattr(d, attr) for d in devices})
+    if granules != dcn_data:
+        raise ValueError(
+            f"mesh.dcn_data={dcn_data}, but the {len(devices)} devices form {granules} slice(s) (by {attr})"
+        )
+    return mesh_utils.create_hybrid_device_mesh(
+        ici, (dcn_data, 1, 1), devices, process_is_granule=attr == "process_index", allow_split_physical_axes=True
+    )
+
+
+def data_parallel_size(mesh: Mesh) -> int:
+    """How many ways the batch is split (``data`` x ``fsdp``)."""
+    return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def check_batch_size(global_batch_size: int, mesh: Mesh, grad_accum_steps: int = 1) -> None:
+    """Raises a ValueError naming ``train.batch_size`` unless each micro-batch splits evenly over the mesh."""
+    dp = data_parallel_size(mesh)
+    if grad_accum_steps < 1:
+        raise ValueError(f"train.grad_accum_steps must be >= 1, got {grad_accum_steps}")
+    if global_batch_size % grad_accum_steps:
+        raise ValueError(
+            f"train.batch_size={global_batch_size} is not divisible by train.grad_accum_steps={grad_accum_steps}"
+        )
+    micro = global_batch_size // grad_accum_steps
+    if micro % dp:
+        what = f"train.batch_size={global_batch_size}"
+        if grad_accum_steps > 1:
+            what += f" / train.grad_accum_steps={grad_accum_steps} = {micro}"
+        raise ValueError(
+            f"{what} is not divisible by the data-parallel size {dp} "
+            f"(mesh.data={mesh.shape['data']} x mesh.fsdp={mesh.shape['fsdp']})"
+        )
+    if global_batch_size % jax.process_count():
+        raise ValueError(
+            f"train.batch_size={global_batch_size} is not divisible by the process count {jax.process_count()}"
+        )
+
+
+def fit_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> PartitionSpec:
+    """Drops the mesh axes of ``spec`` that do not divide the matching dimension of ``shape``.
+
+    XLA needs even shards; a dimension such as XLM-R's 250,002-token vocabulary over 4 tensor shards
+    is better kept whole (replicated) than padded.
+    """
+    out = []
+    for i, size in enumerate(shape):
+        axes = spec[i] if i < len(spec) else None
+        if axes is not None:
+            names = (axes,) if isinstance(axes, str) else tuple(axes)
+            if size % math.prod(mesh.shape[a] for a in names):
+                axes = None
+        out.append(axes)
+    while out and out[-1] is None:
+        out.pop()
+    return PartitionSpec(*out)
+
+
+def logical_shardings(boxed_tree: Any, mesh: Mesh, rules: Sequence = LOGICAL_RULES) -> Any:
+    """NamedShardings for a tree of (abstract) arrays boxed with logical axis names (``nn.Partitioned``).
+
+    Unboxed leaves are replicated. The result has the structure of ``nn.unbox(boxed_tree)``.
+    """
+    logical = nn.get_partition_spec(boxed_tree)
+    shapes = nn.unbox(boxed_tree)
+    specs = nn.logical_to_mesh(logical, rules)
+    return jax.tree.map(
+        lambda spec, x: NamedSharding(mesh, fit_spec(spec, x.shape, mesh)),
+        specs,
+        shapes,
+        is_leaf=lambda x: isinstance(x, PartitionSpec),
+    )
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Every batch array is split along its first (row) dimension over ``data`` x ``fsdp``."""
+    return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+
+
+def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
+    """This host's NumPy batch (``global_batch // process_count`` rows) -> global ``jax.Array``s.
+
+    Multi-host safe: each process passes only its own rows; ``jax.make_array_from_process_local_data``
+    stitches the global array without any cross-host copy.
+    """
+    sharding = batch_sharding(mesh)
+    out = {}
+    for name, value in batch.items():
+        value = np.asarray(value)
+        global_shape = (value.shape[0] * jax.process_count(), *value.shape[1:])
+        out[name] = jax.make_array_from_process_local_data(sharding, value, global_shape)
+    return out
