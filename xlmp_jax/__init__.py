@@ -2,5 +2,6 @@
 
 from xlmp_jax.model import XLMP, ModelConfig, count_params
 from xlmp_jax.pool import PoolConfig, PromptPool
+from xlmp_jax.pretrained import load_pretrained
 
-__all__ = ["XLMP", "ModelConfig", "PoolConfig", "PromptPool", "count_params"]
+__all__ = ["XLMP", "ModelConfig", "PoolConfig", "PromptPool", "count_params", "load_pretrained"]

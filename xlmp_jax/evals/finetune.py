@@ -1,0 +1,402 @@
+"""Fine-tuning evals with zero-shot cross-lingual transfer: fine-tune on English, evaluate per language.
+
+Two task kinds, as XTREME: ``classification`` (single sentences or sentence pairs, XNLI/PAWS-X style; a
+linear head on the ``<s>`` or mean-pooled final hidden state) and ``tagging`` (NER/POS style; a linear
+head on each word's first sub-token). The whole encoder is fine-tuned with AdamW in a small jitted loop
+(fixed batch shape: one compilation).
+
+Data comes from TFDS (``xtreme_xnli``/``xnli``, ``xtreme_pawsx``/``paws_x_wiki``, ``wikiann``, ...) when
+prepared in a ``data_dir``; otherwise from local files: a directory with ``train.tsv`` (English) and
+``test-<lang>.tsv`` (``sentence1<TAB>[sentence2<TAB>]label``) for classification, ``train.conll`` and
+``test-<lang>.conll`` (``token<TAB>tag`` lines, blank line between sentences) for tagging.
+``derived_*`` build tiny tasks from the shipped sample for smoke runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import glob
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from xlmp_jax.evals.encoder import Encoder, Tokenizer, encode_pair, encode_text, unwrap_params
+
+Row = tuple[str, str, float]
+KINDS = ("classification", "tagging")
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """A classification example (``texts`` = 1 or 2 sentences, ``label`` a name) or a tagging one
+    (``texts`` = the words, ``tags`` one name per word)."""
+
+    texts: tuple[str, ...]
+    label: str = ""
+    tags: tuple[str, ...] = ()
+
+
+# ----------------------------------------------------------------------------------------------- readers
+
+
+def read_classification_tsv(path: str, max_examples: int = 0) -> list[Example]:
+    """``sentence1<TAB>[sentence2<TAB>]label`` lines; a bad line is an error naming file and line."""
+    examples = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if len(fields) not in (2, 3) or not all(x.strip() for x in fields):
+                raise ValueError(
+                    f"{path}:{number}: expected 'sentence1<TAB>[sentence2<TAB>]label' with non-empty fields, "
+                    f"got {len(fields)} field(s): {line[:80]!r}"
+                )
+            examples.append(Example(texts=tuple(x.strip() for x in fields[:-1]), label=fields[-1].strip()))
+            if max_examples and len(examples) >= max_examples:
+                break
+    if not examples:
+        raise ValueError(f"classification file {path!r} holds no examples")
+    return examples
+
+
+def read_conll(path: str, max_examples: int = 0) -> list[Example]:
+    """``token<TAB>tag`` (or whitespace-separated) lines, sentences separated by blank lines."""
+    examples, words, tags = [], [], []
+
+    def flush():
+        if words:
+            examples.append(Example(texts=tuple(words), tags=tuple(tags)))
+            words.clear()
+            tags.clear()
+
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                flush()
+                if max_examples and len(examples) >= max_examples:
+                    break
+                continue
+            fields = line.split("\t") if "\t" in line else line.split()
+            if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
+                raise ValueError(f"{path}:{number}: expected 'token<TAB>tag', got {len(fields)} field(s): {line!r}")
+            words.append(fields[0].strip())
+            tags.append(fields[1].strip())
+    flush()
+    if not examples:
+        raise ValueError(f"CoNLL file {path!r} holds no sentences")
+    return examples[:max_examples] if max_examples else examples
+
+
+def local_files(directory: str, kind: str) -> tuple[str, dict[str, str]]:
+    """(train file, {language: test file}) of a local task directory."""
+    ext = "tsv" if kind == "classification" else "conll"
+    train = os.path.join(directory, f"train.{ext}")
+    if not os.path.isfile(train):
+        raise FileNotFoundError(f"{kind} data directory {directory!r} has no train.{ext}")
+    tests = {}
+    for path in sorted(glob.glob(os.path.join(directory, f"test-*.{ext}"))):
+        tests[re.sub(rf"^test-(.*)\.{ext}$", r"\1", os.path.basename(path))] = path
+    if not tests:
+        raise FileNotFoundError(f"{kind} data directory {directory!r} has no test-<lang>.{ext} files")
+    return train, tests
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def tfds_examples(
+    name: str, split: str, language: str, data_dir: str, kind: str, max_examples: int = 0
+) -> list[Example]:
+    """Examples of one language from a prepared TFDS dataset.
+
+    Handles per-language builder configs (``xtreme_pawsx/de``, ``paws_x_wiki/en``, ``wikiann/fr``) and
+    multilingual ``Translation`` features (``xnli``/``xtreme_xnli``: premise[lang], hypothesis per language).
+    """
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=data_dir or None)
+    if builder.BUILDER_CONFIGS and "/" not in name:
+        builder = tfds.builder(f"{name}/{language}", data_dir=data_dir or None)
+    full_name = builder.name + (f"/{builder.builder_config.name}" if builder.builder_config else "")
+    try:
+        dataset = builder.as_dataset(split=split)
+    except AssertionError as e:  # TFDS asserts when the data was never prepared in data_dir
+        raise FileNotFoundError(f"TFDS dataset {full_name!r} is not prepared in data_dir {data_dir!r} ({e})") from None
+    info = builder.info.features
+    examples = []
+    for ex in tfds.as_numpy(dataset):
+        if kind == "tagging":
+            names = info["tags"].feature.names
+            examples.append(
+                Example(texts=tuple(_text(t) for t in ex["tokens"]), tags=tuple(names[int(t)] for t in ex["tags"]))
+            )
+        elif "premise" in ex:  # multilingual XNLI-style record
+            premise = _text(ex["premise"][language])
+            hyp_langs = [_text(x) for x in ex["hypothesis"]["language"]]
+            if language not in hyp_langs:
+                continue
+            hypothesis = _text(ex["hypothesis"]["translation"][hyp_langs.index(language)])
+            examples.append(Example((premise, hypothesis), info["label"].names[int(ex["label"])]))
+        else:
+            texts = tuple(_text(ex[k]) for k in ("sentence1", "sentence2", "sentence") if k in ex)
+            examples.append(Example(texts, info["label"].names[int(ex["label"])]))
+        if max_examples and len(examples) >= max_examples:
+            break
+    if not examples:
+        raise ValueError(f"TFDS dataset {name!r} split {split!r} has no examples for language {language!r}")
+    return examples
+
+
+# ------------------------------------------------------------------------------ tiny tasks from the sample
+
+
+def derived_classification(sentences: Sequence[str], seed: int = 0) -> list[Example]:
+    """Sentence pairs labelled ``same`` (second = the first with its words reversed) or ``different``
+    (another sentence): a language-independent task for smoke-testing transfer."""
+    rng = np.random.default_rng(seed)
+    examples = []
+    for i, sentence in enumerate(sentences):
+        if i % 2 == 0:
+            examples.append(Example((sentence, " ".join(reversed(sentence.split()))), "same"))
+        else:
+            other = sentences[(i + 1 + int(rng.integers(len(sentences) - 1))) % len(sentences)]
+            examples.append(Example((sentence, other), "different"))
+    return examples
+
+
+def word_shape(word: str) -> str:
+    """The deterministic tag rule of the derived tagging task."""
+    if any(c.isdigit() for c in word):
+        return "NUM"
+    if all(not c.isalnum() for c in word):
+        return "PUNCT"
+    if word[0].isupper():
+        return "CAP"
+    return "LOW"
+
+
+def derived_tagging(sentences: Sequence[str]) -> list[Example]:
+    """Whitespace words tagged by ``word_shape`` (number / punctuation / capitalised / other)."""
+    return [Example(tuple(s.split()), tags=tuple(word_shape(w) for w in s.split())) for s in sentences if s.split()]
+
+
+# ---------------------------------------------------------------------------------------------- features
+
+
+def featurize(
+    examples: Sequence[Example], tokenizer: Tokenizer, kind: str, label_ids: Mapping[str, int], max_length: int
+) -> tuple[list[list[int]], np.ndarray]:
+    """Token rows and labels: [N] for classification, [N, max_length] (-1 = not a first sub-token) for tagging."""
+    rows = []
+    if kind == "classification":
+        for ex in examples:
+            if len(ex.texts) == 2:
+                rows.append(encode_pair(tokenizer, ex.texts[0], ex.texts[1], max_length))
+            else:
+                rows.append(encode_text(tokenizer, ex.texts[0], max_length))
+        return rows, np.asarray([label_ids.get(ex.label, -1) for ex in examples], np.int32)
+    labels = np.full((len(examples), max_length), -1, np.int32)
+    for n, ex in enumerate(examples):
+        row = [tokenizer.bos_id]
+        for word, tag in zip(ex.texts, ex.tags, strict=True):
+            pieces = tokenizer.encode(word) or [getattr(tokenizer, "unk_id", 3)]
+            if len(row) + len(pieces) > max_length - 1:
+                break
+            labels[n, len(row)] = label_ids.get(tag, -1)
+            row += pieces
+        rows.append([*row, tokenizer.eos_id])
+    return rows, labels
+
+
+def pad_to(rows: Sequence[Sequence[int]], length: int, pad_id: int) -> np.ndarray:
+    out = np.full((len(rows), length), pad_id, np.int32)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row[:length]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneSettings:
+    steps: int = 200
+    batch_size: int = 16
+    learning_rate: float = 2e-5  # XTREME's fine-tuning range for XLM-R base. Our choice.
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int = 128
+    representation: str = "cls"  # "cls" (<s>) or "mean" (classification only)
+    seed: int = 0
+
+
+def _head_logits(model, kind: str, representation: str, params, ids, rng, deterministic: bool):
+    mask = (ids != model.config.pad_token_id).astype(jnp.int32)
+    rngs = None if deterministic else {"dropout": rng}
+    out = model.apply(
+        {"params": params["encoder"]}, ids, mask, compute_logits=False, deterministic=deterministic, rngs=rngs
+    )
+    hidden = out["hidden_states"].astype(jnp.float32)
+    if kind == "classification":
+        if representation == "mean":
+            m = mask.astype(jnp.float32)[..., None]
+            hidden = (hidden * m).sum(axis=1) / jnp.maximum(m.sum(axis=1), 1.0)
+        else:
+            hidden = hidden[:, 0]
+    return hidden @ params["head"]["kernel"] + params["head"]["bias"]
+
+
+def _loss(model, kind, representation, params, ids, labels, rng):
+    logits = _head_logits(model, kind, representation, params, ids, rng, deterministic=False)
+    valid = (labels >= 0).astype(jnp.float32)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
+    return (nll * valid).sum() / jnp.maximum(valid.sum(), 1.0)
+
+
+class FineTuner:
+    """Fine-tunes one encoder + a fresh linear head; ``predict`` then labels new rows."""
+
+    def __init__(self, encoder: Encoder, kind: str, num_labels: int, settings: FinetuneSettings):
+        if kind not in KINDS:
+            raise ValueError(f"fine-tuning kind {kind!r} is not one of {KINDS}")
+        if settings.representation not in ("cls", "mean"):
+            raise ValueError(f"representation {settings.representation!r} is not 'cls' or 'mean'")
+        self.encoder, self.kind, self.settings = encoder, kind, settings
+        self.model = encoder.model
+        self.length = min(settings.max_length, encoder.config.max_length)
+        key = jax.random.key(settings.seed)
+        hidden = encoder.config.hidden_size
+        self.params = {
+            "encoder": jax.tree.map(lambda x: jnp.array(x, copy=True), unwrap_params(encoder.params)),
+            "head": {
+                "kernel": 0.02 * jax.random.normal(key, (hidden, num_labels), jnp.float32),
+                "bias": jnp.zeros((num_labels,), jnp.float32),
+            },
+        }
+        steps = max(settings.steps, 1)
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, settings.learning_rate, max(1, int(steps * settings.warmup_fraction)), steps, 0.0
+        )
+        self.optimizer = optax.chain(
+            optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=settings.weight_decay)
+        )
+        loss = functools.partial(_loss, self.model, kind, settings.representation)
+
+        def step(params, opt_state, ids, labels, rng):
+            value, grads = jax.value_and_grad(loss)(params, ids, labels, rng)
+            updates, opt_state = self.optimizer.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, value
+
+        self._step = jax.jit(step, donate_argnums=(0, 1))
+        self._logits = jax.jit(
+            functools.partial(_head_logits, self.model, kind, settings.representation, deterministic=True)
+        )
+
+    def fit(self, rows: Sequence[Sequence[int]], labels: np.ndarray) -> list[float]:
+        """Runs ``settings.steps`` steps over shuffled epochs of the rows; returns the loss per step."""
+        ids = pad_to(rows, self.length, self.encoder.config.pad_token_id)
+        labels = np.asarray(labels, np.int32)
+        if self.kind == "tagging":
+            labels = labels[:, : self.length]
+        rng = np.random.default_rng(self.settings.seed)
+        key = jax.random.key(self.settings.seed + 1)
+        opt_state = self.optimizer.init(self.params)
+        order: list[int] = []
+        losses = []
+        b = self.settings.batch_size
+        for _ in range(self.settings.steps):
+            while len(order) < b:
+                order += rng.permutation(len(ids)).tolist()
+            index, order = order[:b], order[b:]
+            key, sub = jax.random.split(key)
+            self.params, opt_state, loss = self._step(self.params, opt_state, ids[index], labels[index], sub)
+            losses.append(float(loss))
+        return losses
+
+    def predict(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
+        """Argmax labels: [N] for classification, [N, length] for tagging."""
+        ids = pad_to(rows, self.length, self.encoder.config.pad_token_id)
+        b = self.settings.batch_size
+        preds = []
+        for start in range(0, len(ids), b):
+            chunk = ids[start : start + b]
+            real = len(chunk)
+            if real < b:
+                chunk = np.concatenate([chunk, np.tile(chunk[:1], (b - real, 1))])
+            logits = self._logits(self.params, chunk, None)
+            preds.append(np.asarray(jnp.argmax(logits, axis=-1))[:real])
+        return np.concatenate(preds)
+
+
+def spans(tags: Sequence[str]) -> set[tuple[int, int, str]]:
+    """BIO entity spans (start, end, type); an I- without a matching open span starts a new one."""
+    found, start, kind = set(), None, None
+    for i, tag in enumerate([*tags, "O"]):
+        prefix, _, label = tag.partition("-")
+        if start is not None and (prefix != "I" or label != kind):
+            found.add((start, i, kind))
+            start = None
+        if prefix == "B" or (prefix == "I" and start is None):
+            start, kind = i, label
+    return found
+
+
+def span_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> float:
+    """Entity-level micro F1 over BIO spans (as seqeval's default for NER)."""
+    tp = n_gold = n_pred = 0
+    for g, p in zip(gold, pred, strict=True):
+        gs, ps = spans(g), spans(p)
+        tp += len(gs & ps)
+        n_gold += len(gs)
+        n_pred += len(ps)
+    if tp == 0:
+        return 0.0
+    precision, recall = tp / n_pred, tp / n_gold
+    return 2 * precision * recall / (precision + recall)
+
+
+def zero_shot_eval(
+    encoder: Encoder,
+    tokenizer: Tokenizer,
+    kind: str,
+    train: Sequence[Example],
+    tests: Mapping[str, Sequence[Example]],
+    settings: FinetuneSettings,
+) -> tuple[list[Row], list[float]]:
+    """Fine-tunes on ``train`` (English), evaluates on every language in ``tests``: (rows, training losses)."""
+    names = sorted({ex.label for ex in train} if kind == "classification" else {t for ex in train for t in ex.tags})
+    if len(names) < 2:
+        raise ValueError(f"{kind} training data has fewer than 2 distinct labels: {names}")
+    label_ids = {name: i for i, name in enumerate(names)}
+    length = min(settings.max_length, encoder.config.max_length)
+    tuner = FineTuner(encoder, kind, len(names), settings)
+    rows, labels = featurize(train, tokenizer, kind, label_ids, length)
+    losses = tuner.fit(rows, labels)
+    results: list[Row] = [("en", "train_loss_first", losses[0]), ("en", "train_loss_last", losses[-1])]
+    for lang, examples in tests.items():
+        test_rows, gold = featurize(examples, tokenizer, kind, label_ids, length)
+        pred = tuner.predict(test_rows)
+        if kind == "classification":
+            results.append((lang, "accuracy", float((pred == gold).mean())))
+        else:
+            valid = gold >= 0
+            results.append((lang, "accuracy", float((pred[valid] == gold[valid]).mean()) if valid.any() else 0.0))
+            if any(n.startswith(("B-", "I-")) for n in names):
+                gold_tags = [[names[g] for g in row[row >= 0]] for row in gold]
+                pred_tags = [[names[p] for p in pr[row >= 0]] for pr, row in zip(pred, gold, strict=True)]
+                results.append((lang, "f1", span_f1(gold_tags, pred_tags)))
+        results.append((lang, "examples", float(len(examples))))
+    accuracies = [v for lang, m, v in results if m == "accuracy"]
+    results.append(("all", "accuracy", float(np.mean(accuracies))))
+    return results, losses

@@ -1,0 +1,122 @@
+"""Per-language masked-LM loss and accuracy on held-out text.
+
+Batches follow interface 3 (``input_ids``, ``attention_mask``, ``positions``, ``targets``, ``weights``,
+``language``): by default they come from ``data_pipelines.input_pipeline.make_eval_data`` on the
+checkpoint's own data config; ``sample_mlm_batches`` builds equivalent deterministic batches straight from
+the shipped sample's validation lines (every selected token replaced by ``<mask>``: our choice for eval).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xlmp_jax.evals.encoder import Encoder, Tokenizer, bucket_length, encode_text
+
+Row = tuple[str, str, float]  # (language, metric, value)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 7))
+def _mlm_sums(model, params, input_ids, attention_mask, positions, targets, weights, num_predictions: int):
+    """Per-row sums of loss, correct predictions and weight over the K highest-weight positions."""
+    top_w, top_i = jax.lax.top_k(weights, num_predictions)
+    out = model.apply({"params": params}, input_ids, attention_mask, positions, mlm_positions=top_i, deterministic=True)
+    logits = out["logits"].astype(jnp.float32)
+    labels = jnp.take_along_axis(targets, top_i, axis=1)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    selected = top_w > 0  # where(), not a product: an all-padding filler row may hold NaNs
+    loss = jnp.where(selected, nll * top_w, 0.0).sum(axis=1)
+    return loss, jnp.where(selected, correct * top_w, 0.0).sum(axis=1), top_w.sum(axis=1)
+
+
+def mlm_eval(encoder: Encoder, batches: Iterable[Mapping[str, np.ndarray]], languages: Sequence[str]) -> list[Row]:
+    """Rows (language, loss|accuracy|predictions, value) per language, plus language ``all`` (token-weighted)."""
+    loss = np.zeros(len(languages))
+    correct = np.zeros(len(languages))
+    count = np.zeros(len(languages))
+    for batch in batches:
+        weights = np.asarray(batch["weights"], np.float32)
+        k = bucket_length(int((weights > 0).sum(axis=1).max(initial=1)), weights.shape[1], minimum=8)
+        positions = batch.get("positions")
+        sums = _mlm_sums(
+            encoder.model,
+            encoder.params,
+            np.asarray(batch["input_ids"], np.int32),
+            np.asarray(batch["attention_mask"], np.int32),
+            None if positions is None else np.asarray(positions, np.int32),
+            np.asarray(batch["targets"], np.int32),
+            weights,
+            k,
+        )
+        row_loss, row_correct, row_count = (np.asarray(x, np.float64) for x in jax.device_get(sums))
+        language = np.asarray(batch["language"])
+        np.add.at(loss, language, row_loss)
+        np.add.at(correct, language, row_correct)
+        np.add.at(count, language, row_count)
+    rows: list[Row] = []
+    for i, lang in enumerate(languages):
+        if count[i] > 0:
+            rows += [(lang, "loss", loss[i] / count[i]), (lang, "accuracy", correct[i] / count[i])]
+            rows.append((lang, "predictions", float(count[i])))
+    if count.sum() == 0:
+        raise ValueError(f"no masked positions in the eval batches for languages {list(languages)}")
+    total = count.sum()
+    rows += [("all", "loss", loss.sum() / total), ("all", "accuracy", correct.sum() / total)]
+    return rows
+
+
+def mask_row(
+    ids: Sequence[int], rng: np.random.Generator, mlm_rate: float, mask_id: int, special: set[int]
+) -> tuple[list[int], list[int], list[float]]:
+    """Masks ceil(n * rate) of the n non-special tokens (at least one): (input ids, targets, weights)."""
+    candidates = [i for i, t in enumerate(ids) if t not in special]
+    chosen = set()
+    if candidates:
+        chosen = set(rng.choice(candidates, size=max(1, math.ceil(len(candidates) * mlm_rate)), replace=False).tolist())
+    inputs = [mask_id if i in chosen else t for i, t in enumerate(ids)]
+    targets = [t if i in chosen else 0 for i, t in enumerate(ids)]
+    weights = [1.0 if i in chosen else 0.0 for i in range(len(ids))]
+    return inputs, targets, weights
+
+
+def sample_mlm_batches(
+    tokenizer: Tokenizer,
+    texts_by_language: Mapping[str, Sequence[str]],
+    *,
+    seq_length: int,
+    mlm_rate: float,
+    mask_id: int,
+    batch_size: int,
+    seed: int = 0,
+    max_batches: int | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Deterministic MLM batches (interface-3 format) from raw lines, one language after the other."""
+    special = {tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id}
+    for index, texts in enumerate(texts_by_language.values()):
+        rng = np.random.default_rng([seed, index])
+        if max_batches:
+            texts = texts[: max_batches * batch_size]
+        rows = [mask_row(encode_text(tokenizer, t, seq_length), rng, mlm_rate, mask_id, special) for t in texts]
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            batch = {
+                "input_ids": np.full((len(chunk), seq_length), tokenizer.pad_id, np.int32),
+                "targets": np.zeros((len(chunk), seq_length), np.int32),
+                "weights": np.zeros((len(chunk), seq_length), np.float32),
+            }
+            for i, (inputs, targets, weights) in enumerate(chunk):
+                batch["input_ids"][i, : len(inputs)] = inputs
+                batch["targets"][i, : len(targets)] = targets
+                batch["weights"][i, : len(weights)] = weights
+            batch["attention_mask"] = (batch["input_ids"] != tokenizer.pad_id).astype(np.int32)
+            not_pad = batch["attention_mask"]
+            batch["positions"] = (np.cumsum(not_pad, axis=1) * not_pad + tokenizer.pad_id).astype(np.int32)
+            batch["language"] = np.full((len(chunk),), index, np.int32)
+            yield batch
