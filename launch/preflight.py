@@ -1,0 +1,299 @@
+"""Checks a launch before it spends money: config, mesh vs. accelerator, batch split, writable workdir.
+
+Everything here runs on the machine that launches, in seconds, and fails with one message naming the
+bad value. The mesh and batch rules are the trainer's own (``xlmp_jax.sharding``): ``mesh.data/fsdp/
+tensor`` describe one slice (-1 = the rest), ``mesh.dcn_data`` multiplies ``data`` across slices, and
+each micro-batch splits over ``data x fsdp`` (``dcn_data`` included) and over the processes.
+
+Device counts (one JAX device per chip on v4 and later, per TensorCore on v2/v3):
+
+========================  =========================  ===============
+accelerator type          devices (= JAX devices)    hosts (workers)
+========================  =========================  ===============
+``v2-N`` / ``v3-N``       N cores                    N / 8
+``v4-N`` / ``v5p-N``      N / 2 chips                chips / 4 (min 1)
+``v5litepod-N``, ``v6e-N``  N chips                  1 for N <= 8, else N / 4
+GPU                       nodes x gpus_per_node      nodes
+========================  =========================  ===============
+
+So v4-32 = 16 chips on 4 hosts; v5p-16 = 8 chips on 2 hosts; v5litepod-16 = 16 chips on 4 hosts.
+CLI: ``python -m launch.preflight --config=configs/base.py --accelerator=v4-32 --workdir=gs://b/run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import sys
+import tempfile
+import uuid
+from collections.abc import Sequence
+
+import ml_collections
+
+from launch.common import LaunchError, split_overrides
+
+_V5E_V6E_SIZES = (1, 4, 8, 16, 32, 64, 128, 256)
+
+
+class PreflightError(LaunchError):
+    """A launch that would fail (or waste the allocation); the message names the value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Accelerator:
+    """The devices a job runs on: how many, over how many hosts and processes."""
+
+    name: str  # e.g. "v4-32", "2 nodes x 8 GPUs", "2 processes x 4 CPU devices"
+    num_devices: int  # JAX devices in the whole job (all slices)
+    num_hosts: int  # machines (all slices)
+    num_processes: int  # JAX processes (one per host on TPU)
+    num_slices: int = 1
+
+    @property
+    def devices_per_process(self) -> int:
+        return self.num_devices // self.num_processes
+
+
+def tpu_accelerator(accelerator_type: str, num_slices: int = 1) -> Accelerator:
+    """Devices and hosts of ``num_slices`` Cloud TPU slices of ``accelerator_type`` (table in the module doc)."""
+    m = re.fullmatch(r"(v2|v3|v4|v5p|v5litepod|v5e|v6e)-(\d+)", accelerator_type)
+    if not m:
+        raise PreflightError(
+            f"--accelerator_type={accelerator_type!r} is not a known TPU type "
+            "(expected v2-N, v3-N, v4-N, v5p-N, v5litepod-N or v6e-N, e.g. v4-32)"
+        )
+    if num_slices < 1:
+        raise PreflightError(f"--num_slices={num_slices} must be >= 1")
+    gen, n = m.group(1), int(m.group(2))
+    if gen in ("v2", "v3"):
+        if n % 8:
+            raise PreflightError(f"--accelerator_type={accelerator_type}: {gen} slices have a multiple of 8 cores")
+        devices, hosts = n, n // 8
+    elif gen in ("v4", "v5p"):
+        if n % 8:
+            raise PreflightError(
+                f"--accelerator_type={accelerator_type}: {gen}-N counts TensorCores (2 per chip, 4 chips per "
+                "host), so N is a multiple of 8"
+            )
+        devices = n // 2
+        hosts = max(1, devices // 4)
+    else:
+        if n not in _V5E_V6E_SIZES:
+            raise PreflightError(
+                f"--accelerator_type={accelerator_type}: {gen} slices have {', '.join(map(str, _V5E_V6E_SIZES))} chips"
+            )
+        devices = n
+        hosts = 1 if n <= 8 else n // 4
+    return Accelerator(
+        name=accelerator_type if num_slices == 1 else f"{num_slices} x {accelerator_type}",
+        num_devices=devices * num_slices,
+        num_hosts=hosts * num_slices,
+        num_processes=hosts * num_slices,
+        num_slices=num_slices,
+    )
+
+
+def gpu_accelerator(nodes: int, gpus_per_node: int, process_per: str = "gpu") -> Accelerator:
+    """``nodes`` machines with ``gpus_per_node`` GPUs; one JAX process per GPU or per node."""
+    if nodes < 1:
+        raise PreflightError(f"--nodes={nodes} must be >= 1")
+    if gpus_per_node < 1:
+        raise PreflightError(f"--gpus_per_node={gpus_per_node} must be >= 1")
+    if process_per not in ("gpu", "node"):
+        raise PreflightError(f"--process_per={process_per!r} must be 'gpu' or 'node'")
+    processes = nodes * gpus_per_node if process_per == "gpu" else nodes
+    return Accelerator(f"{nodes} nodes x {gpus_per_node} GPUs", nodes * gpus_per_node, nodes, processes)
+
+
+def cpu_accelerator(num_processes: int, devices_per_process: int) -> Accelerator:
+    """``num_processes`` local processes, each simulating ``devices_per_process`` CPU devices."""
+    if num_processes < 1:
+        raise PreflightError(f"--num_processes={num_processes} must be >= 1")
+    if devices_per_process < 1:
+        raise PreflightError(f"--devices_per_process={devices_per_process} must be >= 1")
+    name = f"{num_processes} processes x {devices_per_process} CPU devices"
+    return Accelerator(name, num_processes * devices_per_process, 1, num_processes)
+
+
+def load_config(config: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """The config the trainer will see: ``configs/<x>.py`` + ``--config.x=v`` overrides, checked.
+
+    Goes through ``xlmp_jax.config_utils.load_config`` (ml_collections ``config_flags``, the trainer's
+    loader), so an unknown field or a wrong type fails here exactly as it would in the job; the data
+    block is checked by ``data_pipelines.config.validate_data_config``.
+    """
+    from data_pipelines.config import validate_data_config
+    from xlmp_jax import config_utils
+
+    try:
+        cfg = config_utils.load_config(config, overrides)
+        validate_data_config(cfg.data)  # field checks only (no file access: data may live on the cluster)
+    except ValueError as e:  # ConfigError is one
+        raise PreflightError(str(e)) from e
+    return cfg
+
+
+def resolve_mesh(config: ml_collections.ConfigDict, accelerator: Accelerator) -> dict[str, int]:
+    """The mesh the trainer will build on ``accelerator``: ``{'dcn_data', 'data', 'fsdp', 'tensor'}`` sizes."""
+    from xlmp_jax import sharding
+
+    dcn = config.mesh.get("dcn_data", 1)
+    if dcn == -1:
+        dcn = accelerator.num_slices
+    if accelerator.num_slices > 1 and dcn != accelerator.num_slices:
+        raise PreflightError(
+            f"mesh.dcn_data={dcn} but the job has {accelerator.num_slices} slices: set "
+            f"--config.mesh.dcn_data={accelerator.num_slices} so the data axis spans the slices"
+        )
+    if dcn < 1 or accelerator.num_devices % dcn:
+        raise PreflightError(
+            f"mesh.dcn_data={dcn} does not divide the {accelerator.num_devices} devices of {accelerator.name}"
+        )
+    try:
+        data, fsdp, tensor = sharding.mesh_shape(config.mesh, accelerator.num_devices // dcn)
+    except ValueError as e:
+        raise PreflightError(f"the mesh does not fit {accelerator.name}: {e}") from e
+    return {"dcn_data": dcn, "data": data, "fsdp": fsdp, "tensor": tensor}
+
+
+def check_batch(config: ml_collections.ConfigDict, mesh: dict[str, int], accelerator: Accelerator) -> None:
+    """``train.batch_size`` (per micro-batch) must split over data x fsdp and over the processes."""
+    batch, accum = config.train.batch_size, config.train.get("grad_accum_steps", 1)
+    # The rule of xlmp_jax.sharding.check_batch_size, on the mesh shape alone: that function asks JAX for
+    # the process count, which would start a backend (and claim GPUs) on the machine that only launches.
+    dp = mesh["dcn_data"] * mesh["data"] * mesh["fsdp"]
+    if accum < 1 or batch % accum:
+        raise PreflightError(f"train.batch_size={batch} is not divisible by train.grad_accum_steps={accum}")
+    micro = batch // accum
+    if micro % dp:
+        what = f"train.batch_size={batch}" + (f" / train.grad_accum_steps={accum} = {micro}" if accum > 1 else "")
+        raise PreflightError(
+            f"{what} is not divisible by the data-parallel size {dp} (mesh.dcn_data={mesh['dcn_data']} x "
+            f"mesh.data={mesh['data']} x mesh.fsdp={mesh['fsdp']}) on {accelerator.name}"
+        )
+    if batch % accelerator.num_processes:
+        raise PreflightError(
+            f"train.batch_size={batch} is not divisible by the {accelerator.num_processes} processes of "
+            f"{accelerator.name} (each process feeds batch_size / processes rows)"
+        )
+
+
+def check_workdir(workdir: str, *, dry_run: bool = False, remote: bool = False) -> str:
+    """Makes sure ``workdir`` can be written; returns a note saying what was checked.
+
+    ``gs://`` (any ``scheme://``) is probed with a write and delete through ``tf.io.gfile`` (skipped in
+    dry-run mode: it needs credentials and the network). A local path is probed with a temporary file;
+    in dry-run mode, or when ``remote`` (the path names a directory on other machines), nothing is
+    created and only what can be seen from here is checked.
+    """
+    if not workdir:
+        raise PreflightError("--workdir is empty")
+    if "://" in workdir:
+        if dry_run:
+            return f"workdir {workdir}: write check skipped in --dry-run (it needs the network and credentials)"
+        import tensorflow as tf
+
+        probe = f"{workdir.rstrip('/')}/.xlmp_preflight_{uuid.uuid4().hex}"
+        try:
+            tf.io.gfile.makedirs(workdir)
+            with tf.io.gfile.GFile(probe, "w") as f:
+                f.write("xlmp preflight probe\n")
+            tf.io.gfile.remove(probe)
+        except Exception as e:  # noqa: BLE001 -- any failure means "not writable"; the message says why
+            raise PreflightError(f"--workdir={workdir} is not writable from here: {type(e).__name__}: {e}") from e
+        return f"workdir {workdir}: writable (probe object written and deleted)"
+    if remote:
+        return f"workdir {workdir}: a path on the remote machines, not checked from here"
+    path = os.path.abspath(workdir)
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise PreflightError(f"--workdir={workdir}: {existing!r} exists and is not a directory")
+    if dry_run or existing != path:
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PreflightError(f"--workdir={workdir} is not writable: no write permission on {existing!r}")
+        if dry_run:
+            return f"workdir {workdir}: {existing} is writable (nothing created in --dry-run)"
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            raise PreflightError(f"--workdir={workdir} cannot be created: {e}") from e
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".xlmp_preflight_"):
+            pass
+    except OSError as e:
+        raise PreflightError(f"--workdir={workdir} is not writable: {e}") from e
+    return f"workdir {workdir}: writable"
+
+
+@dataclasses.dataclass
+class Report:
+    config: ml_collections.ConfigDict
+    mesh: dict[str, int]
+    notes: list[str]
+
+
+def preflight(
+    config: str,
+    overrides: Sequence[str],
+    accelerator: Accelerator | None,
+    workdir: str,
+    *,
+    dry_run: bool = False,
+    remote_workdir: bool = False,
+) -> Report:
+    """All checks, in order of cost; raises ``PreflightError`` at the first failure.
+
+    ``accelerator`` None skips the mesh and batch checks (a local job on real devices). ``remote_workdir``
+    says the (local-looking) path names a directory on other machines, so it is not probed from here.
+    """
+    cfg = load_config(config, overrides)
+    notes = [f"config {config} resolves ({len(overrides)} override(s))"]
+    mesh: dict[str, int] = {}
+    if accelerator is None:
+        notes.append("mesh and batch split not checked: the device count is known only inside the job")
+    else:
+        mesh = resolve_mesh(cfg, accelerator)
+        check_batch(cfg, mesh, accelerator)
+        per_process = cfg.train.batch_size // accelerator.num_processes
+        notes += [
+            f"mesh on {accelerator.name} ({accelerator.num_devices} devices, {accelerator.num_processes} "
+            "processes): " + " x ".join(f"{k}={v}" for k, v in mesh.items()),
+            f"train.batch_size={cfg.train.batch_size}: {per_process} rows per process",
+        ]
+    notes.append(check_workdir(workdir, dry_run=dry_run, remote=remote_workdir))
+    return Report(cfg, mesh, notes)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m launch.preflight", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--accelerator", default="", help="a TPU type (v4-32); or use --nodes/--gpus_per_node")
+    parser.add_argument("--num_slices", type=int, default=1)
+    parser.add_argument("--nodes", type=int, default=0, help="GPU nodes")
+    parser.add_argument("--gpus_per_node", type=int, default=8)
+    parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true")
+    args, extra = parser.parse_known_args(argv)
+    try:
+        if args.accelerator:
+            accel = tpu_accelerator(args.accelerator, args.num_slices)
+        elif args.nodes:
+            accel = gpu_accelerator(args.nodes, args.gpus_per_node)
+        else:
+            raise PreflightError("pass --accelerator=<TPU type> or --nodes=N [--gpus_per_node=G]")
+        report = preflight(args.config, split_overrides(extra), accel, args.workdir, dry_run=args.dry_run)
+    except LaunchError as e:
+        print(f"preflight failed: {e}", file=sys.stderr)
+        return 2
+    for note in report.notes:
+        print(f"ok: {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
