@@ -1,0 +1,467 @@
+"""Shared pieces of the benchmarks: synthetic MLM batches, the xlmp and transformers train steps, timing.
+
+Every benchmark measures in *worker* subprocesses (one per framework/variant) started by one parent
+command, so each worker's peak host memory (``ru_maxrss``) is its own and the ratios come from one run.
+A worker prints one ``RESULT {json}`` line; the parent collects them and prints a table.
+
+The xlmp side uses the project's train step (``xlmp_jax.steps.create_train_state`` /
+``make_train_step``) whenever that module is importable; otherwise a minimal local step (optax AdamW +
+``XLMP.apply`` with ``mlm_positions``) so the benchmark still runs. The JSON says which one ran
+(``step_impl``): published figures must say ``project``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULT_PREFIX = "RESULT "
+MLM_RATE = 0.15
+MASK_FRACTION_DENSE = None  # sentinel: "every position" (equal-algorithm variant)
+
+# Bench model sizes. "tiny" and "base" are the project's presets (xlmp_jax.model.SIZES); "small" is a
+# bench-only size between them (a laptop-sized encoder with XLM-R's 250k vocabulary would be all head).
+BENCH_SIZES: dict[str, dict[str, int]] = {
+    "small": dict(
+        hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, vocab_size=8002, max_position_embeddings=514
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def max_predictions(seq_length: int, mlm_rate: float) -> int:
+    """K masked positions gathered per row; the data pipeline's rule (interface 3), mirrored if absent."""
+    try:
+        from data_pipelines.config import max_predictions as mp
+
+        return int(mp(seq_length, mlm_rate))
+    except ImportError:
+        return math.ceil(seq_length * mlm_rate) + 1
+
+
+def dense_mlm_rate(seq_length: int) -> float:
+    """An ``mlm_rate`` whose K = ceil(T * rate) + 1 equals T: the gathered head then covers every position.
+
+    This is how the equal-algorithm variant runs through the project's own train step unchanged: it
+    gathers K = T positions (a permutation of the sequence) and computes logits at all of them.
+    """
+    return (seq_length - 1) / seq_length
+
+
+def model_config(size: str, *, pool: bool, dtype: str = "float32", **overrides: Any):
+    """A ModelConfig for a bench size (project presets plus ``BENCH_SIZES``)."""
+    from xlmp_jax.model import SIZES, ModelConfig
+
+    if size in SIZES:
+        return ModelConfig.preset(size, pool=pool, dtype=dtype, **overrides)
+    if size in BENCH_SIZES:
+        from xlmp_jax.pool import PoolConfig
+
+        return ModelConfig(**BENCH_SIZES[size], pool=PoolConfig() if pool else None, dtype=dtype, **overrides)
+    raise ValueError(f"unknown bench size {size!r}; expected one of {tuple(SIZES) + tuple(BENCH_SIZES)}")
+
+
+def synthetic_batch(
+    batch_size: int, seq_length: int, vocab_size: int, mlm_rate: float = MLM_RATE, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """A full-length MLM batch in the data pipeline's format (interface 3), 15 % positions selected.
+
+    Ids avoid the special tokens (0..3) and the mask id; every row holds exactly ``round(T * rate)``
+    selected positions, so xlmp's K-gather and transformers' -100 labels see the same work.
+    """
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(4, vocab_size - 1, size=(batch_size, seq_length), dtype=np.int32)
+    ids[:, 0], ids[:, -1] = 0, 2
+    num = max(1, round(seq_length * mlm_rate))
+    weights = np.zeros((batch_size, seq_length), np.float32)
+    for row in range(batch_size):
+        weights[row, 1 + rng.choice(seq_length - 2, size=num, replace=False)] = 1.0
+    targets = np.where(weights > 0, ids, 0).astype(np.int32)
+    inputs = np.where(weights > 0, vocab_size - 1, ids).astype(np.int32)  # <mask> = vocab_size - 1
+    positions = np.broadcast_to(np.arange(seq_length, dtype=np.int32) + 2, ids.shape).copy()
+    return dict(
+        input_ids=inputs,
+        attention_mask=np.ones_like(ids),
+        positions=positions,
+        targets=targets,
+        weights=weights,
+        language=np.zeros((batch_size,), np.int32),
+    )
+
+
+def stats(values: Sequence[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def current_rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"python": platform.python_version(), "cpus": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
+        info["load_avg_1m"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    return info
+
+
+def emit(result: dict[str, Any]) -> None:
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def run_worker(args: list[str], env: dict[str, str] | None = None, timeout: float = 3600) -> dict[str, Any]:
+    """Runs ``python -m <args>`` in a fresh process and returns its RESULT dict (error text if it failed)."""
+    full_env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
+    full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX) :])
+    tail = (proc.stdout + proc.stderr)[-3000:]
+    return {"error": f"worker {' '.join(args)} exited {proc.returncode}", "log_tail": tail}
+
+
+def time_steps(step: Callable[[], Any], warmup: int, steps: int) -> tuple[list[float], float]:
+    """Runs ``warmup`` then ``steps`` blocking steps; returns per-step seconds and the first step's time."""
+    t0 = time.perf_counter()
+    step()
+    first = time.perf_counter() - t0
+    for _ in range(max(0, warmup - 1)):
+        step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return times, first
+
+
+# ------------------------------------------------------------------------------------------- FLOPs
+def flops_per_token(model_cfg, seq_length: int, num_predictions: int) -> tuple[float, str]:
+    """Training FLOPs per input token: the project's count (``xlmp_jax.flops``) if present, else ours.
+
+    Ours (forward x 3 for forward + backward; a multiply-add = 2 FLOPs), per row of T input tokens with
+    S = T + Lp encoder positions (the Lp prompt vectors go through every layer) and P head positions:
+      layers  L * (2 * S * (4 D^2 + 2 D F) + 4 * S^2 * D)      (projections + QK^T and PV)
+      head    2 * P * (D^2 + D V)                              (dense + tied decoder at P positions)
+      pool    2 * M * D + 2 * M * Lp * D                       (key scores + prompt mix)
+    divided by T. Embedding gathers, LayerNorms, softmax and the optimizer are not counted.
+    """
+    try:
+        from xlmp_jax import flops as project_flops
+
+        return float(project_flops.flops_per_token(model_cfg, seq_length, num_predictions)), "xlmp_jax.flops"
+    except ImportError:
+        pass
+    d, f, v, n_layers = model_cfg.hidden_size, model_cfg.intermediate_size, model_cfg.vocab_size, model_cfg.num_layers
+    lp = model_cfg.pool.length if model_cfg.pool is not None else 0
+    m = model_cfg.pool.size if model_cfg.pool is not None else 0
+    s = seq_length + lp
+    fwd = n_layers * (2 * s * (4 * d * d + 2 * d * f) + 4 * s * s * d)
+    fwd += 2 * num_predictions * (d * d + d * v)
+    fwd += 2 * m * d + 2 * m * lp * d
+    return 3.0 * fwd / seq_length, "bench.common (local)"
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10, dtype: str = "float32") -> dict[str, float]:
+    """Measured matmul rate of this process's default JAX device: n x n @ n x n, median of ``repeats``."""
+    import jax
+
+    key = jax.random.key(0)
+    a = jax.random.normal(key, (n, n), dtype)
+    b = jax.random.normal(jax.random.fold_in(key, 1), (n, n), dtype)
+    mm = jax.jit(lambda x, y: x @ y)
+    mm(a, b).block_until_ready()
+    mm(a, b).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        mm(a, b).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    rates = [2 * n**3 / t / 1e9 for t in times]
+    return {"n": n, "dtype": dtype, **{k: v for k, v in stats(rates).items()}}
+
+
+def torch_matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> dict[str, float]:
+    """The same n x n fp32 matmul through torch (MKL/oneDNN), for comparison with XLA's."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t0)
+    return {"n": n, "dtype": "float32", **stats([2 * n**3 / t / 1e9 for t in times])}
+
+
+# ------------------------------------------------------------------------------------- xlmp steps
+def run_config(model_cfg, *, batch_size: int, seq_length: int, mlm_rate: float, mesh: dict | None = None):
+    """A run ConfigDict (interface 4) for the bench: the project's base config with the bench's model."""
+    import dataclasses
+
+    import ml_collections
+
+    try:
+        from configs import base as base_config
+
+        config = base_config.get_config()
+    except ImportError:
+        config = ml_collections.ConfigDict()
+        config.train = ml_collections.ConfigDict(
+            dict(
+                learning_rate=1e-4,
+                warmup_steps=10,
+                steps=1000,
+                weight_decay=0.01,
+                b1=0.9,
+                b2=0.98,
+                eps=1e-6,
+                grad_clip=1.0,
+                grad_accum_steps=1,
+                seed=0,
+                label_smoothing=0.0,
+                z_loss=0.0,
+                max_consecutive_nan=5,
+            )
+        )
+        config.data = ml_collections.ConfigDict(dict(seq_length=seq_length, mlm_rate=mlm_rate))
+        config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    model = {f.name: getattr(model_cfg, f.name) for f in dataclasses.fields(model_cfg)}
+    pool = model.pop("pool")
+    with config.unlocked():
+        config.model = ml_collections.ConfigDict(model)
+        config.model.pool = ml_collections.ConfigDict(
+            {"enabled": pool is not None, **(dataclasses.asdict(pool) if pool is not None else {})}
+        )
+        config.train.batch_size = batch_size
+        config.train.grad_accum_steps = 1
+        config.data.seq_length = seq_length
+        config.data.mlm_rate = mlm_rate
+        config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
+        config.mesh.update(mesh or {})
+    return config
+
+
+def project_steps_available() -> bool:
+    try:
+        from xlmp_jax import sharding, steps  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(steps, "make_train_step") and hasattr(steps, "create_train_state")
+
+
+def make_xlmp_step(
+    model_cfg,
+    *,
+    batch_size: int,
+    seq_length: int,
+    dense_head: bool,
+    impl: str = "auto",
+    mesh: dict | None = None,
+    num_devices: int | None = 1,
+) -> tuple[Callable[[], Any], str, Callable[[], dict]]:
+    """Returns (step, impl_name, cost_fn): ``step()`` runs one blocking train step on a fixed batch.
+
+    The step is compiled ahead of time here (``lower().compile()``), once: its compile time is part of
+    the build, and ``cost_fn()`` reads XLA's cost analysis of that same executable. The mesh spans the
+    first ``num_devices`` devices (None: all of them).
+    """
+    import jax
+
+    attention_impl = os.environ.get("BENCH_ATTENTION_IMPL", "")
+    if attention_impl:  # tuning experiment: the model passes implementation=None (XLA's unfused softmax)
+        jax.nn.dot_product_attention = _attention_with(jax.nn.dot_product_attention, attention_impl)
+    mlm_rate = dense_mlm_rate(seq_length) if dense_head else MLM_RATE
+    batch = synthetic_batch(batch_size, seq_length, model_cfg.vocab_size)
+    devices = jax.devices()[:num_devices] if num_devices else jax.devices()
+    if impl == "auto":
+        impl = "project" if project_steps_available() else "local"
+    if impl == "project":
+        from xlmp_jax import sharding, steps
+
+        config = run_config(model_cfg, batch_size=batch_size, seq_length=seq_length, mlm_rate=mlm_rate, mesh=mesh)
+        device_mesh = sharding.make_mesh(config.mesh, devices=devices)
+        state, shardings = steps.create_train_state(config, device_mesh, jax.random.key(0))
+        train_step = steps.make_train_step(config, device_mesh, shardings)
+        device_batch = sharding.shard_batch(batch, device_mesh)
+    else:
+        train_step, state = _local_step(model_cfg, batch, seq_length, mlm_rate)
+        device_batch = jax.device_put(batch, devices[0])
+        state = jax.device_put(state, devices[0])
+    compiled = train_step.lower(state, device_batch).compile()
+    holder = {"state": state}
+
+    def step():
+        holder["state"], out = compiled(holder["state"], device_batch)
+        return jax.block_until_ready(out["loss"] if isinstance(out, dict) else out)
+
+    def cost():
+        return _cost(compiled)
+
+    return step, impl, cost
+
+
+def _attention_with(original: Callable, implementation: str) -> Callable:
+    """``jax.nn.dot_product_attention`` pinned to ``implementation`` (a local tuning experiment).
+
+    cuDNN takes no [B, 1, 1, S] key mask (its bias must be [B, N, T, S]); a key-padding mask whose valid
+    keys come first (prompts, tokens, then right padding) is the same as ``key_value_seq_lengths``.
+    """
+    import jax.numpy as jnp
+
+    def attention(query, key, value, bias=None, mask=None, **kwargs):
+        if implementation == "cudnn" and mask is not None and mask.shape[1:3] == (1, 1):
+            kv_len = jnp.sum(mask.reshape(mask.shape[0], -1).astype(jnp.int32), axis=-1)
+            return original(
+                query, key, value, bias, None, key_value_seq_lengths=kv_len, implementation="cudnn", **kwargs
+            )
+        return original(query, key, value, bias, mask, implementation=implementation, **kwargs)
+
+    return attention
+
+
+def _cost(compiled) -> dict:
+    """XLA's own cost analysis of the compiled step (flops per device)."""
+    try:
+        analysis = compiled.cost_analysis()
+    except Exception as e:  # noqa: BLE001 - cost analysis is best-effort and backend dependent
+        return {"error": repr(e)}
+    if isinstance(analysis, list):
+        analysis = analysis[0]
+    return {k: float(analysis[k]) for k in ("flops", "bytes accessed") if k in (analysis or {})}
+
+
+def _local_step(model_cfg, batch: dict[str, np.ndarray], seq_length: int, mlm_rate: float):
+    """A minimal train step (stand-in until xlmp_jax.steps exists): AdamW, head at K gathered positions."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from xlmp_jax.model import XLMP, init_params
+
+    k = min(seq_length, max_predictions(seq_length, mlm_rate))
+    model = XLMP(model_cfg)
+    params = nn.unbox(init_params(model_cfg, jax.random.key(0))["params"])
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.01))
+    state = (params, tx.init(params), jax.random.key(1))
+
+    def loss_fn(params, batch, rng):
+        _, pos = jax.lax.top_k(batch["weights"], k)
+        out = model.apply(
+            {"params": params},
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["positions"],
+            mlm_positions=pos,
+            deterministic=False,
+            rngs={"dropout": rng},
+        )
+        logits = out["logits"].astype(jnp.float32)
+        targets = jnp.take_along_axis(batch["targets"], pos, axis=1)
+        weights = jnp.take_along_axis(batch["weights"], pos, axis=1)
+        xent = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+        return jnp.sum(xent * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+    @jax.jit
+    def step(state, batch):
+        params, opt_state, rng = state
+        rng, sub = jax.random.split(rng)
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch, sub)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state, rng), loss
+
+    step = jax.jit(step.__wrapped__, donate_argnums=(0,))
+    return step, state
+
+
+# -------------------------------------------------------------------------------- transformers step
+def make_torch_step(model_cfg, *, batch_size: int, seq_length: int, threads: int | None = None):
+    """transformers' XLMRobertaForMaskedLM as users train it: labels -100 off the masked positions,
+    logits everywhere, torch.optim.AdamW with XLM-R's betas/eps, dropout on, fp32, clip-grad-norm."""
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    hf_cfg = XLMRobertaConfig(
+        vocab_size=model_cfg.vocab_size,
+        hidden_size=model_cfg.hidden_size,
+        num_hidden_layers=model_cfg.num_layers,
+        num_attention_heads=model_cfg.num_heads,
+        intermediate_size=model_cfg.intermediate_size,
+        max_position_embeddings=model_cfg.max_position_embeddings,
+        type_vocab_size=model_cfg.type_vocab_size,
+        hidden_dropout_prob=model_cfg.hidden_dropout,
+        attention_probs_dropout_prob=model_cfg.attention_dropout,
+        pad_token_id=model_cfg.pad_token_id,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
+    model = XLMRobertaForMaskedLM(hf_cfg)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+    batch = synthetic_batch(batch_size, seq_length, model_cfg.vocab_size)
+    input_ids = torch.from_numpy(batch["input_ids"]).long()
+    attention_mask = torch.from_numpy(batch["attention_mask"]).long()
+    labels = torch.from_numpy(np.where(batch["weights"] > 0, batch["targets"], -100)).long()
+
+    def step():
+        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(out.loss.detach())
+
+    info = {
+        "attn_implementation": getattr(model.config, "_attn_implementation", "?"),
+        "threads": torch.get_num_threads(),
+    }
+    return step, info
+
+
+def device_memory(model_cfg, *, batch_size: int, seq_length: int, dense_head: bool) -> dict[str, Any]:
+    """Accelerator peak memory (``memory_stats``; absent on CPU) next to ``xlmp_jax.memory``'s plan."""
+    import jax
+
+    out: dict[str, Any] = {"platform": jax.devices()[0].platform, "device_kind": jax.devices()[0].device_kind}
+    stats_ = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats_:
+        out["device_peak_bytes"] = int(stats_["peak_bytes_in_use"])
+        out["device_bytes_limit"] = int(stats_.get("bytes_limit", 0))
+    try:
+        from xlmp_jax import memory
+
+        mlm_rate = dense_mlm_rate(seq_length) if dense_head else MLM_RATE
+        config = run_config(model_cfg, batch_size=batch_size, seq_length=seq_length, mlm_rate=mlm_rate)
+        out["plan_bytes"] = int(memory.plan(config, 1)["total"])
+    except ImportError:
+        pass
+    return out

@@ -1,0 +1,235 @@
+"""Training throughput: xlmp vs transformers' PyTorch XLMRobertaForMaskedLM, in one run of one command.
+
+Variants (each in its own subprocess, one after the other, same batch/sequence/masking/AdamW/fp32):
+  torch          transformers as users run it: labels -100 off the masked positions, logits everywhere
+  xlmp           XLM-P (default pool), LM head at the K gathered masked positions (the project's step)
+  xlmp_nopool    the same without the pool (XLM-R architecture) -> the pool's cost
+  xlmp_dense     no pool, logits at every position -> equal algorithm vs torch; vs xlmp_nopool: sparse head
+
+Prints per-variant tokens/s (min/median/max over timed steps after warm-up), ratios to torch, CPU/GPU
+MFU against the matmul peak measured in the same run, peak host memory, and one ``RESULT {json}`` line.
+
+  python bench/train_throughput.py --sizes=small,base              # the published CPU run
+  python bench/train_throughput.py --smoke                         # one tiny step of every variant
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench import common  # noqa: E402
+
+VARIANTS = {
+    "torch": dict(framework="torch", pool=False, dense=True),
+    "xlmp": dict(framework="xlmp", pool=True, dense=False),
+    "xlmp_nopool": dict(framework="xlmp", pool=False, dense=False),
+    "xlmp_dense": dict(framework="xlmp", pool=False, dense=True),
+    "xlmp_pool_dense": dict(framework="xlmp", pool=True, dense=True),
+}
+DEFAULT_VARIANTS = "torch,xlmp,xlmp_nopool,xlmp_dense"
+
+
+def measure(
+    variant: str,
+    size: str,
+    batch: int,
+    seq: int,
+    warmup: int,
+    steps: int,
+    dtype: str = "float32",
+    impl: str = "auto",
+    overrides: dict | None = None,
+) -> dict:
+    """Runs one variant in this process and returns its measurements.
+
+    ``overrides`` are ModelConfig fields (e.g. ``{"remat": "full", "attention_dropout": 0.0}``).
+    """
+    spec = VARIANTS[variant]
+    model_cfg = common.model_config(size, pool=spec["pool"], dtype=dtype, **(overrides or {}))
+    rss0 = common.current_rss_mib()
+    t_build = time.perf_counter()
+    cost = None
+    if spec["framework"] == "torch":
+        step, info = common.make_torch_step(model_cfg, batch_size=batch, seq_length=seq)
+    else:
+        step, step_impl, cost = common.make_xlmp_step(
+            model_cfg, batch_size=batch, seq_length=seq, dense_head=spec["dense"], impl=impl
+        )
+        info = {"step_impl": step_impl}
+    build_s = time.perf_counter() - t_build
+    times, first = common.time_steps(step, warmup, steps)
+    k = seq if spec["dense"] else min(seq, common.max_predictions(seq, common.MLM_RATE))
+    fpt, flops_source = common.flops_per_token(model_cfg, seq, k)
+    tokens = batch * seq
+    result = {
+        "variant": variant,
+        "size": size,
+        "batch": batch,
+        "seq": seq,
+        "dtype": dtype,
+        "head_positions": k,
+        "step_s": common.stats(times),
+        "tokens_per_s": common.stats([tokens / t for t in times]),
+        "first_step_s": first,
+        "build_s": build_s,
+        "flops_per_token": fpt,
+        "flops_source": flops_source,
+        "rss_before_mib": rss0,
+        "peak_rss_mib": common.peak_rss_mib(),
+        **info,
+    }
+    if overrides:
+        result["overrides"] = overrides
+    if spec["framework"] == "xlmp":
+        result.update(common.device_memory(model_cfg, batch_size=batch, seq_length=seq, dense_head=spec["dense"]))
+    if cost is not None and os.environ.get("BENCH_COST", "0") == "1":
+        result["xla_cost"] = cost()
+    return result
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,.1f}" if x >= 10 else f"{x:.2f}"
+
+
+def report(results: list[dict], peak: dict) -> str:
+    """A plain-text table: absolute numbers, ratios to torch, MFU against the measured matmul peak."""
+    lines = [
+        f"matmul peak ({peak['n']}x{peak['n']} {peak['dtype']}, XLA): median {peak['median']:.1f} GFLOP/s "
+        f"(min {peak['min']:.1f}, max {peak['max']:.1f})",
+        f"{'size':6} {'variant':16} {'tok/s med':>10} {'(min..max)':>20} {'x torch':>8} {'GFLOP/tok':>9} "
+        f"{'MFU':>6} {'peak RSS MiB':>12} {'impl':>8}",
+    ]
+    by_size: dict[str, dict[str, dict]] = {}
+    for r in results:
+        by_size.setdefault(r["size"], {})[r["variant"]] = r
+    for size, rows in by_size.items():
+        ref = rows.get("torch", {}).get("tokens_per_s", {}).get("median")
+        for name, r in rows.items():
+            if "error" in r:
+                lines.append(f"{size:6} {name:16} ERROR {r['error']}")
+                continue
+            tps = r["tokens_per_s"]
+            ratio = f"{tps['median'] / ref:.2f}x" if ref else "-"
+            mfu = tps["median"] * r["flops_per_token"] / (peak["median"] * 1e9)
+            lines.append(
+                f"{size:6} {name:16} {_fmt(tps['median']):>10} {_fmt(tps['min']) + '..' + _fmt(tps['max']):>20} "
+                f"{ratio:>8} {r['flops_per_token'] / 1e9:9.3f} {mfu:6.1%} {r['peak_rss_mib']:12.0f} "
+                f"{r.get('step_impl', 'torch'):>8}"
+            )
+        derived = derived_ratios(rows)
+        for key, value in derived.items():
+            lines.append(f"{size:6} {key}: {value:.3f}")
+    return "\n".join(lines)
+
+
+def derived_ratios(rows: dict[str, dict]) -> dict[str, float]:
+    """The issue's headline ratios from one size's rows (missing variants are skipped)."""
+    med = {k: r["tokens_per_s"]["median"] for k, r in rows.items() if "tokens_per_s" in r}
+    step = {k: r["step_s"]["median"] for k, r in rows.items() if "step_s" in r}
+    out = {}
+    if "torch" in med:
+        for name, label in (
+            ("xlmp", "ratio_as_users_run_it"),
+            ("xlmp_nopool", "ratio_nopool_sparse"),
+            ("xlmp_dense", "ratio_equal_algorithm"),
+        ):
+            if name in med:
+                out[label] = med[name] / med["torch"]
+    if "xlmp" in step and "xlmp_nopool" in step:
+        out["pool_step_overhead"] = step["xlmp"] / step["xlmp_nopool"] - 1.0
+    if "xlmp_dense" in step and "xlmp_nopool" in step:
+        out["sparse_head_speedup"] = step["xlmp_dense"] / step["xlmp_nopool"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="small,base", help="comma list of tiny/small/base/large")
+    p.add_argument("--variants", default=DEFAULT_VARIANTS)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--impl", default="auto", choices=("auto", "project", "local"), help="xlmp train step")
+    p.add_argument("--overrides", default="", help='ModelConfig fields as JSON, e.g. {"remat": "full"}')
+    p.add_argument("--json", default="", help="also write all results to this file")
+    p.add_argument("--smoke", action="store_true", help="one tiny step of each variant, in-process")
+    p.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.smoke:
+        args.sizes, args.batch, args.seq, args.warmup, args.steps = "tiny", 2, 16, 1, 1
+    if args.worker:  # child process: one variant, one size
+        common.emit(
+            measure(
+                args.worker,
+                args.sizes,
+                args.batch,
+                args.seq,
+                args.warmup,
+                args.steps,
+                args.dtype,
+                args.impl,
+                json.loads(args.overrides) if args.overrides else None,
+            )
+        )
+        return {}
+
+    peak = common.matmul_peak_gflops(n=256 if args.smoke else 2048, repeats=2 if args.smoke else 10)
+    torch_peak = None
+    if "torch" in args.variants.split(","):
+        torch_peak = common.torch_matmul_peak_gflops(n=256 if args.smoke else 2048, repeats=2 if args.smoke else 10)
+    results = []
+    for size in args.sizes.split(","):
+        for variant in args.variants.split(","):
+            if args.smoke:
+                res = measure(variant, size, args.batch, args.seq, args.warmup, args.steps, args.dtype, args.impl)
+            else:
+                res = common.run_worker(
+                    [
+                        os.path.abspath(__file__),
+                        f"--worker={variant}",
+                        f"--sizes={size}",
+                        f"--batch={args.batch}",
+                        f"--seq={args.seq}",
+                        f"--warmup={args.warmup}",
+                        f"--steps={args.steps}",
+                        f"--dtype={args.dtype}",
+                        f"--impl={args.impl}",
+                    ]
+                )
+                res.setdefault("variant", variant)
+                res.setdefault("size", size)
+            results.append(res)
+            print(json.dumps(res), flush=True)
+    summary = {
+        "bench": "train_throughput",
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "machine": common.machine_info(),
+        "matmul_peak_gflops": peak,
+        "torch_matmul_peak_gflops": torch_peak,
+        "results": results,
+        "derived": {
+            size: derived_ratios({r["variant"]: r for r in results if r.get("size") == size})
+            for size in args.sizes.split(",")
+        },
+    }
+    print(report(results, peak))
+    if torch_peak:
+        print(f"torch matmul ({torch_peak['n']}x{torch_peak['n']} fp32): median {torch_peak['median']:.1f} GFLOP/s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=1)
+    common.emit(summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Smoke tests of the benchmark scripts: each runs one tiny step and prints its expected fields.
+
+Benchmarks are run by command (see BENCHMARKS.md), not in CI; these only make sure they still run.
+``train_throughput`` and ``profile_step`` run in this process (their ``--smoke`` measures in-process, on
+one device); ``gpu_mfu`` and ``weak_scaling`` start worker processes by design (per-process memory
+peaks, per-process device counts), so they run as subprocesses with their own environment.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, *args: str) -> dict:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "JAX_PLATFORMS": "cpu",
+        "CUDA_VISIBLE_DEVICES": "",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "XLA_FLAGS": "",  # the scripts set their own device counts
+    }
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), "--smoke", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert lines, proc.stdout[-2000:]
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def test_train_throughput_smoke():
+    from bench import train_throughput
+
+    out = train_throughput.main(["--smoke", "--variants=torch,xlmp"])
+    assert out["matmul_peak_gflops"]["median"] > 0
+    rows = {r["variant"]: r for r in out["results"]}
+    assert set(rows) == {"torch", "xlmp"}
+    for r in rows.values():
+        assert r["tokens_per_s"]["min"] <= r["tokens_per_s"]["median"] <= r["tokens_per_s"]["max"]
+        assert r["flops_per_token"] > 0 and r["peak_rss_mib"] > 0
+    assert rows["xlmp"]["head_positions"] < rows["torch"]["head_positions"] == 16  # sparse vs every position
+    assert rows["xlmp"]["step_impl"] == "project"
+    assert out["derived"]["tiny"]["ratio_as_users_run_it"] > 0
+
+
+def test_gpu_mfu_smoke_runs_on_cpu():
+    out = _run("gpu_mfu.py")
+    (r,) = out["results"]
+    assert r["tokens_per_s"]["median"] > 0 and r["platform"] == "cpu"
+    assert r["plan_bytes"] > 0 and out["matmul"]["median"] > 0
+
+
+def test_weak_scaling_smoke():
+    out = _run("weak_scaling.py")
+    rows = out["results"]
+    assert [r["devices"] for r in rows] == [1, 2]
+    assert all(r["xla_flops_per_device"] > 0 for r in rows)
+    assert abs(rows[1]["flops_vs_1"] - 1.0) < 0.25  # per-device work stays flat
+
+
+def test_profile_step_smoke(tmp_path):
+    from bench import profile_step
+
+    out = profile_step.main(["--smoke", f"--trace_dir={tmp_path}"])
+    assert out["traced_op_time_ms"] > 0
+    assert out["top"] and {"name", "ms", "share", "count"} <= set(out["top"][0])
+    assert abs(sum(out["by_category"].values()) - 1.0) < 0.01
