@@ -433,6 +433,7 @@ def test_end_to_end_train_then_sweep_cli(tmp_path):
         "--config.data.shuffle_buffer=64",
         "--config.data.source=text",
         f"--config.data.path={data['text']}",
+        "--config.data.languages=()",  # every language of the local corpus (tiny names 20 of the sample)
         f"--config.data.vocab_path={data['vocab']}",
         "--config.model.vocab_size=122",  # 120 pieces + <pad> + <mask>
     ]

@@ -43,6 +43,10 @@ class CheckpointError(RuntimeError):
     """No usable checkpoint where one was asked for; the message names the path."""
 
 
+class DataStateError(CheckpointError):
+    """The train state of a checkpoint is readable but its input-iterator position is not (the data changed)."""
+
+
 class IncompatibleCheckpointError(ValueError):
     """The checkpoint was written by a model of other shapes; the message names the path and parameter."""
 
@@ -233,11 +237,20 @@ class Checkpointer:
         if saved is None:
             raise CheckpointError(f"{where} has no train state")
         check_compatible(saved.tree if hasattr(saved, "tree") else saved, like, where)
-        items = {STATE: ocp.args.StandardRestore(_abstract(like))}
-        if data is not None:
-            items[DATA] = DataIteratorRestore(data)
-        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-        return from_storable(restored[STATE], like)
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(_abstract(like))})
+        )
+        state = from_storable(restored[STATE], like)
+        if data is not None:  # separately: a changed data pipeline must not make a good checkpoint look corrupt
+            try:
+                self.manager.restore(step, args=ocp.args.Composite(**{DATA: DataIteratorRestore(data)}))
+            except Exception as e:  # noqa: BLE001 -- tf.data raises many types here
+                raise DataStateError(
+                    f"{where}: the train state is readable but the input iterator's position is not "
+                    f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); did config.data or "
+                    "the input pipeline change since it was saved? The checkpoint is left in place."
+                ) from e
+        return state
 
     def restore_latest(self, like: Any, data: Any = None) -> tuple[Any, int] | None:
         """Restores the newest readable checkpoint; None if there is none.
@@ -250,7 +263,7 @@ class Checkpointer:
         for step in reversed(steps):
             try:
                 return self.restore(step, like, data), step
-            except IncompatibleCheckpointError:
+            except (IncompatibleCheckpointError, DataStateError):
                 raise
             except Exception as e:  # noqa: BLE001 -- any read failure means this step is unusable
                 failures.append(step)
