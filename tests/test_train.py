@@ -153,7 +153,7 @@ def test_sigkill_sigterm_and_resume_are_exact(tmp_path, compile_cache):
     assert len(after) >= k - 1 and [b[s] for s in after] == [a[s] for s in after]  # bit-identical
     # The resumed run's config and checkpoints are all there; the checkpoint holds the config and the data state.
     assert config_utils.read_config_json(str(killed)).train.steps == 2 * k
-    assert checkpoint.all_steps(str(killed)) == sorted({k, preempted_at, 2 * k})
+    assert {preempted_at, 2 * k} <= set(checkpoint.all_steps(str(killed)))  # keep-last-N may drop step k
     assert os.listdir(killed / "checkpoints" / str(2 * k) / "data")
     assert os.listdir(killed / "tb")
 
