@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from hf_reference import SENTENCES, hf_config, our_config, pad_rows
 
 from xlmp_jax import checkpoint, convert, export
 from xlmp_jax.model import XLMP, ModelConfig, init_params, param_shapes
@@ -28,14 +29,6 @@ from xlmp_torch import XLMPForMaskedLM
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Real text in many scripts (plus digits, punctuation, accents, odd whitespace), for the tokenizer check.
-SENTENCES = [
-    "The quick brown fox jumps over the lazy dog.",
-    "Der schnelle braune Fuchs springt über den faulen Hund.",
-    "Быстрая коричневая лиса прыгает через ленивую собаку.",
-    "الثعلب البني السريع يقفز فوق الكلب الكسول.",
-    "敏捷的棕色狐狸跳过了懒狗。",
-    "कृपया अपना पासवर्ड दर्ज करें।",
-]
 MORE_SENTENCES = [
     "Η γρήγορη καφέ αλεπού πηδά πάνω από το τεμπέλικο σκυλί.",
     "השועל החום המהיר קופץ מעל הכלב העצלן.",
@@ -58,18 +51,10 @@ MORE_SENTENCES = [
 ]
 
 
-def _pad(rows, pad_id):
-    length = max(map(len, rows))
-    ids = np.full((len(rows), length), pad_id, np.int32)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-    return ids, (ids != pad_id).astype(np.int32)
-
-
 @pytest.fixture(scope="module")
 def real_batch(sample_vocab):
     """A padded batch of real sentences in six scripts, tokenized with the shipped vocabulary."""
-    ids, mask = _pad([sample_vocab.encode_with_specials(s) for s in SENTENCES], sample_vocab.pad_id)
+    ids, mask = pad_rows([sample_vocab.encode_with_specials(s) for s in SENTENCES], sample_vocab.pad_id)
     assert (mask == 0).any(), "the batch must be padded"
     return ids, mask
 
@@ -275,41 +260,10 @@ def test_torch_wrapper_trains_and_round_trips(exported, real_batch, tmp_path):
 # -- import ---------------------------------------------------------------------------------------
 
 
-def _hf_tiny(vocab_size, **overrides):
-    values = dict(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=130,
-        type_vocab_size=1,
-        layer_norm_eps=1e-5,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-    )
-    values.update(overrides)
-    return transformers.XLMRobertaConfig(**values)
-
-
-def _our_config_for(hf, pool):
-    return ModelConfig(
-        vocab_size=hf.vocab_size,
-        hidden_size=hf.hidden_size,
-        num_layers=hf.num_hidden_layers,
-        num_heads=hf.num_attention_heads,
-        intermediate_size=hf.intermediate_size,
-        max_position_embeddings=hf.max_position_embeddings,
-        type_vocab_size=hf.type_vocab_size,
-        pool=pool,
-    )
-
-
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory, sample_vocab):
     torch.manual_seed(0)
-    model = transformers.XLMRobertaForMaskedLM(_hf_tiny(sample_vocab.vocab_size)).eval()
+    model = transformers.XLMRobertaForMaskedLM(hf_config(sample_vocab.vocab_size)).eval()
     path = tmp_path_factory.mktemp("hf_tiny")
     model.save_pretrained(str(path))
     return str(path), model
@@ -317,7 +271,7 @@ def hf_dir(tmp_path_factory, sample_vocab):
 
 def test_import_logits_equal_transformers(hf_dir, real_batch):
     path, model = hf_dir
-    config = _our_config_for(model.config, None)
+    config = our_config(model.config)
     params = export.load_hf_params(path, config, jax.random.key(0))
     ids, mask = real_batch
     with torch.no_grad():
@@ -330,10 +284,10 @@ def test_import_logits_equal_transformers(hf_dir, real_batch):
 def test_import_with_fresh_pool(hf_dir):
     path, model = hf_dir
     pool = PoolConfig(size=8, length=2)
-    config = _our_config_for(model.config, pool)
+    config = our_config(model.config, pool=pool)
     rng = jax.random.key(3)
     params = export.load_hf_params(path, config, rng)
-    baseline = export.load_hf_params(path, _our_config_for(model.config, None), rng)
+    baseline = export.load_hf_params(path, our_config(model.config), rng)
     assert set(params) == set(baseline) | {"pool"}
     jax.tree.map(np.testing.assert_array_equal, {k: v for k, v in params.items() if k != "pool"}, baseline)
     fresh = nn.unbox(jax.jit(init_params, static_argnums=0)(config, rng))["params"]["pool"]
@@ -347,7 +301,7 @@ def test_import_with_fresh_pool(hf_dir):
 
 def test_import_rejects_other_architectures(hf_dir, tmp_path, sample_vocab):
     path, model = hf_dir
-    config = _our_config_for(model.config, None)
+    config = our_config(model.config)
     bert = tmp_path / "bert"
     transformers.BertConfig(vocab_size=sample_vocab.vocab_size, hidden_size=32).save_pretrained(str(bert))
     with pytest.raises(ValueError, match=rf"{bert}.*model_type='bert'"):

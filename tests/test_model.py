@@ -1,5 +1,8 @@
 """The encoder against transformers' XLMRobertaForMaskedLM, parameter counts, logical axes, bad input."""
 
+import dataclasses
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -7,64 +10,18 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from hf_reference import SENTENCES, hf_config, our_config, pad_rows
 
 from xlmp_jax import convert
-from xlmp_jax.model import SIZES, XLMP, ModelConfig, count_params, init_params
+from xlmp_jax.model import SIZES, XLMP, Dropout, ModelConfig, add_bias, count_params, init_params
 from xlmp_jax.pool import PoolConfig
-
-SENTENCES = [
-    "The quick brown fox jumps over the lazy dog.",
-    "Der schnelle braune Fuchs springt über den faulen Hund.",
-    "Быстрая коричневая лиса прыгает через ленивую собаку.",
-    "الثعلب البني السريع يقفز فوق الكلب الكسول.",
-    "敏捷的棕色狐狸跳过了懒狗。",
-    "कृपया अपना पासवर्ड दर्ज करें।",
-]
-
-
-def hf_config(vocab_size: int, **overrides) -> transformers.XLMRobertaConfig:
-    values = dict(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=130,
-        type_vocab_size=1,
-        layer_norm_eps=1e-5,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-    )
-    values.update(overrides)
-    return transformers.XLMRobertaConfig(**values)
-
-
-def our_config(hf: transformers.XLMRobertaConfig, **overrides) -> ModelConfig:
-    values = dict(
-        vocab_size=hf.vocab_size,
-        hidden_size=hf.hidden_size,
-        num_layers=hf.num_hidden_layers,
-        num_heads=hf.num_attention_heads,
-        intermediate_size=hf.intermediate_size,
-        max_position_embeddings=hf.max_position_embeddings,
-        type_vocab_size=hf.type_vocab_size,
-        layer_norm_eps=hf.layer_norm_eps,
-        pool=None,
-    )
-    values.update(overrides)
-    return ModelConfig(**values)
 
 
 @pytest.fixture(scope="module")
 def real_batch(sample_vocab):
     """A padded batch of real sentences in six scripts, tokenized with the shipped vocabulary."""
-    rows = [sample_vocab.encode_with_specials(s) for s in SENTENCES]
-    length = max(map(len, rows))
-    ids = np.full((len(rows), length), sample_vocab.pad_id, np.int32)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-    assert (ids == sample_vocab.pad_id).any(), "the batch must be padded"
+    ids, mask = pad_rows([sample_vocab.encode_with_specials(s) for s in SENTENCES], sample_vocab.pad_id)
+    assert (mask == 0).any(), "the batch must be padded"
     return ids
 
 
@@ -90,6 +47,32 @@ def test_logits_match_transformers(hf_model, real_batch, attention):
     real = mask.astype(bool)  # pads' logits are meaningless in both
     assert np.abs(got - ref)[real].max() <= 1e-5
     assert np.abs(got - ref).max() <= 1e-4
+
+
+def test_cudnn_attention_passes_padding_as_key_lengths(hf_model, real_batch, monkeypatch):
+    """attention='cudnn' (GPU only) with cuDNN swapped for XLA: same logits as the mask path."""
+    calls = []
+    original = jax.nn.dot_product_attention
+
+    def on_xla(query, key, value, *args, implementation=None, **kwargs):
+        calls.append((implementation, kwargs.get("key_value_seq_lengths")))
+        return original(query, key, value, *args, implementation="xla", **kwargs)
+
+    monkeypatch.setattr(jax.nn, "dot_product_attention", on_xla)
+    mask = (real_batch != 1).astype(np.int32)
+    cfg = our_config(hf_model.config, attention="cudnn", attention_dropout=0.0, pool=PoolConfig(size=4, length=2))
+    params = XLMP(cfg).init(jax.random.key(0), jnp.asarray(real_batch), jnp.asarray(mask))["params"]
+    run = functools.partial(XLMP(cfg).apply, {"params": params}, jnp.asarray(real_batch), jnp.asarray(mask))
+    cudnn = run()["logits"]
+    assert calls and all(impl == "cudnn" for impl, _ in calls)
+    np.testing.assert_array_equal(calls[0][1], mask.sum(1) + 2)  # 2 prompt vectors + the row's tokens
+    explicit = XLMP(dataclasses.replace(cfg, attention="explicit")).apply(
+        {"params": params}, jnp.asarray(real_batch), jnp.asarray(mask)
+    )["logits"]
+    real = mask.astype(bool)
+    assert np.abs(np.asarray(cudnn) - np.asarray(explicit))[real].max() <= 1e-5
+    with pytest.raises(ValueError, match="model.attention_dropout"):
+        our_config(hf_model.config, attention="cudnn")
 
 
 def test_sparse_head_equals_dense_head(hf_model, real_batch):
@@ -227,3 +210,37 @@ def test_bad_model_config_fields_are_named():
     with pytest.raises(ValueError, match=r"model\.pool\.sizee"):
         ModelConfig.from_dict({"pool": {"sizee": 3}})
     assert ModelConfig.from_dict({"pool": {"enabled": False}}).pool is None
+
+
+@pytest.mark.parametrize("bias_dtype", [jnp.float32, jnp.bfloat16])
+def test_add_bias_gradient_equals_the_plain_sum(bias_dtype):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 3, 7)), jnp.float32)
+    bias = jnp.asarray(rng.normal(size=(7,)), bias_dtype)
+    cotangent = jnp.asarray(rng.normal(size=(2, 3, 7)), jnp.float32)
+
+    def plain(x, b):
+        return jnp.sum((x + b.astype(x.dtype)) * cotangent)
+
+    def ours(x, b):
+        return jnp.sum(add_bias(x, b) * cotangent)
+
+    np.testing.assert_array_equal(add_bias(x, bias), x + bias.astype(jnp.float32))
+    (gx, gb), (rx, rb) = jax.grad(ours, (0, 1))(x, bias), jax.grad(plain, (0, 1))(x, bias)
+    assert gb.dtype == bias_dtype
+    np.testing.assert_allclose(gx, rx)
+    np.testing.assert_allclose(np.float32(gb), np.float32(rb), rtol=1e-2 if bias_dtype == jnp.bfloat16 else 1e-6)
+
+
+@pytest.mark.parametrize("shape", [(64, 128, 96), (64, 128, 97)])  # even last axis: 16-bit draws; odd: 32-bit
+def test_dropout_drops_at_its_rate_and_keeps_the_expectation(shape):
+    x = jnp.ones(shape, jnp.float32)
+    layer = Dropout(0.1)
+    out = layer.apply({}, x, False, rngs={"dropout": jax.random.key(0)})
+    dropped = float(jnp.mean(out == 0))
+    assert abs(dropped - 0.1) < 3e-3, dropped  # 786k draws: a 3e-3 window is > 8 sigma
+    np.testing.assert_allclose(float(jnp.mean(out)), 1.0, atol=1e-2)
+    np.testing.assert_allclose(np.unique(np.asarray(out)), [0.0, 1.0 / (1.0 - 6554 / 2**16)], rtol=1e-6)
+    again = layer.apply({}, x, False, rngs={"dropout": jax.random.key(1)})
+    assert float(jnp.mean((out == 0) & (again == 0))) < 0.02  # independent masks for different keys
+    assert layer.apply({}, x, True) is x
