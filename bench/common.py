@@ -4,16 +4,13 @@ Every benchmark measures in *worker* subprocesses (one per framework/variant) st
 command, so each worker's peak host memory (``ru_maxrss``) is its own and the ratios come from one run.
 A worker prints one ``RESULT {json}`` line; the parent collects them and prints a table.
 
-The xlmp side uses the project's train step (``xlmp_jax.steps.create_train_state`` /
-``make_train_step``) whenever that module is importable; otherwise a minimal local step (optax AdamW +
-``XLMP.apply`` with ``mlm_positions``) so the benchmark still runs. The JSON says which one ran
-(``step_impl``): published figures must say ``project``.
+The xlmp side is always the project's own train step (``xlmp_jax.steps.create_train_state`` /
+``make_train_step``); the JSON says so (``step_impl: "project"``).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import resource
@@ -42,13 +39,10 @@ BENCH_SIZES: dict[str, dict[str, int]] = {
 
 # --------------------------------------------------------------------------------------------- helpers
 def max_predictions(seq_length: int, mlm_rate: float) -> int:
-    """K masked positions gathered per row; the data pipeline's rule (interface 3), mirrored if absent."""
-    try:
-        from data_pipelines.config import max_predictions as mp
+    """K masked positions gathered per row: the data pipeline's rule."""
+    from data_pipelines.config import max_predictions as rule
 
-        return int(mp(seq_length, mlm_rate))
-    except ImportError:
-        return math.ceil(seq_length * mlm_rate) + 1
+    return int(rule(seq_length, mlm_rate))
 
 
 def dense_mlm_rate(seq_length: int) -> float:
@@ -161,29 +155,10 @@ def time_steps(step: Callable[[], Any], warmup: int, steps: int) -> tuple[list[f
 
 # ------------------------------------------------------------------------------------------- FLOPs
 def flops_per_token(model_cfg, seq_length: int, num_predictions: int) -> tuple[float, str]:
-    """Training FLOPs per input token: the project's count (``xlmp_jax.flops``) if present, else ours.
+    """Training FLOPs per input token (``xlmp_jax.flops``, formula in BENCHMARKS.md) and where it came from."""
+    from xlmp_jax import flops
 
-    Ours (forward x 3 for forward + backward; a multiply-add = 2 FLOPs), per row of T input tokens with
-    S = T + Lp encoder positions (the Lp prompt vectors go through every layer) and P head positions:
-      layers  L * (2 * S * (4 D^2 + 2 D F) + 4 * S^2 * D)      (projections + QK^T and PV)
-      head    2 * P * (D^2 + D V)                              (dense + tied decoder at P positions)
-      pool    2 * M * D + 2 * M * Lp * D                       (key scores + prompt mix)
-    divided by T. Embedding gathers, LayerNorms, softmax and the optimizer are not counted.
-    """
-    try:
-        from xlmp_jax import flops as project_flops
-
-        return float(project_flops.flops_per_token(model_cfg, seq_length, num_predictions)), "xlmp_jax.flops"
-    except ImportError:
-        pass
-    d, f, v, n_layers = model_cfg.hidden_size, model_cfg.intermediate_size, model_cfg.vocab_size, model_cfg.num_layers
-    lp = model_cfg.pool.length if model_cfg.pool is not None else 0
-    m = model_cfg.pool.size if model_cfg.pool is not None else 0
-    s = seq_length + lp
-    fwd = n_layers * (2 * s * (4 * d * d + 2 * d * f) + 4 * s * s * d)
-    fwd += 2 * num_predictions * (d * d + d * v)
-    fwd += 2 * m * d + 2 * m * lp * d
-    return 3.0 * fwd / seq_length, "bench.common (local)"
+    return float(flops.flops_per_token(model_cfg, seq_length, num_predictions)), "xlmp_jax.flops"
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 10, dtype: str = "float32") -> dict[str, float]:
@@ -226,31 +201,9 @@ def run_config(model_cfg, *, batch_size: int, seq_length: int, mlm_rate: float, 
 
     import ml_collections
 
-    try:
-        from configs import base as base_config
+    from configs import base as base_config
 
-        config = base_config.get_config()
-    except ImportError:
-        config = ml_collections.ConfigDict()
-        config.train = ml_collections.ConfigDict(
-            dict(
-                learning_rate=1e-4,
-                warmup_steps=10,
-                steps=1000,
-                weight_decay=0.01,
-                b1=0.9,
-                b2=0.98,
-                eps=1e-6,
-                grad_clip=1.0,
-                grad_accum_steps=1,
-                seed=0,
-                label_smoothing=0.0,
-                z_loss=0.0,
-                max_consecutive_nan=5,
-            )
-        )
-        config.data = ml_collections.ConfigDict(dict(seq_length=seq_length, mlm_rate=mlm_rate))
-        config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    config = base_config.get_config()
     model = {f.name: getattr(model_cfg, f.name) for f in dataclasses.fields(model_cfg)}
     pool = model.pop("pool")
     with config.unlocked():
@@ -267,25 +220,16 @@ def run_config(model_cfg, *, batch_size: int, seq_length: int, mlm_rate: float, 
     return config
 
 
-def project_steps_available() -> bool:
-    try:
-        from xlmp_jax import sharding, steps  # noqa: F401
-    except ImportError:
-        return False
-    return hasattr(steps, "make_train_step") and hasattr(steps, "create_train_state")
-
-
 def make_xlmp_step(
     model_cfg,
     *,
     batch_size: int,
     seq_length: int,
     dense_head: bool,
-    impl: str = "auto",
     mesh: dict | None = None,
     num_devices: int | None = 1,
-) -> tuple[Callable[[], Any], str, Callable[[], dict]]:
-    """Returns (step, impl_name, cost_fn): ``step()`` runs one blocking train step on a fixed batch.
+) -> tuple[Callable[[], Any], Callable[[], dict]]:
+    """Returns (step, cost_fn): ``step()`` runs one blocking train step of the project on a fixed batch.
 
     The step is compiled ahead of time here (``lower().compile()``), once: its compile time is part of
     the build, and ``cost_fn()`` reads XLA's cost analysis of that same executable. The mesh spans the
@@ -293,56 +237,27 @@ def make_xlmp_step(
     """
     import jax
 
-    attention_impl = os.environ.get("BENCH_ATTENTION_IMPL", "")
-    if attention_impl:  # tuning experiment: the model passes implementation=None (XLA's unfused softmax)
-        jax.nn.dot_product_attention = _attention_with(jax.nn.dot_product_attention, attention_impl)
+    from xlmp_jax import sharding, steps
+
     mlm_rate = dense_mlm_rate(seq_length) if dense_head else MLM_RATE
     batch = synthetic_batch(batch_size, seq_length, model_cfg.vocab_size)
     devices = jax.devices()[:num_devices] if num_devices else jax.devices()
-    if impl == "auto":
-        impl = "project" if project_steps_available() else "local"
-    if impl == "project":
-        from xlmp_jax import sharding, steps
-
-        config = run_config(model_cfg, batch_size=batch_size, seq_length=seq_length, mlm_rate=mlm_rate, mesh=mesh)
-        device_mesh = sharding.make_mesh(config.mesh, devices=devices)
-        state, shardings = steps.create_train_state(config, device_mesh, jax.random.key(0))
-        train_step = steps.make_train_step(config, device_mesh, shardings)
-        device_batch = sharding.shard_batch(batch, device_mesh)
-    else:
-        train_step, state = _local_step(model_cfg, batch, seq_length, mlm_rate)
-        device_batch = jax.device_put(batch, devices[0])
-        state = jax.device_put(state, devices[0])
+    config = run_config(model_cfg, batch_size=batch_size, seq_length=seq_length, mlm_rate=mlm_rate, mesh=mesh)
+    device_mesh = sharding.make_mesh(config.mesh, devices=devices)
+    state, shardings = steps.create_train_state(config, device_mesh, jax.random.key(0))
+    train_step = steps.make_train_step(config, device_mesh, shardings)
+    device_batch = sharding.shard_batch(batch, device_mesh)
     compiled = train_step.lower(state, device_batch).compile()
     holder = {"state": state}
 
     def step():
         holder["state"], out = compiled(holder["state"], device_batch)
-        return jax.block_until_ready(out["loss"] if isinstance(out, dict) else out)
+        return jax.block_until_ready(out["loss"])
 
     def cost():
         return _cost(compiled)
 
-    return step, impl, cost
-
-
-def _attention_with(original: Callable, implementation: str) -> Callable:
-    """``jax.nn.dot_product_attention`` pinned to ``implementation`` (a local tuning experiment).
-
-    cuDNN takes no [B, 1, 1, S] key mask (its bias must be [B, N, T, S]); a key-padding mask whose valid
-    keys come first (prompts, tokens, then right padding) is the same as ``key_value_seq_lengths``.
-    """
-    import jax.numpy as jnp
-
-    def attention(query, key, value, bias=None, mask=None, **kwargs):
-        if implementation == "cudnn" and mask is not None and mask.shape[1:3] == (1, 1):
-            kv_len = jnp.sum(mask.reshape(mask.shape[0], -1).astype(jnp.int32), axis=-1)
-            return original(
-                query, key, value, bias, None, key_value_seq_lengths=kv_len, implementation="cudnn", **kwargs
-            )
-        return original(query, key, value, bias, mask, implementation=implementation, **kwargs)
-
-    return attention
+    return step, cost
 
 
 def _cost(compiled) -> dict:
@@ -354,50 +269,6 @@ def _cost(compiled) -> dict:
     if isinstance(analysis, list):
         analysis = analysis[0]
     return {k: float(analysis[k]) for k in ("flops", "bytes accessed") if k in (analysis or {})}
-
-
-def _local_step(model_cfg, batch: dict[str, np.ndarray], seq_length: int, mlm_rate: float):
-    """A minimal train step (stand-in until xlmp_jax.steps exists): AdamW, head at K gathered positions."""
-    import flax.linen as nn
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    from xlmp_jax.model import XLMP, init_params
-
-    k = min(seq_length, max_predictions(seq_length, mlm_rate))
-    model = XLMP(model_cfg)
-    params = nn.unbox(init_params(model_cfg, jax.random.key(0))["params"])
-    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.01))
-    state = (params, tx.init(params), jax.random.key(1))
-
-    def loss_fn(params, batch, rng):
-        _, pos = jax.lax.top_k(batch["weights"], k)
-        out = model.apply(
-            {"params": params},
-            batch["input_ids"],
-            batch["attention_mask"],
-            batch["positions"],
-            mlm_positions=pos,
-            deterministic=False,
-            rngs={"dropout": rng},
-        )
-        logits = out["logits"].astype(jnp.float32)
-        targets = jnp.take_along_axis(batch["targets"], pos, axis=1)
-        weights = jnp.take_along_axis(batch["weights"], pos, axis=1)
-        xent = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-        return jnp.sum(xent * weights) / jnp.maximum(jnp.sum(weights), 1.0)
-
-    @jax.jit
-    def step(state, batch):
-        params, opt_state, rng = state
-        rng, sub = jax.random.split(rng)
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch, sub)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state, rng), loss
-
-    step = jax.jit(step.__wrapped__, donate_argnums=(0,))
-    return step, state
 
 
 # -------------------------------------------------------------------------------- transformers step

@@ -35,6 +35,7 @@ DATASHEET_BF16 = {
 }
 
 # name -> (variant, batch, ModelConfig overrides, extra environment)
+CUDNN = {"attention": "cudnn", "attention_dropout": 0.0}
 RBG = {"JAX_DEFAULT_PRNG_IMPL": "rbg"}  # tuning experiment: cheaper dropout bits than threefry
 CONFIGS: dict[str, tuple[str, int, dict, dict]] = {
     "b32": ("xlmp", 32, {}, {}),
@@ -50,12 +51,12 @@ CONFIGS: dict[str, tuple[str, int, dict, dict]] = {
     "b128_fused": ("xlmp", 128, {"attention_dropout": 0.0}, {}),
     "b128_fused_remat": ("xlmp", 128, {"attention_dropout": 0.0, "remat": "full"}, {}),
     "b128_fused_dots": ("xlmp", 128, {"attention_dropout": 0.0, "remat": "dots"}, {}),
-    # cuDNN flash attention (tuning experiment; needs attention dropout off, see BENCHMARKS.md)
-    "b32_cudnn": ("xlmp", 32, {"attention_dropout": 0.0}, {"BENCH_ATTENTION_IMPL": "cudnn"}),
-    "b64_cudnn": ("xlmp", 64, {"attention_dropout": 0.0}, {"BENCH_ATTENTION_IMPL": "cudnn"}),
-    "b128_cudnn": ("xlmp", 128, {"attention_dropout": 0.0}, {"BENCH_ATTENTION_IMPL": "cudnn"}),
-    "b256_cudnn": ("xlmp", 256, {"attention_dropout": 0.0}, {"BENCH_ATTENTION_IMPL": "cudnn"}),
-    "b128_cudnn_remat": ("xlmp", 128, {"attention_dropout": 0.0, "remat": "full"}, {"BENCH_ATTENTION_IMPL": "cudnn"}),
+    # cuDNN fused attention (model.attention="cudnn"; it has no attention dropout, see BENCHMARKS.md)
+    "b32_cudnn": ("xlmp", 32, CUDNN, {}),
+    "b64_cudnn": ("xlmp", 64, CUDNN, {}),
+    "b128_cudnn": ("xlmp", 128, CUDNN, {}),
+    "b256_cudnn": ("xlmp", 256, CUDNN, {}),
+    "b128_cudnn_remat": ("xlmp", 128, {**CUDNN, "remat": "full"}, {}),
 }
 DEFAULT_CONFIGS = "b32,b32_fused,b32_nopool,b32_dense,b64_fused,b128_fused"
 
@@ -93,7 +94,6 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--matmul_n", type=int, default=8192)
-    p.add_argument("--impl", default="auto", choices=("auto", "project", "local"))
     p.add_argument("--timeout", type=float, default=300, help="seconds per configuration")
     p.add_argument("--json", default="")
     p.add_argument("--smoke", action="store_true")
@@ -125,7 +125,6 @@ def main(argv: list[str] | None = None) -> dict:
             f"--warmup={args.warmup}",
             f"--steps={args.steps}",
             f"--dtype={args.dtype}",
-            f"--impl={args.impl}",
             f"--overrides={json.dumps(overrides)}",
         ]
         try:

@@ -5,9 +5,8 @@ with ``jax.profiler.trace(..., create_perfetto_trace=True)`` and aggregates the 
 events by name into a table (share of traced device time, or of XLA CPU op time on the CPU). The raw
 trace stays in ``--trace_dir`` for Perfetto/TensorBoard.
 
-Experiments for tuning (local, nothing in the project changes): ``--attention_impl=cudnn`` makes
-``jax.nn.dot_product_attention`` use cuDNN's fused kernel (the model leaves ``implementation=None``,
-which is XLA's unfused softmax).
+Model variants go through ``--overrides`` (ModelConfig fields), e.g. cuDNN's fused attention on a GPU:
+``--overrides='{"attention": "cudnn", "attention_dropout": 0.0}'``.
 
   python bench/profile_step.py --size=base --variant=xlmp --batch=8 --seq=128          # CPU, fp32
   python bench/profile_step.py --size=base --batch=32 --seq=512 --dtype=bfloat16       # GPU
@@ -112,7 +111,6 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--dtype", default="float32")
     p.add_argument("--overrides", default="", help="ModelConfig fields as JSON")
-    p.add_argument("--attention_impl", default="", choices=("", "xla", "cudnn"))
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--trace_dir", default="")
@@ -123,14 +121,10 @@ def main(argv: list[str] | None = None) -> dict:
         args.size, args.batch, args.seq, args.warmup, args.steps = "tiny", 2, 16, 1, 1
     import jax
 
-    if args.attention_impl:
-        os.environ["BENCH_ATTENTION_IMPL"] = args.attention_impl  # read by common.make_xlmp_step
     spec = VARIANTS[args.variant]
     overrides = json.loads(args.overrides) if args.overrides else {}
     model_cfg = common.model_config(args.size, pool=spec["pool"], dtype=args.dtype, **overrides)
-    step, impl, _ = common.make_xlmp_step(
-        model_cfg, batch_size=args.batch, seq_length=args.seq, dense_head=spec["dense"]
-    )
+    step, _ = common.make_xlmp_step(model_cfg, batch_size=args.batch, seq_length=args.seq, dense_head=spec["dense"])
     for _ in range(args.warmup):
         step()
     trace_dir = args.trace_dir or tempfile.mkdtemp(prefix="xlmp_trace_")
@@ -149,8 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seq": args.seq,
         "dtype": args.dtype,
         "overrides": overrides,
-        "attention_impl": args.attention_impl or "model default",
-        "step_impl": impl,
+        "step_impl": "project",
         "traced_step_wall_s": wall,
         "trace_dir": trace_dir,
         **summarize_trace(trace_dir, platform=jax.devices()[0].platform),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -43,7 +44,6 @@ def measure(
     warmup: int,
     steps: int,
     dtype: str = "float32",
-    impl: str = "auto",
     overrides: dict | None = None,
 ) -> dict:
     """Runs one variant in this process and returns its measurements.
@@ -58,10 +58,8 @@ def measure(
     if spec["framework"] == "torch":
         step, info = common.make_torch_step(model_cfg, batch_size=batch, seq_length=seq)
     else:
-        step, step_impl, cost = common.make_xlmp_step(
-            model_cfg, batch_size=batch, seq_length=seq, dense_head=spec["dense"], impl=impl
-        )
-        info = {"step_impl": step_impl}
+        step, cost = common.make_xlmp_step(model_cfg, batch_size=batch, seq_length=seq, dense_head=spec["dense"])
+        info = {"step_impl": "project"}
     build_s = time.perf_counter() - t_build
     times, first = common.time_steps(step, warmup, steps)
     k = seq if spec["dense"] else min(seq, common.max_predictions(seq, common.MLM_RATE))
@@ -148,6 +146,47 @@ def derived_ratios(rows: dict[str, dict]) -> dict[str, float]:
     return out
 
 
+def run_round(args: argparse.Namespace, sizes: list[str], variants: list[str]) -> dict:
+    """One pass over every size x variant (each in a fresh worker process), with the matmul peaks.
+
+    Several rounds (``--rounds``) interleave the frameworks in time, so a machine whose speed drifts
+    (a shared VM) shows up as spread between rounds instead of biasing one side of a ratio.
+    """
+    n, repeats = (256, 2) if args.smoke else (2048, 10)
+    peak = common.matmul_peak_gflops(n=n, repeats=repeats)
+    torch_peak = common.torch_matmul_peak_gflops(n=n, repeats=repeats) if "torch" in variants else None
+    results = []
+    for size in sizes:
+        for variant in variants:
+            if args.smoke:
+                res = measure(variant, size, args.batch, args.seq, args.warmup, args.steps, args.dtype)
+            else:
+                res = common.run_worker(
+                    [
+                        os.path.abspath(__file__),
+                        f"--worker={variant}",
+                        f"--sizes={size}",
+                        f"--batch={args.batch}",
+                        f"--seq={args.seq}",
+                        f"--warmup={args.warmup}",
+                        f"--steps={args.steps}",
+                        f"--dtype={args.dtype}",
+                    ]
+                )
+                res.setdefault("variant", variant)
+                res.setdefault("size", size)
+            results.append(res)
+            print(json.dumps(res), flush=True)
+    return {
+        "matmul_peak_gflops": peak,
+        "torch_matmul_peak_gflops": torch_peak,
+        "results": results,
+        "derived": {
+            size: derived_ratios({r["variant"]: r for r in results if r.get("size") == size}) for size in sizes
+        },
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="small,base", help="comma list of tiny/small/base/large")
@@ -157,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--dtype", default="float32")
-    p.add_argument("--impl", default="auto", choices=("auto", "project", "local"), help="xlmp train step")
+    p.add_argument("--rounds", type=int, default=1, help="repeat the whole variant list (interleaves in time)")
     p.add_argument("--overrides", default="", help='ModelConfig fields as JSON, e.g. {"remat": "full"}')
     p.add_argument("--json", default="", help="also write all results to this file")
     p.add_argument("--smoke", action="store_true", help="one tiny step of each variant, in-process")
@@ -176,54 +215,35 @@ def main(argv: list[str] | None = None) -> dict:
                 args.warmup,
                 args.steps,
                 args.dtype,
-                args.impl,
                 json.loads(args.overrides) if args.overrides else None,
             )
         )
         return {}
 
-    peak = common.matmul_peak_gflops(n=256 if args.smoke else 2048, repeats=2 if args.smoke else 10)
-    torch_peak = None
-    if "torch" in args.variants.split(","):
-        torch_peak = common.torch_matmul_peak_gflops(n=256 if args.smoke else 2048, repeats=2 if args.smoke else 10)
-    results = []
-    for size in args.sizes.split(","):
-        for variant in args.variants.split(","):
-            if args.smoke:
-                res = measure(variant, size, args.batch, args.seq, args.warmup, args.steps, args.dtype, args.impl)
-            else:
-                res = common.run_worker(
-                    [
-                        os.path.abspath(__file__),
-                        f"--worker={variant}",
-                        f"--sizes={size}",
-                        f"--batch={args.batch}",
-                        f"--seq={args.seq}",
-                        f"--warmup={args.warmup}",
-                        f"--steps={args.steps}",
-                        f"--dtype={args.dtype}",
-                        f"--impl={args.impl}",
-                    ]
-                )
-                res.setdefault("variant", variant)
-                res.setdefault("size", size)
-            results.append(res)
-            print(json.dumps(res), flush=True)
+    sizes, variants = args.sizes.split(","), args.variants.split(",")
+    rounds = []
+    for index in range(1 if args.smoke else args.rounds):
+        rounds.append(run_round(args, sizes, variants))
+        print(f"--- round {index + 1} of {args.rounds}", flush=True)
+        print(report(rounds[-1]["results"], rounds[-1]["matmul_peak_gflops"]), flush=True)
+        if rounds[-1]["torch_matmul_peak_gflops"]:
+            print(f"torch matmul (fp32): median {rounds[-1]['torch_matmul_peak_gflops']['median']:.1f} GFLOP/s")
     summary = {
         "bench": "train_throughput",
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "machine": common.machine_info(),
-        "matmul_peak_gflops": peak,
-        "torch_matmul_peak_gflops": torch_peak,
-        "results": results,
-        "derived": {
-            size: derived_ratios({r["variant"]: r for r in results if r.get("size") == size})
-            for size in args.sizes.split(",")
+        **rounds[0],
+        "rounds": rounds[1:],
+        "derived_median_over_rounds": {
+            size: {
+                key: statistics.median(r["derived"][size][key] for r in rounds if key in r["derived"][size])
+                for key in rounds[0]["derived"][size]
+            }
+            for size in sizes
         },
     }
-    print(report(results, peak))
-    if torch_peak:
-        print(f"torch matmul ({torch_peak['n']}x{torch_peak['n']} fp32): median {torch_peak['median']:.1f} GFLOP/s")
+    if len(rounds) > 1:
+        print(f"median over {len(rounds)} rounds: {json.dumps(summary['derived_median_over_rounds'])}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=1)

@@ -12,6 +12,8 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -75,3 +77,17 @@ def test_profile_step_smoke(tmp_path):
     assert out["traced_op_time_ms"] > 0
     assert out["top"] and {"name", "ms", "share", "count"} <= set(out["top"][0])
     assert abs(sum(out["by_category"].values()) - 1.0) < 0.01
+
+
+def test_tuning_ab_smoke_restores_the_tuned_code():
+    from bench import tuning_ab
+    from xlmp_jax import model, steps
+
+    tuned = (model.add_bias, model.Dropout, steps.mlm_loss)
+    out = tuning_ab.main(["--smoke", "--arms=before,after,after@xlmp_nopool"])
+    rows = {r["arm"]: r for r in out["results"]}
+    assert rows["before"]["undone"] == list(tuning_ab.TUNINGS) and rows["after"]["undone"] == []
+    assert all(r["step_s"]["min"] > 0 and np.isfinite(r["first_loss"]) for r in rows.values())
+    assert (model.add_bias, model.Dropout, steps.mlm_loss) == tuned
+    with tuning_ab.undone(("bias_gemv", "dropout_bits")):
+        assert model.add_bias is not tuned[0] and model.Dropout is not tuned[1]
