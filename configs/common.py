@@ -69,6 +69,21 @@ def mesh_config(**overrides) -> ml_collections.ConfigDict:
     return mesh
 
 
+# The full-size pre-training budget shared by base and large (they differ in learning rate, remat and
+# mesh): RoBERTa/XLM-R style at a smaller budget. Our choice.
+PRETRAIN_TRAIN = dict(
+    steps=125_000,
+    batch_size=2048,
+    warmup_steps=10_000,
+    log_every=100,
+    checkpoint_every=2000,
+    keep_checkpoints=3,
+    eval_every=2000,
+    eval_batch_size=256,
+    eval_batches=16,
+)
+
+
 def make_config(
     size: str,
     *,
