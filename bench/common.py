@@ -124,6 +124,22 @@ def emit(result: dict[str, Any]) -> None:
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
+def finish(bench: str, json_path: str, **fields: Any) -> dict[str, Any]:
+    """A benchmark's summary (name, UTC date, machine, then ``fields``): written to ``json_path`` if
+    given, printed as the ``RESULT`` line, and returned."""
+    summary = {
+        "bench": bench,
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "machine": machine_info(),
+        **fields,
+    }
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(summary, f, indent=1)
+    emit(summary)
+    return summary
+
+
 def run_worker(args: list[str], env: dict[str, str] | None = None, timeout: float = 3600) -> dict[str, Any]:
     """Runs ``python -m <args>`` in a fresh process and returns its RESULT dict (error text if it failed)."""
     full_env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}

@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -165,21 +164,17 @@ def main(argv: list[str] | None = None) -> dict:
             f"{r.get('step_impl', '?'):>8}"
         )
     print("\n".join(lines))
-    summary = {
-        "bench": "gpu_mfu",
-        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        "gpu": name,
-        "datasheet_bf16_flops": peak_spec,
-        "matmul": mm,
-        "size": args.size,
-        "seq": args.seq,
-        "dtype": args.dtype,
-        "results": results,
-    }
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=1)
-    common.emit(summary)
+    summary = common.finish(
+        "gpu_mfu",
+        args.json,
+        gpu=name,
+        datasheet_bf16_flops=peak_spec,
+        matmul=mm,
+        size=args.size,
+        seq=args.seq,
+        dtype=args.dtype,
+        results=results,
+    )
     return summary
 
 

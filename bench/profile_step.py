@@ -133,30 +133,26 @@ def main(argv: list[str] | None = None) -> dict:
         for _ in range(args.steps):
             step()
     wall = (time.perf_counter() - t0) / args.steps
-    summary = {
-        "bench": "profile_step",
-        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        "platform": jax.devices()[0].platform,
-        "size": args.size,
-        "variant": args.variant,
-        "batch": args.batch,
-        "seq": args.seq,
-        "dtype": args.dtype,
-        "overrides": overrides,
-        "step_impl": "project",
-        "traced_step_wall_s": wall,
-        "trace_dir": trace_dir,
+    summary = common.finish(
+        "profile_step",
+        args.json,
+        platform=jax.devices()[0].platform,
+        size=args.size,
+        variant=args.variant,
+        batch=args.batch,
+        seq=args.seq,
+        dtype=args.dtype,
+        overrides=overrides,
+        step_impl="project",
+        traced_step_wall_s=wall,
+        trace_dir=trace_dir,
         **summarize_trace(trace_dir, platform=jax.devices()[0].platform),
-    }
+    )
     print(f"{args.size} {args.variant} B={args.batch} T={args.seq} {args.dtype} {overrides}: {wall * 1e3:.1f} ms/step")
     if "top" in summary:
         print("by category:", summary["by_category"])
         for row in summary["top"]:
             print(f"  {row['ms'] / args.steps:9.2f} ms/step {row['share']:6.1%} x{row['count']:<5} {row['name']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=1)
-    common.emit(summary)
     return summary
 
 

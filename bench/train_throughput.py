@@ -228,26 +228,21 @@ def main(argv: list[str] | None = None) -> dict:
         print(report(rounds[-1]["results"], rounds[-1]["matmul_peak_gflops"]), flush=True)
         if rounds[-1]["torch_matmul_peak_gflops"]:
             print(f"torch matmul (fp32): median {rounds[-1]['torch_matmul_peak_gflops']['median']:.1f} GFLOP/s")
-    summary = {
-        "bench": "train_throughput",
-        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        "machine": common.machine_info(),
+    summary = common.finish(
+        "train_throughput",
+        args.json,
         **rounds[0],
-        "rounds": rounds[1:],
-        "derived_median_over_rounds": {
+        rounds=rounds[1:],
+        derived_median_over_rounds={
             size: {
                 key: statistics.median(r["derived"][size][key] for r in rounds if key in r["derived"][size])
                 for key in rounds[0]["derived"][size]
             }
             for size in sizes
         },
-    }
+    )
     if len(rounds) > 1:
         print(f"median over {len(rounds)} rounds: {json.dumps(summary['derived_median_over_rounds'])}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=1)
-    common.emit(summary)
     return summary
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import sys
@@ -117,20 +116,15 @@ def main(argv: list[str] | None = None) -> dict:
             f"  {arm:18} median {median:8.3f} s  (min {min(times[arm]):.3f}, max {max(times[arm]):.3f})  "
             f"x{reference / median:.3f} of {arms[-1]}'s speed  first loss {losses[arm]:.5f}"
         )
-    summary = {
-        "bench": "tuning_ab",
-        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        "machine": common.machine_info(),
-        "size": args.size,
-        "variant": args.variant,
-        "batch": args.batch,
-        "seq": args.seq,
-        "results": rows,
-    }
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=1)
-    common.emit(summary)
+    summary = common.finish(
+        "tuning_ab",
+        args.json,
+        size=args.size,
+        variant=args.variant,
+        batch=args.batch,
+        seq=args.seq,
+        results=rows,
+    )
     return summary
 
 

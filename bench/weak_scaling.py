@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -112,18 +111,13 @@ def main(argv: list[str] | None = None) -> dict:
             f"{med:8.3f} {med / r['devices']:7.3f}"
         )
     print("\n".join(lines))
-    summary = {
-        "bench": "weak_scaling",
-        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        "machine": common.machine_info(),
-        "size": args.size,
-        "seq": args.seq,
-        "results": results,
-    }
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=1)
-    common.emit(summary)
+    summary = common.finish(
+        "weak_scaling",
+        args.json,
+        size=args.size,
+        seq=args.seq,
+        results=results,
+    )
     return summary
 
 
