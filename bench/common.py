@@ -294,23 +294,12 @@ def make_torch_step(model_cfg, *, batch_size: int, seq_length: int, threads: int
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
 
+    from xlmp_jax import export
+
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
-    hf_cfg = XLMRobertaConfig(
-        vocab_size=model_cfg.vocab_size,
-        hidden_size=model_cfg.hidden_size,
-        num_hidden_layers=model_cfg.num_layers,
-        num_attention_heads=model_cfg.num_heads,
-        intermediate_size=model_cfg.intermediate_size,
-        max_position_embeddings=model_cfg.max_position_embeddings,
-        type_vocab_size=model_cfg.type_vocab_size,
-        hidden_dropout_prob=model_cfg.hidden_dropout,
-        attention_probs_dropout_prob=model_cfg.attention_dropout,
-        pad_token_id=model_cfg.pad_token_id,
-        bos_token_id=0,
-        eos_token_id=2,
-    )
+    hf_cfg = XLMRobertaConfig(**export.hf_config_dict(model_cfg))  # the same architecture as ours
     model = XLMRobertaForMaskedLM(hf_cfg)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
