@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--smoke", action="store_true", help="one tiny step of each variant, in-process")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error(f"--rounds={args.rounds} must be at least 1")
 
     if args.smoke:
         args.sizes, args.batch, args.seq, args.warmup, args.steps = "tiny", 2, 16, 1, 1

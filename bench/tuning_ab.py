@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json", default="")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
+    if args.reps < 1:
+        p.error(f"--reps={args.reps} must be at least 1")
     if args.smoke:
         args.size, args.batch, args.seq, args.reps = "tiny", 2, 16, 1
     arms = args.arms.split(",")

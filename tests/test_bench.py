@@ -91,3 +91,12 @@ def test_tuning_ab_smoke_restores_the_tuned_code():
     assert (model.add_bias, model.Dropout, steps.mlm_loss) == tuned
     with tuning_ab.undone(("bias_gemv", "dropout_bits")):
         assert model.add_bias is not tuned[0] and model.Dropout is not tuned[1]
+
+
+def test_cpu_ops_smoke_times_every_op():
+    from bench import cpu_ops
+
+    out = cpu_ops.main(["--smoke"])
+    ops = {r["op"]: r for r in out["results"]}
+    assert len(ops) == 7 and all(r["seconds"] > 0 for r in ops.values())
+    assert all(r["gflops"] > 0 for name, r in ops.items() if name.startswith("head"))

@@ -73,6 +73,8 @@ def test_cudnn_attention_passes_padding_as_key_lengths(hf_model, real_batch, mon
     assert np.abs(np.asarray(cudnn) - np.asarray(explicit))[real].max() <= 1e-5
     with pytest.raises(ValueError, match="model.attention_dropout"):
         our_config(hf_model.config, attention="cudnn")
+    with pytest.raises(ValueError, match=r"model.hidden_dropout=1.5"):
+        our_config(hf_model.config, hidden_dropout=1.5)
 
 
 def test_sparse_head_equals_dense_head(hf_model, real_batch):
