@@ -338,12 +338,15 @@ def test_override_splitting():
 # local: the supervisor, then the rehearsal
 
 
-def test_supervise_stops_the_others_when_one_fails():
+def test_supervise_stops_the_others_when_one_fails(tmp_path):
     out = io.StringIO()
+    ready = tmp_path / "slow_is_up"  # "bad" fails only once "slow" has printed: no race on a loaded machine
+    wait = f"import os, time\nwhile not os.path.exists({str(ready)!r}): time.sleep(0.01)\nraise SystemExit(3)"
+    up = f"import time\nprint('up', flush=True)\nopen({str(ready)!r}, 'w').close()\ntime.sleep(60)"
     procs = [
         local.Proc("ok", [sys.executable, "-c", "print('hello')"]),
-        local.Proc("bad", [sys.executable, "-c", "import time; time.sleep(0.5); raise SystemExit(3)"]),
-        local.Proc("slow", [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"]),
+        local.Proc("bad", [sys.executable, "-c", wait]),
+        local.Proc("slow", [sys.executable, "-c", up]),
     ]
     assert local.supervise(procs, grace_s=5, out=out) == 3
     text = out.getvalue()

@@ -10,14 +10,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 import pytest
 
-from xlmp_jax import checkpoint, config_utils
+from xlmp_jax import checkpoint, config_utils, faults
 from xlmp_jax import train as train_lib
+from xlmp_jax.preemption import Preemption
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A small, fast variant of the tiny config: 1 layer, 8 prompts, 8 rows of 32 tokens, a log line every step.
@@ -86,87 +86,145 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_sigkill_sigterm_and_resume_are_exact(tmp_path, compile_cache):
-    """2k steps straight == k steps, SIGKILL mid-training, resume, SIGTERM (saves), resume to 2k."""
-    k = 3
-    args = [f"--config.train.steps={2 * k}", f"--config.train.checkpoint_every={k}"]
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    first = _run(straight, *args, cache=compile_cache)
-    assert "first step" in first.stdout and "step 6: loss=" in first.stdout
-
-    # The same run, slowed down, SIGKILLed once checkpoint k is complete and training has gone past it.
-    proc = subprocess.Popen(
-        _cmd(killed, *args),
-        env=_env(8, compile_cache, XLMP_STEP_DELAY_S="1.5"),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            if checkpoint.latest_step(str(killed)) == k and max(_losses_or_empty(killed), default=0) > k:
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        assert checkpoint.latest_step(str(killed)) == k
-        logged_before_kill = max(_losses_or_empty(killed))
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert k < logged_before_kill < 2 * k  # killed mid-training, after checkpoint k
-
-    # Resume, slowed again, and preempt it (SIGTERM) right after its first step: it saves and exits 143.
-    # metrics.jsonl already holds the killed run's steps past k: wait for this run's first write to it.
-    metrics_path = os.path.join(killed, "metrics.jsonl")
-    started = os.path.getmtime(metrics_path)
-    proc = subprocess.Popen(
-        _cmd(killed, *args),
-        env=_env(8, compile_cache, XLMP_STEP_DELAY_S="1.5"),
+def _popen(workdir, *args, cache, **env) -> subprocess.Popen:
+    return subprocess.Popen(
+        _cmd(workdir, *args),
+        env=_env(8, cache, **env),
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[str, str]:
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None and os.path.getmtime(metrics_path) <= started:
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
+        return proc.communicate(timeout=timeout)
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_sigkill_sigterm_and_resume_are_exact(tmp_path, compile_cache):
+    """2k steps straight == k steps, SIGKILL mid-training, resume, SIGTERM (saves), resume to 2k.
+
+    The faults are injected at named points (``XLMP_FAULTS``), so every case is hit on every run.
+    """
+    k = 3
+    args = [f"--config.train.steps={2 * k}", f"--config.train.checkpoint_every={k}"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    first = _run(straight, *args, cache=compile_cache)
+    assert "first step took" in first.stdout and "step 6: loss=" in first.stdout
+    assert "start-up took" in first.stdout and "compile" in first.stdout
+
+    # SIGKILL once step k + 1 is logged: checkpoint k is the last one, step k + 1 must be redone.
+    proc = _popen(killed, *args, cache=compile_cache, XLMP_FAULTS=f"sigkill@after_log:{k + 1}")
+    out, err = _finish(proc)
+    assert proc.returncode == -signal.SIGKILL, out[-2000:] + err[-3000:]
+    assert checkpoint.latest_step(str(killed)) == k and sorted(_losses(killed)) == list(range(1, k + 2))
+
+    # Resume, and preempt it (SIGTERM) right after step k + 2: it logs that step, saves it and exits 143.
+    proc = _popen(killed, *args, cache=compile_cache, XLMP_FAULTS=f"sigterm@after_step:{k + 2}")
+    out, err = _finish(proc)
     assert proc.returncode == train_lib.PREEMPTED_EXIT, out[-2000:] + err[-3000:]
     assert f"resumed from {killed / 'checkpoints' / str(k)} (step {k})" in out
-    preempted_at = checkpoint.latest_step(str(killed))
-    assert k < preempted_at < 2 * k and f"SIGTERM: saved checkpoint {killed / 'checkpoints' / str(preempted_at)}" in out
+    assert f"SIGTERM: saved checkpoint {killed / 'checkpoints' / str(k + 2)}" in out
+    assert checkpoint.latest_step(str(killed)) == k + 2
+    assert sorted(_losses(killed)) == list(range(1, k + 3))  # the preempted step's metrics are logged
 
     resumed = _run(killed, *args, cache=compile_cache)
-    assert f"resumed from {killed / 'checkpoints' / str(preempted_at)} (step {preempted_at})" in resumed.stdout
+    assert f"resumed from {killed / 'checkpoints' / str(k + 2)} (step {k + 2})" in resumed.stdout
     a, b = _losses(straight), _losses(killed)
     assert sorted(a) == list(range(1, 2 * k + 1))
-    # Known gap: the preempted step's metrics are not logged before the SIGTERM exit (its checkpoint is saved).
-    assert set(range(1, 2 * k + 1)) - {preempted_at} <= set(b) <= set(range(1, 2 * k + 1))
-    after = [s for s in range(k + 1, 2 * k + 1) if s in b]
-    assert len(after) >= k - 1 and [b[s] for s in after] == [a[s] for s in after]  # bit-identical
+    assert b == a  # every step logged once, bit-identical to the uninterrupted run
     # The resumed run's config and checkpoints are all there; the checkpoint holds the config and the data state.
     assert config_utils.read_config_json(str(killed)).train.steps == 2 * k
-    assert {preempted_at, 2 * k} <= set(checkpoint.all_steps(str(killed)))  # keep-last-N may drop step k
+    assert {k + 2, 2 * k} <= set(checkpoint.all_steps(str(killed)))  # keep-last-N may drop step k
     assert os.listdir(killed / "checkpoints" / str(2 * k) / "data")
     assert os.listdir(killed / "tb")
 
 
-def _losses_or_empty(workdir) -> dict[int, float]:
+def _snapshot(workdir) -> dict[str, bytes]:
+    """Every file under ``workdir`` (path -> bytes): what a stopped start-up must leave unchanged."""
+    files = {}
+    for root, _, names in os.walk(workdir):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, workdir)] = f.read()
+    return files
+
+
+def test_sigterm_during_startup_stops_at_each_phase_and_touches_nothing(tmp_path, compile_cache):
+    """A SIGTERM at every start-up boundary of a resume: exit 143, a line saying so, the work directory intact."""
+    workdir = tmp_path / "run"
+    _run(workdir, "--config.train.steps=2", "--config.train.checkpoint_every=2", cache=compile_cache)
+    before = _snapshot(workdir)
+    assert "metrics.jsonl" in before and "config.json" in before
+    for phase in faults.STARTUP_POINTS:
+        proc = _popen(workdir, "--config.train.steps=4", cache=compile_cache, XLMP_FAULTS=f"sigterm@{phase}")
+        out, err = _finish(proc)
+        assert proc.returncode == train_lib.PREEMPTED_EXIT, (phase, out[-2000:] + err[-3000:])
+        name = phase.removeprefix("after_")
+        assert f"SIGTERM during start-up (after {name}): nothing new needed saving; stopped" in out, out[-2000:]
+        assert _snapshot(workdir) == before, phase
+
+
+def test_external_sigterm_after_the_first_line_is_a_clean_stop(tmp_path, compile_cache):
+    """The first console line is the readiness signal: a real SIGTERM sent then exits 143, never -15."""
+    proc = _popen(tmp_path / "run", "--config.train.steps=2", cache=compile_cache)
     try:
-        return {
-            json.loads(line)["step"]: 0.0
-            for line in open(os.path.join(workdir, "metrics.jsonl"))
-            if line.endswith("\n")
-        }
-    except (OSError, json.JSONDecodeError):
-        return {}
+        first_line = proc.stdout.readline()
+        assert first_line.startswith("xlmp_jax.train: mesh"), first_line + proc.stderr.read()[-3000:]
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == train_lib.PREEMPTED_EXIT, out[-2000:] + err[-3000:]
+    assert "SIGTERM during start-up" in out and "nothing new needed saving" in out
+    assert not os.path.exists(tmp_path / "run" / "checkpoints" / "1")
+
+
+def test_train_arms_sigterm_first_and_restores_the_handler(tmp_path, monkeypatch):
+    """In-process: a SIGTERM right after the config checks stops ``train`` there; the caller's handler is back."""
+    monkeypatch.setenv(faults.ENV, "sigterm@after_config")
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(train_lib.Preempted, match=r"after config\): nothing new needed saving"):
+        train_lib.train(_config(), str(tmp_path))
+    assert signal.getsignal(signal.SIGTERM) is previous
+    assert os.listdir(tmp_path) == []  # not even config.json
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("sigterm", "bad entry 'sigterm': the signal must be one of"),
+        ("sighup@after_step", "bad entry 'sighup@after_step': the signal must be one of"),
+        ("sigterm@after_lunch", "bad entry 'sigterm@after_lunch': the point must be one of"),
+        ("sigkill@after_step:x", "bad entry 'sigkill@after_step:x': the step after ':' must be"),
+    ],
+)
+def test_fault_spec_errors_name_the_entry(spec, message):
+    with pytest.raises(ValueError, match=message):
+        faults.parse(spec)
+
+
+def test_fault_injector_signals_only_at_its_point_and_step():
+    spec = "sigterm@after_step:2,sigterm@after_data"
+    assert faults.parse(spec) == (
+        faults.Fault(signal.SIGTERM, "after_step", 2),
+        faults.Fault(signal.SIGTERM, "after_data", None),
+    )
+    with Preemption() as preemption:
+        inject = faults.FaultInjector(spec)
+        inject("after_step", 1)
+        inject("after_config")
+        assert not preemption.requested
+        inject("after_step", 2)
+        assert preemption.requested
+        with pytest.raises(train_lib.Preempted, match="after data"):
+            preemption.check_startup("data")
 
 
 def test_two_processes_match_one(tmp_path, compile_cache):

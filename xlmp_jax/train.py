@@ -19,12 +19,13 @@ import os
 # Must run before JAX initialises its backends (the first device query).
 _NUM_CPU_DEVICES = os.environ.get("XLMP_NUM_CPU_DEVICES", "")
 
+import itertools  # noqa: E402
 import math  # noqa: E402
-import signal  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator, Sequence  # noqa: E402
+from typing import Any, NamedTuple  # noqa: E402
 
 import jax  # noqa: E402
 
@@ -37,6 +38,8 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from xlmp_jax import config_utils  # noqa: E402
+from xlmp_jax.faults import FaultInjector  # noqa: E402
+from xlmp_jax.preemption import PREEMPTED_EXIT, Preempted, Preemption  # noqa: E402, F401 (PREEMPTED_EXIT: API)
 
 config_utils.ensure_importable()
 
@@ -49,8 +52,6 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Number of processes (
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index (with --coordinator_address).")
 _PLAN = flags.DEFINE_bool("plan", False, "Print the memory plan (xlmp_jax.memory.plan_report) and exit.")
 _PEAK_FLOPS = flags.DEFINE_float("peak_flops", 0.0, "Peak FLOP/s per device for MFU (default: table / config).")
-
-PREEMPTED_EXIT = 143  # 128 + SIGTERM, as a killed process would report
 
 
 class TrainError(RuntimeError):
@@ -103,28 +104,23 @@ def print_plan(config: ml_collections.ConfigDict, num_devices: int) -> None:
     print(memory.plan_report(config, num_devices))
 
 
-class _Preemption:
-    """SIGTERM -> save at the next step and exit. Multi-host: JAX's preemption sync point makes every
-    process stop at the same step (the distributed runtime catches the signal itself)."""
+class _StartupPhases:
+    """Times the start-up phases and ends each at a boundary: its fault point, then the SIGTERM check."""
 
-    def __init__(self):
-        self.flag = False
-        self.multi = jax.process_count() > 1
-        if not self.multi:
-            signal.signal(signal.SIGTERM, self._handler)
+    def __init__(self, preemption: Preemption, faults: FaultInjector):
+        self.preemption, self.faults = preemption, faults
+        self.seconds: dict[str, float] = {}
+        self._began = self._last = time.perf_counter()
 
-    def _handler(self, signum, frame):
-        self.flag = True
+    def end(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase], self._last = now - self._last, now
+        self.faults(f"after_{phase}")
+        self.preemption.check_startup(phase)
 
-    def reached(self, step: int) -> bool:
-        if self.multi:
-            from jax.experimental import multihost_utils
-
-            try:
-                return bool(multihost_utils.reached_preemption_sync_point(step))
-            except RuntimeError:  # preemption service off
-                return False
-        return self.flag
+    def summary(self) -> str:
+        parts = ", ".join(f"{name.replace('_', ' ')} {s:.1f}s" for name, s in self.seconds.items())
+        return f"start-up took {self._last - self._began:.1f}s ({parts})"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -240,17 +236,27 @@ def _hide_accelerators_from_tensorflow() -> None:
         pass
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, *, peak_flops: float = 0.0) -> dict[str, float]:
+def train(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    peak_flops: float = 0.0,
+    preemption: Preemption | None = None,
+) -> dict[str, float]:
     """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns the last logged scalars.
 
-    Raises ``Preempted`` after saving a checkpoint on SIGTERM.
+    SIGTERM is recorded from the first line on (``preemption``: an armed one the caller owns, else this call
+    arms its own): during start-up the run stops at the next phase boundary, after step 1 it saves a
+    checkpoint; either way it raises ``Preempted``.
     """
-    from data_pipelines.config import max_predictions
-    from xlmp_jax import checkpoint, flops, metrics, sharding, steps
+    if preemption is None:
+        with Preemption() as armed:
+            return train(config, workdir, peak_flops=peak_flops, preemption=armed)
+    phases = _StartupPhases(preemption, FaultInjector())
+    from xlmp_jax import checkpoint, sharding, steps
 
     model_config = config_utils.validate_config(config)
     tcfg = config.train
-    main_process = jax.process_index() == 0
     workdir = prepare_workdir(workdir)
 
     mesh = sharding.make_mesh(config.mesh)
@@ -261,67 +267,108 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, peak_flops: float 
             f"train.eval_batch_size={tcfg.eval_batch_size} is not divisible by the data-parallel size {dp} "
             f"(or the process count {jax.process_count()})"
         )
-    if main_process:
-        config_utils.save_config(config, workdir)
     _say(
         f"mesh {dict(mesh.shape)} over {jax.device_count()} {jax.devices()[0].device_kind} device(s), "
         f"{jax.process_count()} process(es); work directory {workdir}"
     )
+    phases.end("config")
 
     _hide_accelerators_from_tensorflow()
     data = ShardedTrainData(config.data, global_batch_size=tcfg.batch_size, num_shards=tcfg.data_shards, seed=tcfg.seed)
-    languages = list(data.languages)
     eval_data = None
     if tcfg.eval_every:
         from data_pipelines.input_pipeline import make_eval_data
 
         eval_data = make_eval_data(config.data, batch_size=tcfg.eval_batch_size, split="validation")
-    state, shardings = steps.create_train_state(config, mesh, jax.random.key(tcfg.seed))
-    ckpt = checkpoint.Checkpointer(workdir, keep=tcfg.keep_checkpoints)
-    restored = ckpt.restore_latest(state, data)
-    if restored is not None:
-        state, start = restored
-        _say(f"resumed from {ckpt.directory / str(start)} (step {start})")
-    else:
-        start = 0
-        if config.init_from_hf:
-            from xlmp_jax import export
+    phases.end("data")
 
-            params = export.load_hf_params(config.init_from_hf, model_config, jax.random.key(tcfg.seed + 1))
-            state, shardings = steps.create_train_state(config, mesh, jax.random.key(tcfg.seed), params=params)
-            _say(f"initialised from the transformers checkpoint {config.init_from_hf}")
+    state, shardings = steps.create_train_state(config, mesh, jax.random.key(tcfg.seed))
+    phases.end("init")
+
+    ckpt = checkpoint.Checkpointer(workdir, keep=tcfg.keep_checkpoints)
+    try:
+        restored = ckpt.restore_latest(state, data)
+        if restored is not None:
+            state, start = restored
+            _say(f"resumed from {ckpt.directory / str(start)} (step {start})")
+        else:
+            start = 0
+            if config.init_from_hf:
+                from xlmp_jax import export
+
+                params = export.load_hf_params(config.init_from_hf, model_config, jax.random.key(tcfg.seed + 1))
+                state, shardings = steps.create_train_state(config, mesh, jax.random.key(tcfg.seed), params=params)
+                _say(f"initialised from the transformers checkpoint {config.init_from_hf}")
+        phases.end("restore")
+        last_step = min(tcfg.steps, tcfg.stop_after) if tcfg.stop_after else tcfg.steps
+        if start >= last_step:
+            return {}
+        run = _Run(config, model_config, workdir, mesh, shardings, data, eval_data, ckpt, phases)
+        return _train_loop(run, state, start, last_step, peak_flops=peak_flops)
+    finally:
+        ckpt.close()
+
+
+class _Run(NamedTuple):
+    """What start-up built for the loop."""
+
+    config: ml_collections.ConfigDict
+    model_config: Any
+    workdir: str
+    mesh: Any
+    shardings: Any
+    data: ShardedTrainData
+    eval_data: Any
+    ckpt: Any
+    phases: _StartupPhases
+
+
+def _train_loop(run: _Run, state, start: int, last_step: int, *, peak_flops: float) -> dict[str, float]:
+    """Steps ``start + 1 .. last_step``: the first batch and the compiled step are start-up's last phases."""
+    from data_pipelines.config import max_predictions
+    from xlmp_jax import flops, metrics, sharding, steps
+
+    config, mesh, shardings, data, eval_data, ckpt, phases = (
+        run.config, run.mesh, run.shardings, run.data, run.eval_data, run.ckpt, run.phases
+    )  # fmt: skip
+    tcfg, languages = config.train, list(data.languages)
+    main_process = jax.process_index() == 0
+    batches = _batches(data)
+    first_batch = sharding.shard_batch(next(batches), mesh)
+    phases.end("first_batch")
+    # Compiled ahead of the first step, so that a SIGTERM during compilation stops before any step is taken.
     train_step = steps.make_train_step(config, mesh, shardings, num_languages=len(languages))
+    train_step = train_step.lower(state, first_batch).compile()
     eval_step = steps.make_eval_step(config, mesh, shardings, num_languages=len(languages)) if eval_data else None
+    phases.end("compile")
+    _say(phases.summary())
+    if main_process:  # only now: a run stopped during start-up leaves the work directory as it found it
+        config_utils.save_config(config, run.workdir)
 
     seq = config.data.seq_length
     tokens_per_step = tcfg.batch_size * seq
-    flops_per_token = flops.flops_per_token(model_config, seq, max_predictions(seq, config.data.mlm_rate))
+    flops_per_token = flops.flops_per_token(run.model_config, seq, max_predictions(seq, config.data.mlm_rate))
     peak = metrics.peak_flops_per_device(jax.devices()[0].device_kind, peak_flops or tcfg.peak_flops)
-    last_step = min(tcfg.steps, tcfg.stop_after) if tcfg.stop_after else tcfg.steps
-    step_delay = float(os.environ.get("XLMP_STEP_DELAY_S", "0") or 0)  # slows steps: kill/resume rehearsals
-    writer = metrics.MetricsWriter(workdir, active=main_process, resume_step=start)
-    preemption = _Preemption()
+    preemption, fault = phases.preemption, phases.faults
+    writer = metrics.MetricsWriter(run.workdir, active=main_process, resume_step=start)
     progress = _progress(start, tcfg.steps, main_process)
 
     acc, last = None, {}
     window_start, window_steps, first = time.perf_counter(), 0, True
+    sharded = itertools.chain([first_batch], (sharding.shard_batch(b, mesh) for b in batches))
     try:
-        for step, batch in zip(range(start + 1, last_step + 1), _batches(data), strict=False):
-            state, step_metrics = train_step(state, sharding.shard_batch(batch, mesh))
+        for step, batch in zip(range(start + 1, last_step + 1), sharded, strict=False):
+            state, step_metrics = train_step(state, batch)
             acc = metrics.accumulate(acc, step_metrics)
             window_steps += 1
             progress.update(1)
-            if first:  # one sync, to keep compilation out of the throughput numbers
+            if first:  # one sync, to keep the first step's dispatch out of the throughput numbers
                 jax.block_until_ready(acc)
-                _say(f"first step (compilation included) took {time.perf_counter() - window_start:.1f}s")
+                _say(f"first step took {time.perf_counter() - window_start:.1f}s")
                 window_start, window_steps, first = time.perf_counter(), 0, False
-            if step_delay:
-                time.sleep(step_delay)
-            if preemption.reached(step):
-                ckpt.save(step, state, data=data, config=config)
-                ckpt.wait()
-                raise Preempted(f"SIGTERM: saved checkpoint {ckpt.directory / str(step)} and stopped")
-            if step % tcfg.log_every == 0 or step == last_step:
+            fault("after_step", step)
+            preempted = preemption.reached(step)
+            if preempted or step % tcfg.log_every == 0 or step == last_step:
                 sums = {k: metrics.to_host(v) for k, v in acc.items()}
                 elapsed = time.perf_counter() - window_start
                 scalars, extra = metrics.summarize(sums, languages)
@@ -334,12 +381,17 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, peak_flops: float 
                 last = scalars
                 progress.log(step, scalars)
                 acc, window_start, window_steps = None, time.perf_counter(), 0
+                fault("after_log", step)
                 if sums["nan_streak"] >= tcfg.max_consecutive_nan > 0:
                     raise TrainError(
                         f"stopping at step {step}: the loss or gradients were NaN/Inf in {int(sums['nan_streak'])} "
                         f"consecutive steps (train.max_consecutive_nan={tcfg.max_consecutive_nan}); those steps "
                         f"were skipped. Try a lower train.learning_rate (now {tcfg.learning_rate}) or a grad_clip."
                     )
+            if preempted:
+                ckpt.save(step, state, data=data, config=config)
+                ckpt.wait()
+                raise Preempted(f"SIGTERM: saved checkpoint {ckpt.directory / str(step)} and stopped")
             eval_loss = None
             if eval_step is not None and (step % tcfg.eval_every == 0 or step == tcfg.steps):
                 eval_scalars, eval_extra = run_eval(config, eval_step, state, eval_data, languages)
@@ -348,17 +400,15 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, peak_flops: float 
                 progress.log(step, eval_scalars)
             if step % tcfg.checkpoint_every == 0 or step == last_step or eval_loss is not None:
                 ckpt.save(step, state, data=data, config=config, eval_loss=eval_loss)
+                if fault.active:  # a fault must land after the commit, not race it
+                    ckpt.wait()
+                fault("after_checkpoint", step)
             if eval_loss is not None or step % tcfg.checkpoint_every == 0:
                 window_start = time.perf_counter()  # eval and checkpoint time is not step time
     finally:
-        ckpt.close()
         writer.close()
         progress.close()
     return last
-
-
-class Preempted(Exception):
-    """SIGTERM arrived; a checkpoint was saved."""
 
 
 class _progress:
@@ -437,13 +487,14 @@ def main(argv: Sequence[str]) -> None:
 
     expected = (config_utils.ConfigError, TrainError, CheckpointError, IncompatibleCheckpointError, ValueError)
     try:
-        config = _CONFIG.value
-        config_utils.validate_config(config)
-        initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-        if _PLAN.value:
-            print_plan(config, jax.device_count())
-            return
-        train(config, _WORKDIR.value, peak_flops=_PEAK_FLOPS.value)
+        with Preemption() as preemption:  # armed before anything is printed: the first line means "ready"
+            config = _CONFIG.value
+            config_utils.validate_config(config)
+            initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+            if _PLAN.value:
+                print_plan(config, jax.device_count())
+                return
+            train(config, _WORKDIR.value, peak_flops=_PEAK_FLOPS.value, preemption=preemption)
     except Preempted as e:
         print(f"xlmp_jax.train: {e}", flush=True)
         sys.exit(PREEMPTED_EXIT)
