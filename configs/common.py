@@ -48,7 +48,7 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
             keep_checkpoints=3,  # the last N, plus the best by eval loss
             eval_every=500,  # 0 = no periodic eval
             eval_batch_size=32,
-            eval_batches=0,  # held-out batches per eval; 0 = all (make_eval_data goes language by language)
+            eval_batches=0,  # eval budget in batches, split equally over the trained languages; 0 = every held-out row
             seed=0,
             max_consecutive_nan=10,  # stop after this many NaN/Inf steps in a row
             label_smoothing=0.0,

@@ -29,7 +29,7 @@ def get_config():
             keep_checkpoints=2,
             eval_every=100,
             eval_batch_size=32,
-            eval_batches=0,  # the whole held-out split (every language; it is small)
+            eval_batches=0,  # every held-out row of every language (it is small)
         ),
     )
     config.data.languages = TINY_LANGUAGES

@@ -183,7 +183,15 @@ class EvalData:
     `language` 0), so every batch has the same shape.
     """
 
-    def __init__(self, data_config, *, batch_size: int, split: str, languages: Sequence[str] | None):
+    def __init__(
+        self,
+        data_config,
+        *,
+        batch_size: int,
+        split: str,
+        languages: Sequence[str] | None,
+        rows_per_language: int = 0,
+    ):
         self.spec = tasks.mixture_spec(data_config)
         self.languages: list[str] = list(self.spec.languages)
         self.vocab = self.spec.vocab
@@ -210,7 +218,8 @@ class EvalData:
             # Masks depend on the language and row only, not on which other languages are evaluated.
             masker = _masker(data_config, self.vocab, _base_seed(_EVAL_SEED, lid))
             ds = ds.batch(_EVAL_MASK_BLOCK).enumerate().map(masker, num_parallel_calls=tf.data.AUTOTUNE)
-            datasets.append(ds.unbatch())
+            ds = ds.unbatch()
+            datasets.append(ds.take(rows_per_language) if rows_per_language > 0 else ds)
         ds = datasets[0]
         for d in datasets[1:]:
             ds = ds.concatenate(d)
@@ -235,7 +244,35 @@ def _pad_rows(x: np.ndarray, rows: int, value) -> np.ndarray:
 
 
 def make_eval_data(
-    data_config, *, batch_size: int, split: str = "validation", languages: Sequence[str] | None = None
+    data_config,
+    *,
+    batch_size: int,
+    split: str = "validation",
+    languages: Sequence[str] | None = None,
+    rows_per_language: int = 0,
 ) -> EvalData:
-    """Held-out batches of `data_config`, same format as training (interface 3 of TEAM.md)."""
-    return EvalData(data_config, batch_size=batch_size, split=split, languages=languages)
+    """Held-out batches of `data_config`, same format as training (interface 3 of TEAM.md).
+
+    `rows_per_language` > 0 keeps only the first that many rows of each language (all of them when a
+    language has fewer); a row's mask is the same either way.
+    """
+    return EvalData(
+        data_config, batch_size=batch_size, split=split, languages=languages, rows_per_language=rows_per_language
+    )
+
+
+def balanced_rows_per_language(num_batches: int, batch_size: int, num_languages: int) -> int:
+    """Rows of each language in a balanced eval of `num_batches` batches: the budget split equally, at least
+    one row each (every language is covered even past the budget); 0 (= all rows) when `num_batches` is 0."""
+    if num_batches <= 0:
+        return 0
+    return max(1, num_batches * batch_size // num_languages)
+
+
+def make_balanced_eval_data(data_config, *, batch_size: int, num_batches: int) -> list[dict[str, np.ndarray]]:
+    """The in-training eval set: every language of the mixture (MLM languages and TLM pairs) with the same
+    number of held-out rows (fewer only where a language has fewer), read once into memory so each eval
+    costs just the forward passes. Per-language losses, and their mean, then weigh every language alike."""
+    num_languages = len(tasks.mixture_spec(data_config).languages)
+    per = balanced_rows_per_language(num_batches, batch_size, num_languages)
+    return list(make_eval_data(data_config, batch_size=batch_size, rows_per_language=per))

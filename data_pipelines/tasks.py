@@ -175,6 +175,71 @@ class TextLinesSource(seqio.DataSource):
         return ds.map(lambda line: {"text": line})
 
 
+class SplitFilesSource(seqio.DataSource):
+    """Lines of prepared files, one list of files per split (each file wholly in its split).
+
+    Used for the shipped sample, whose leakage-free splits are computed in Python (`data_pipelines.sample`)
+    and written once to the cache folder. Shards: contiguous line ranges of each file, as `TextLinesSource`.
+    """
+
+    def __init__(self, files_by_split: dict[str, list[str]]):
+        self._files = {s: list(files_by_split[s]) for s in _SPLITS}
+        self._counts = {f: count_lines(f) for files in self._files.values() for f in files}
+        sizes = {s: sum(self._counts[f] for f in files) for s, files in self._files.items()}
+        super().__init__(splits=_SPLITS, num_input_examples=sizes, caching_permitted=False)
+
+    @property
+    def supports_arbitrary_sharding(self) -> bool:
+        return True
+
+    def list_shards(self, split: str) -> list[str]:
+        return self._files[split]
+
+    def get_dataset(self, split="train", shuffle=True, seed=None, shard_info=None, **unused) -> tf.data.Dataset:
+        del shuffle, seed  # rows are shuffled after they are built; reading stays in order
+        parts = []
+        for f in self._files[split]:
+            a, b = 0, self._counts[f]
+            if shard_info is not None:
+                m, i, k = b, shard_info.index, shard_info.num_shards
+                a, b = i * m // k, (i + 1) * m // k
+            parts.append(tf.data.TextLineDataset(f).skip(a).take(b - a))
+        ds = parts[0]
+        for p in parts[1:]:
+            ds = ds.concatenate(p)
+        return ds.map(lambda line: {"text": line})
+
+
+def _write_split_file(cfg, name: str, lines: list[str]) -> str:
+    """`lines` as a UTF-8 file in the cache folder, named by its content (written once, never stale)."""
+    body = "".join(line + "\n" for line in lines).encode("utf-8")
+    out = os.path.join(_cache_dir(cfg), f"sample-{hashlib.sha1(body).hexdigest()[:16]}-{name}.txt")
+    if not tf.io.gfile.exists(out):
+        tmp = f"{out}.tmp{os.getpid()}"
+        with tf.io.gfile.GFile(tmp, "wb") as f:
+            f.write(body)
+        tf.io.gfile.rename(tmp, out, overwrite=True)
+    return out
+
+
+def sample_mono_source(cfg, lang: str) -> SplitFilesSource:
+    """The sample's `lang` with the project's leakage-free splits (`sample.read_mono`)."""
+    from data_pipelines import sample
+
+    return SplitFilesSource({s: [_write_split_file(cfg, f"{lang}-{s}", sample.read_mono(lang, s))] for s in _SPLITS})
+
+
+def sample_parallel_source(cfg, lang: str) -> SplitFilesSource:
+    """The sample's en-`lang` pairs (`English TAB other`) with the leakage-free splits (`sample.read_parallel`)."""
+    from data_pipelines import sample
+
+    files = {}
+    for s in _SPLITS:
+        lines = [f"{en}\t{other}" for en, other in sample.read_parallel(lang, s)]
+        files[s] = [_write_split_file(cfg, f"en-{lang}-{s}", lines)]
+    return SplitFilesSource(files)
+
+
 _SPLITS = ("train", "validation")
 
 
@@ -235,7 +300,7 @@ def mono_source(cfg, lang: str) -> SourceSpec:
 
         if lang not in sample.languages():
             raise ValueError(f"data.languages entry {lang!r} is not in the sample (has: {sample.languages()})")
-        src = TextLinesSource([sample.mono_path(lang)])
+        src = sample_mono_source(cfg, lang)
         return SourceSpec(src, "lines", src.num_input_examples("train"))
     if cfg.source in ("text", "cc100"):
         files = _local_files(cfg, lang, TEXT_EXTENSIONS)
@@ -280,18 +345,18 @@ def parallel_source(cfg, lang: str) -> SourceSpec:
             raise ValueError(
                 f"data.parallel_languages entry {lang!r} has no sample pairs (has: {sample.parallel_languages()})"
             )
-        files = [sample.parallel_path(lang)]
-    else:
-        if not tf.io.gfile.isdir(cfg.parallel_path):
-            raise FileNotFoundError(f"data.parallel_path={cfg.parallel_path!r} does not exist (or is not a folder)")
-        tsv = sorted(tf.io.gfile.glob(os.path.join(cfg.parallel_path, f"en-{lang}.tsv*")))
-        jsonl = sorted(tf.io.gfile.glob(os.path.join(cfg.parallel_path, f"en-{lang}.jsonl*")))
-        if not tsv and not jsonl:
-            raise FileNotFoundError(
-                f"data.parallel_languages entry {lang!r}: no en-{lang}.tsv or en-{lang}.jsonl in "
-                f"data.parallel_path={cfg.parallel_path!r}"
-            )
-        files = tsv or [_materialize(f, cfg, pairs=_pair_keys(f, lang)) for f in jsonl]
+        src = sample_parallel_source(cfg, lang)
+        return SourceSpec(src, "pairs", src.num_input_examples("train"))
+    if not tf.io.gfile.isdir(cfg.parallel_path):
+        raise FileNotFoundError(f"data.parallel_path={cfg.parallel_path!r} does not exist (or is not a folder)")
+    tsv = sorted(tf.io.gfile.glob(os.path.join(cfg.parallel_path, f"en-{lang}.tsv*")))
+    jsonl = sorted(tf.io.gfile.glob(os.path.join(cfg.parallel_path, f"en-{lang}.jsonl*")))
+    if not tsv and not jsonl:
+        raise FileNotFoundError(
+            f"data.parallel_languages entry {lang!r}: no en-{lang}.tsv or en-{lang}.jsonl in "
+            f"data.parallel_path={cfg.parallel_path!r}"
+        )
+    files = tsv or [_materialize(f, cfg, pairs=_pair_keys(f, lang)) for f in jsonl]
     files = [_materialize(f, cfg) if f.endswith(".xz") else f for f in files]
     src = TextLinesSource(files)
     return SourceSpec(src, "pairs", src.num_input_examples("train"))

@@ -521,21 +521,25 @@ def test_default_sources_read_the_shipped_sample_layout(tmp_path, monkeypatch):
     for lang in ("en", "de"):
         lines = [f"{lang} Line {i} ." for i in range(20)]
         (tmp_path / "mono" / f"{lang}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    pairs = "".join(f"Hello {i} world\tHallo {i} Welt\n" for i in range(6))
+    pairs = "".join(f"Hello {i} world\tHallo {i} Welt\n" for i in range(40))
     (tmp_path / "parallel" / "en-de.tsv").write_text(pairs, encoding="utf-8")
     monkeypatch.setattr(sample, "SAMPLE_DIR", str(tmp_path))
+    held = [i for i in range(40) if sample.is_eval_pair(f"Hello {i} world")]  # the held-out pairs
+    kept = [i for i in range(40) if i not in held]
+    assert len(held) >= 5 and len(kept) >= 6
 
     texts = evaluate.validation_texts(evaluate.text_languages(""), 0)
     assert texts == {"de": ["de Line 18 .", "de Line 19 ."], "en": ["en Line 18 .", "en Line 19 ."]}
     config = evaluate_config()
     config.retrieval.max_pairs = 4
     english, german = evaluate.retrieval_pairs(config.retrieval)["de"]
-    assert english[3] == "Hello 3 world" and german[3] == "Hallo 3 Welt" and len(german) == 4
+    assert english[3] == f"Hello {held[3]} world" and german[3] == f"Hallo {held[3]} Welt" and len(german) == 4
     train, tests = evaluate.finetune_data("classification", config.classification, seed=0)
-    assert [ex.label for ex in train] == ["same", "different"] * 3 and set(tests) == {"de"}
-    assert train[0].texts == ("Hello 0 world", "world 0 Hello")
+    assert [ex.label for ex in train] == ["same", "different"] * (len(kept) // 2) + ["same"] * (len(kept) % 2)
+    assert set(tests) == {"de"} and len(tests["de"]) == len(held)
+    assert train[0].texts == (f"Hello {kept[0]} world", f"world {kept[0]} Hello")
     train, tests = evaluate.finetune_data("tagging", config.tagging, seed=0)
-    assert tests["de"][1] == finetune.Example(("Hallo", "1", "Welt"), tags=("CAP", "NUM", "CAP"))
+    assert tests["de"][1] == finetune.Example(("Hallo", str(held[1]), "Welt"), tags=("CAP", "NUM", "CAP"))
     config.retrieval.languages = "fr"
     with pytest.raises(ValueError, match="en-fr.tsv"):
         evaluate.retrieval_pairs(config.retrieval)

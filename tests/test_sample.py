@@ -81,7 +81,8 @@ def test_split_lines_rule():
     for lang in ("en", "de", "zh"):
         full = sample.read_mono(lang)
         train, val = sample.read_mono(lang, "train"), sample.read_mono(lang, "validation")
-        assert train + val == full and len(val) == -(-len(full) // 10)
+        assert val == full[len(full) - len(val) :] and len(val) == -(-len(full) // 10)
+        assert train == sample.leak_free(full[: len(full) - len(val)])  # the positional train lines, filtered
     with pytest.raises(ValueError, match="'test'"):
         sample.split_lines(lines, "test")
 
@@ -91,3 +92,97 @@ def test_unknown_language_is_named():
         sample.mono_path("xx")
     with pytest.raises(ValueError, match="'xx'"):
         sample.parallel_path("xx")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# leakage-free splits
+# ---------------------------------------------------------------------------------------------------------------
+def test_normalize_ignores_case_width_whitespace_and_punctuation():
+    same = ["Open the file.", "  open THE file ", "Open, the file!", "ｏｐｅｎ\tthe   «file»", "OPEN THE FILE..."]
+    assert {sample.normalize(s) for s in same} == {"open the file"}
+    assert sample.normalize("Datei öffnen") == sample.normalize("DATEI ÖFFNEN!")
+    assert sample.normalize("打开文件。") == sample.normalize("打开文件")  # full-width punctuation
+    assert sample.normalize("Open the files") != sample.normalize("Open the file")
+    assert sample.normalize("...") == ""
+
+
+def test_leak_free_catches_a_variant_of_an_eval_sentence():
+    val = sample.read_mono("de", "validation")[0]
+    pair_en, pair_other = sample.read_parallel("fr", "validation")[0]
+    variants = [f"  {val.upper()} !", pair_en.lower() + ".", f"« {pair_other} »"]
+    assert sample.leak_free([*variants, "a sentence no catalog has"]) == ["a sentence no catalog has"]
+
+
+def test_pair_split_follows_the_english_side():
+    assert sample.is_eval_pair("Open the file.") == sample.is_eval_pair("open the FILE")  # normalised English
+    pairs = sample.read_parallel("de")
+    held = sample.split_pairs(pairs, "validation")
+    assert sample.split_pairs(list(reversed(pairs)), "validation") == list(reversed(held))  # not positional
+    assert set(held).isdisjoint(sample.split_pairs(pairs, "train"))
+    de = {sample.normalize(en) for en, _ in held}
+    fr_train = {sample.normalize(en) for en, _ in sample.read_parallel("fr", "train")}
+    assert de.isdisjoint(fr_train)  # an English sentence held out in one language is held out in all
+
+
+def test_splits_are_deterministic_and_non_empty():
+    for lang in sample.languages():
+        train, val = sample.read_mono(lang, "train"), sample.read_mono(lang, "validation")
+        assert train and val, lang
+        assert len(train) >= 0.8 * (len(sample.read_mono(lang)) - len(val)), lang  # the filter drops few lines
+    for lang in sample.parallel_languages():
+        train, val = sample.read_parallel(lang, "train"), sample.read_parallel(lang, "validation")
+        n = len(sample.read_parallel(lang))
+        assert 0.15 * n < len(val) < 0.35 * n and len(train) > 0.6 * n, (lang, len(train), len(val))
+        assert sample.read_parallel(lang, "train") == train and sample.read_parallel(lang, "validation") == val
+    first = sample.read_mono("zh", "train")
+    sample._eval_sentences.cache_clear()
+    assert sample.read_mono("zh", "train") == first
+
+
+def _normalised(lines) -> set[str]:
+    return {n for n in map(sample.normalize, lines) if n}
+
+
+def _file_lines(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+def test_zero_overlap_between_evaluation_and_training_on_the_shipped_sample(tmp_path):
+    """What every consumer reads: the SeqIO sources' split files, the retrieval pairs, the fine-tune data."""
+    import ml_collections
+
+    from data_pipelines import tasks
+    from data_pipelines.config import default_data_config
+    from xlmp_jax import evaluate
+
+    cfg = default_data_config()
+    cfg.decompress_dir = str(tmp_path)
+    train: set[str] = set()
+    evals: dict[str, set[str]] = collections.defaultdict(set)
+    for lang in sample.languages():
+        src = tasks.mono_source(cfg, lang).source
+        train |= _normalised(line for f in src.list_shards("train") for line in _file_lines(f))
+        evals[lang] |= _normalised(line for f in src.list_shards("validation") for line in _file_lines(f))
+    for lang in sample.parallel_languages():
+        src = tasks.parallel_source(cfg, lang).source
+        train |= _normalised(s for f in src.list_shards("train") for line in _file_lines(f) for s in line.split("\t"))
+        evals[lang] |= _normalised(
+            s for f in src.list_shards("validation") for ln in _file_lines(f) for s in ln.split("\t")
+        )
+    settings = ml_collections.ConfigDict(dict(tsv="", tsv_dir="", languages="", max_pairs=0))
+    for lang, (english, other) in evaluate.retrieval_pairs(settings).items():
+        evals[lang] |= _normalised(english) | _normalised(other)
+    ft = ml_collections.ConfigDict(
+        dict(source="sample", languages="", max_train=0, max_test=0, local_dir="", data_dir="")
+    )
+    for kind in ("classification", "tagging"):
+        ft_train, ft_tests = evaluate.finetune_data(kind, ft, 0)
+        train |= _normalised(ex.texts[0] if kind == "classification" else " ".join(ex.texts) for ex in ft_train)
+        for lang, examples in ft_tests.items():
+            evals[lang] |= _normalised(
+                ex.texts[0] if kind == "classification" else " ".join(ex.texts) for ex in examples
+            )
+    assert len(train) > 30_000 and sum(map(len, evals.values())) > 5_000  # the sets are the real ones
+    overlap = {lang: len(e & train) for lang, e in evals.items() if e & train}
+    assert overlap == {}, overlap

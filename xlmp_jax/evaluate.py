@@ -190,7 +190,9 @@ def eval_mlm(ctx: EvalContext) -> list[Row]:
 
 
 def retrieval_pairs(settings: ml_collections.ConfigDict) -> dict[str, tuple[list[str], list[str]]]:
-    """{language: (english, other)} from one TSV, a folder of en-<lang>.tsv, or the shipped sample."""
+    """{language: (english, other)} from one TSV, a folder of en-<lang>.tsv, or the shipped sample's held-out
+    pairs (``sample.read_parallel(lang, "validation")``: never in any training split). Your own TSVs must be
+    kept out of training by you (e.g. with ``sample.normalize`` against your corpus)."""
     if settings.tsv:
         name = os.path.basename(settings.tsv)
         lang = name[3:].split(".")[0] if name.startswith("en-") else "xx"
@@ -201,14 +203,26 @@ def retrieval_pairs(settings: ml_collections.ConfigDict) -> dict[str, tuple[list
         found = {f[3:-4]: os.path.join(settings.tsv_dir, f) for f in os.listdir(settings.tsv_dir)}
         found = {k: v for k, v in found.items() if os.path.basename(v).startswith("en-") and v.endswith(".tsv")}
     else:
-        from data_pipelines import sample
-
-        found = {lang: sample.parallel_path(lang) for lang in sample.parallel_languages()}
+        return _sample_retrieval_pairs(split_list(settings.languages), settings.max_pairs)
     languages = split_list(settings.languages) or sorted(found)
     missing = [lang for lang in languages if lang not in found]
     if missing:
         raise ValueError(f"no parallel TSV en-{missing[0]}.tsv (have: {sorted(found)})")
     return {lang: retrieval.read_pairs(found[lang], settings.max_pairs) for lang in languages}
+
+
+def _sample_retrieval_pairs(languages: list[str], max_pairs: int) -> dict[str, tuple[list[str], list[str]]]:
+    from data_pipelines import sample
+
+    have = sample.parallel_languages()
+    missing = [lang for lang in languages if lang not in have]
+    if missing:
+        raise ValueError(f"no parallel TSV en-{missing[0]}.tsv (have: {have})")
+    out = {}
+    for lang in languages or have:
+        pairs = sample.read_parallel(lang, "validation")[: max_pairs or None]
+        out[lang] = ([en.strip() for en, _ in pairs], [other.strip() for _, other in pairs])
+    return out
 
 
 def eval_retrieval(ctx: EvalContext) -> list[Row]:
@@ -252,15 +266,14 @@ def finetune_data(
             for lang in wanted
         }
         return train, tests
-    if source == "sample":
+    if source == "sample":  # train: English of the training pairs; tests: the held-out pairs' other side
         from data_pipelines import sample
 
         wanted = split_list(s.languages) or sample.parallel_languages()
         english, tests = [], {}
         for lang in wanted:
-            en, other = retrieval.read_pairs(sample.parallel_path(lang))
-            english += en
-            tests[lang] = other[: s.max_test or None]
+            english += [en.strip() for en, _ in sample.read_parallel(lang, "train")]
+            tests[lang] = [other.strip() for _, other in sample.read_parallel(lang, "validation")][: s.max_test or None]
         english = list(dict.fromkeys(english))[: s.max_train or None]
         if kind == "classification":
             return finetune.derived_classification(english, seed), {

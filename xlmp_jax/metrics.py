@@ -155,6 +155,19 @@ def summarize(sums: Mapping[str, Any], languages: Sequence[str], prefix: str = "
     return {prefix + k: v for k, v in scalars.items()}, {prefix + k: v for k, v in extra.items()}
 
 
+def language_means(scalars: Mapping[str, float], languages: Sequence[str], prefix: str = "") -> dict[str, float]:
+    """``loss`` and ``mlm_accuracy`` as the plain mean over the languages that have predictions, so every
+    language weighs the same however many tokens it has; the token-weighted figures are kept as
+    ``loss_tokens`` / ``mlm_accuracy_tokens``, and ``languages`` counts the languages in the mean."""
+    out = dict(scalars)
+    for name in ("loss", "mlm_accuracy"):
+        per = [scalars[key] for lang in languages if (key := f"{prefix}{name}/{lang}") in scalars]
+        out[f"{prefix}{name}_tokens"] = scalars[f"{prefix}{name}"]
+        out[f"{prefix}{name}"] = float(np.mean(per)) if per else math.nan
+    out[f"{prefix}languages"] = float(sum(f"{prefix}loss/{lang}" in scalars for lang in languages))
+    return out
+
+
 def top_prompts_markdown(top: Mapping[str, list]) -> str:
     """The per-language top prompts as a small Markdown table (TensorBoard's text tab)."""
     lines = ["| language | top prompts (id: mean weight) |", "| --- | --- |"]

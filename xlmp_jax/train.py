@@ -138,22 +138,23 @@ def _pad_to(batch: dict[str, np.ndarray], rows: int, pad_id: int) -> dict[str, n
 
 
 def run_eval(config: ml_collections.ConfigDict, eval_step, state, data, languages: Sequence[str]) -> tuple[dict, dict]:
-    """Held-out MLM loss/accuracy (also per language) over ``train.eval_batches`` validation batches."""
-    from xlmp_jax.metrics import summarize, to_host
+    """Held-out MLM loss/accuracy over every batch of ``data`` (the balanced set of
+    ``make_balanced_eval_data``): ``eval/loss/<lang>`` per language, ``eval/loss`` their mean (every
+    language weighs the same), ``eval/loss_tokens`` the token-weighted loss; accuracy likewise."""
+    from xlmp_jax.metrics import language_means, summarize, to_host
 
     train = config.train
     rows, pc, pi = train.eval_batch_size, jax.process_count(), jax.process_index()
     total: dict[str, np.ndarray] | None = None
-    for i, batch in enumerate(data):
-        if train.eval_batches and i >= train.eval_batches:
-            break
+    for batch in data:
         batch = _pad_to({k: np.asarray(v) for k, v in batch.items()}, rows, config.model.pad_token_id)
         local = {k: v[pi * rows // pc : (pi + 1) * rows // pc] for k, v in batch.items()}  # every host has all rows
         out = {k: to_host(v) for k, v in eval_step(state, local).items()}
         total = out if total is None else {k: total[k] + out[k] for k in total}
     if total is None:
         return {}, {}
-    return summarize(total, languages, prefix="eval/")
+    scalars, extra = summarize(total, languages, prefix="eval/")
+    return language_means(scalars, languages, prefix="eval/"), extra
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -277,9 +278,11 @@ def train(
     data = ShardedTrainData(config.data, global_batch_size=tcfg.batch_size, num_shards=tcfg.data_shards, seed=tcfg.seed)
     eval_data = None
     if tcfg.eval_every:
-        from data_pipelines.input_pipeline import make_eval_data
+        from data_pipelines.input_pipeline import make_balanced_eval_data
 
-        eval_data = make_eval_data(config.data, batch_size=tcfg.eval_batch_size, split="validation")
+        eval_data = make_balanced_eval_data(
+            config.data, batch_size=tcfg.eval_batch_size, num_batches=tcfg.eval_batches
+        )  # built once: every trained language, equal rows
     phases.end("data")
 
     state, shardings = steps.create_train_state(config, mesh, jax.random.key(tcfg.seed))
