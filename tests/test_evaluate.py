@@ -534,7 +534,9 @@ def test_end_to_end_train_then_sweep_cli(tmp_path):
     assert 0 <= values[("xlmp", "pool", "all", "nmi_argmax_prompt")] <= 1
     assert -1 <= values[("xlmp", "pool", "all", "ami_prompt_language")] <= 1
     assert 0 < values[("xlmp", "pool", "all", "ami_prompt_language_p_value")] <= 1
-    assert 1 <= values[("xlmp", "pool", "all", "effective_prompts")] <= 8
+    assert 1 <= values[("xlmp", "pool", "all", "effective_prompts")] <= 16  # configs/tiny.py: 16 prompts
+    used = values[("xlmp", "pool", "all", "prompts_used")]
+    assert values[("xlmp", "pool", "all", "pool_fraction_top")] == pytest.approx(used / 16)
     assert ("baseline", "pool", "all", "nmi_argmax_prompt") not in values
     assert ("baseline", "pool", "all", "ami_prompt_language") not in values
     assert 0 <= values[("baseline", "pool", "all", "nmi_kmeans_query")] <= 1
