@@ -71,6 +71,9 @@ def get_config() -> ml_collections.ConfigDict:
             text_dir="",  # folder of <lang>.txt ('' = the shipped sample's mono/); its last 10 % lines are used
             languages="",  # '' = every language of text_dir / the sample
             max_sentences=200,  # validation lines per language
+            shuffles=200,  # label shuffles per AMI permutation test (its 99th percentile and p-value)
+            bootstrap_resamples=200,  # input resamples per AMI 95 % bootstrap interval
+            mantel_permutations=999,  # language relabellings per Mantel test (routing vs script/family)
         )
     )
     c.classification = finetune_config(tfds_train="xtreme_xnli", tfds_test="xnli")

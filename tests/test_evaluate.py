@@ -18,8 +18,9 @@ import ml_collections
 import numpy as np
 import pytest
 
+from data_pipelines import languages as language_table
 from xlmp_jax import evaluate
-from xlmp_jax.evals import finetune, mlm, pool_analysis, retrieval
+from xlmp_jax.evals import clustering, finetune, mlm, pool_analysis, retrieval
 from xlmp_jax.evals.encoder import Encoder, resolve_layer
 from xlmp_jax.evals.results import COLUMNS, markdown_summary
 from xlmp_jax.model import XLMP, ModelConfig, init_params
@@ -137,20 +138,60 @@ def test_pool_analysis_plots_and_scores(tmp_path):
     weights = rng.dirichlet(np.ones(8), size=18) * 0.2
     weights[np.arange(18), labels * 2] += 0.8  # language i mostly retrieves prompt 2i
     query = np.eye(3)[labels] + rng.normal(scale=0.05, size=(18, 3))
-    rows = pool_analysis.analyse(weights, query, labels, languages, str(tmp_path / "xlmp"))
+    repeats = pool_analysis.Repeats(shuffles=100, resamples=50, mantel_permutations=99)
+    rows = pool_analysis.analyse(weights, query, labels, languages, str(tmp_path / "xlmp"), repeats=repeats)
     values = {(lang, metric): v for lang, metric, v in rows}
     assert values[("all", "nmi_argmax_prompt")] == pytest.approx(1.0)
+    assert values[("all", "ami_prompt_language")] == pytest.approx(1.0)
+    assert values[("all", "ami_prompt_language_p_value")] == pytest.approx(1 / 101)
+    assert values[("all", "ami_prompt_language_shuffled_p99")] < 1.0
     assert values[("all", "nmi_kmeans_query")] == pytest.approx(1.0)
+    assert values[("all", "ami_kmeans_query")] == pytest.approx(1.0)
+    assert values[("all", "prompts_used")] == 3 and values[("all", "pool_fraction_top")] == pytest.approx(3 / 8)
+    assert 3 < values[("all", "effective_prompts")] < 8  # 3 main prompts plus the 0.2 of Dirichlet noise
     assert [values[(lang, "top_prompt")] for lang in languages] == [0.0, 2.0, 4.0]
+    # en, de, fr are all Latin-script Indo-European: no script AMI, no script / family Mantel test; the
+    # branch (Germanic, Germanic, Romance) varies, but 3 languages have only 3! = 6 relabellings.
+    assert ("all", "ami_prompt_script") not in values and ("all", "mantel_r_script") not in values
+    assert ("all", "mantel_r_family") not in values and ("all", "mantel_r_branch") in values
     mean = np.load(tmp_path / "xlmp" / "mean_weights.npy")
     np.testing.assert_allclose(mean[1], weights[labels == 1].mean(axis=0))
-    _assert_png(str(tmp_path / "xlmp" / "weights_heatmap.png"))
-    _assert_png(str(tmp_path / "xlmp" / "query_centroids.png"))
-    # The baseline has no pool: only the k-means score and the centroid plot.
+    js = np.load(tmp_path / "xlmp" / "routing_js_distance.npy")
+    assert js.shape == (3, 3) and js[0, 1] > 0.5 and np.all(np.diag(js) == 0)
+    for name in ("weights_heatmap", "query_centroids", "routing_similarity", "routing_dendrogram"):
+        _assert_png(str(tmp_path / "xlmp" / f"{name}.png"))
+    # The baseline has no pool: only the k-means scores and the centroid plot.
     rows = pool_analysis.analyse(None, query, labels, languages, str(tmp_path / "base"))
-    assert [(lang, metric) for lang, metric, _ in rows] == [("all", "nmi_kmeans_query")]
+    assert [(lang, metric) for lang, metric, _ in rows] == [("all", "nmi_kmeans_query"), ("all", "ami_kmeans_query")]
     assert not (tmp_path / "base" / "weights_heatmap.png").exists()
     _assert_png(str(tmp_path / "base" / "query_centroids.png"))
+
+
+def test_pool_analysis_finds_script_routing_across_sample_languages(tmp_path):
+    """Planted routing: each script has its own prompt, languages of one script share it. Routing then
+    follows script (AMI 1, Mantel p at its floor), not language; a language without text is left out."""
+    rng = np.random.default_rng(1)
+    languages = ["en", "de", "fr", "ru", "uk", "bg", "ar", "fa", "hi", "xx", "mr"]  # xx: not in the table
+    script_prompt = {"Latn": 0, "Cyrl": 1, "Arab": 2, "Deva": 3, "unknown": 4}
+    prompts = np.asarray([script_prompt[language_table.script(lang, "unknown")] for lang in languages])
+    labels = np.repeat(np.arange(len(languages) - 1), 20)  # no text for the last language, mr
+    weights = rng.dirichlet(np.ones(16), size=len(labels)) * 0.1
+    weights[np.arange(len(labels)), prompts[labels]] += 0.9
+    query = rng.normal(size=(len(labels), 8))
+    repeats = pool_analysis.Repeats(shuffles=100, resamples=50, mantel_permutations=999)
+    rows = pool_analysis.analyse(weights, query, labels, languages, str(tmp_path), repeats=repeats)
+    values = {(lang, metric): v for lang, metric, v in rows}
+    assert ("mr", "top_prompt") not in values and values[("xx", "top_prompt")] == 4
+    assert values[("all", "languages_with_metadata")] == 9  # xx is left out of script / family figures
+    assert values[("all", "ami_prompt_script")] == pytest.approx(1.0)
+    assert values[("all", "ami_prompt_script_p_value")] == pytest.approx(1 / 101)
+    assert values[("all", "ami_prompt_script_ci_low")] <= 1.0 <= values[("all", "ami_prompt_script_ci_high")] + 1e-9
+    language = values[("all", "ami_prompt_language")]
+    assert values[("all", "ami_prompt_language_shuffled_p99")] < language < values[("all", "ami_prompt_script")]
+    assert values[("all", "mantel_r_script")] > 0.9 and values[("all", "mantel_p_script")] < 0.01
+    assert values[("all", "mantel_r_family")] < values[("all", "mantel_r_script")]
+    assert values[("all", "effective_prompts")] == pytest.approx(clustering.effective_prompts(weights))
+    assert values[("all", "pool_fraction_top")] == pytest.approx(5 / 16)
 
 
 # ------------------------------------------------------------------------------------------------- MLM
@@ -464,6 +505,9 @@ def test_end_to_end_train_then_sweep_cli(tmp_path):
         f"--config.retrieval.tsv_dir={data['parallel']}",
         f"--config.pool.text_dir={data['text']}",
         "--config.pool.max_sentences=10",
+        "--config.pool.shuffles=100",
+        "--config.pool.bootstrap_resamples=20",
+        "--config.pool.mantel_permutations=9",
     ]
     sweep_flags += [
         f"--config.classification.local_dir={data['classification']}",
@@ -488,12 +532,19 @@ def test_end_to_end_train_then_sweep_cli(tmp_path):
             assert values[(model, "retrieval", lang, "pairs")] == 30
             assert 0 <= values[(model, "classification", lang, "accuracy")] <= 1
     assert 0 <= values[("xlmp", "pool", "all", "nmi_argmax_prompt")] <= 1
+    assert -1 <= values[("xlmp", "pool", "all", "ami_prompt_language")] <= 1
+    assert 0 < values[("xlmp", "pool", "all", "ami_prompt_language_p_value")] <= 1
+    assert 1 <= values[("xlmp", "pool", "all", "effective_prompts")] <= 16  # configs/tiny.py: 16 prompts
+    used = values[("xlmp", "pool", "all", "prompts_used")]
+    assert values[("xlmp", "pool", "all", "pool_fraction_top")] == pytest.approx(used / 16)
     assert ("baseline", "pool", "all", "nmi_argmax_prompt") not in values
+    assert ("baseline", "pool", "all", "ami_prompt_language") not in values
     assert 0 <= values[("baseline", "pool", "all", "nmi_kmeans_query")] <= 1
     heatmaps = list((out / "plots").rglob("weights_heatmap.png"))
     assert len(heatmaps) == 1 and "tiny-" in str(heatmaps[0])
     _assert_png(str(heatmaps[0]))
     assert len(list((out / "plots").rglob("query_centroids.png"))) == 2
+    assert len(list((out / "plots").rglob("routing_dendrogram.png"))) == 1
     summary = (out / "summary.md").read_text()
     assert "## XLM-P vs baseline" in summary and "weights_heatmap.png" in summary
     assert {p.name for p in (out / "tb").iterdir()} == {"tiny", "tiny_baseline"}

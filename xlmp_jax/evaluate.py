@@ -234,8 +234,9 @@ def eval_pool(ctx: EvalContext) -> list[Row]:
     s = ctx.settings
     texts = validation_texts(text_languages(s.languages, s.text_dir), s.max_sentences, s.text_dir)
     title = f"{os.path.basename(os.path.normpath(ctx.workdir))} step {ctx.step} ({ctx.encoder.model_type})"
+    repeats = pool_analysis.Repeats(s.shuffles, s.bootstrap_resamples, s.mantel_permutations)
     return pool_analysis.pool_eval(
-        ctx.encoder, ctx.tokenizer, texts, ctx.artifact_dir, title=title, seed=ctx.sweep.seed
+        ctx.encoder, ctx.tokenizer, texts, ctx.artifact_dir, title=title, seed=ctx.sweep.seed, repeats=repeats
     )
 
 

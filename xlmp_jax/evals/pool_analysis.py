@@ -1,13 +1,20 @@
 """Prompt-pool analysis: does the pool cluster inputs by language without being told the language?
 
-Per language: the mean retrieval weights over the M prompts (a language x prompt heatmap), the centroid
-of its queries (projected to 2-D with PCA), and NMI between the argmax-selected prompt and the language
-label. For a baseline (no pool) and, for comparison, XLM-P too: NMI between k-means clusters (k = number
-of languages) of the query vectors (mean-pooled embedding-layer outputs) and the language labels.
+Hard view: AMI (chance-corrected, ``evals.clustering``) of the argmax prompt against the language and
+against the script, each with a label-shuffle permutation test and a bootstrap interval; NMI is kept
+for comparison with older runs but is not corrected for chance. Soft view: per-language mean retrieval
+weights (a language x prompt heatmap), their Jensen-Shannon distances (a language x language similarity
+heatmap and an average-linkage dendrogram from routing alone), the effective number of prompts in use,
+the mean per-input routing entropy and the fraction of the pool that is some input's top prompt; Mantel
+tests of the routing distances against "different script", "different family" and "different branch"
+(``data_pipelines.languages``). For a baseline (no pool) and, for comparison, XLM-P too: NMI and AMI of
+k-means clusters (k = number of languages) of the query vectors against the language labels, and the
+per-language query centroids projected to 2-D with PCA.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 
@@ -16,9 +23,13 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from scipy.cluster import hierarchy  # noqa: E402
+from scipy.spatial.distance import squareform  # noqa: E402
 from sklearn.cluster import KMeans  # noqa: E402
 from sklearn.metrics import normalized_mutual_info_score  # noqa: E402
 
+from data_pipelines import languages as language_table  # noqa: E402
+from xlmp_jax.evals import clustering  # noqa: E402
 from xlmp_jax.evals.encoder import Encoder, Tokenizer  # noqa: E402
 
 Row = tuple[str, str, float]
@@ -48,13 +59,18 @@ def pca_2d(points: np.ndarray) -> np.ndarray:
     return projected
 
 
-def kmeans_nmi(vectors: np.ndarray, labels: np.ndarray, num_clusters: int, seed: int = 0) -> float:
-    """NMI of k-means clusters of ``vectors`` (L2-normalised: the pool scores by cosine) against labels."""
+def kmeans_clusters(vectors: np.ndarray, num_clusters: int, seed: int = 0) -> np.ndarray:
+    """k-means cluster of each row of ``vectors`` (L2-normalised: the pool scores by cosine)."""
     if num_clusters < 2 or len(vectors) <= num_clusters:
-        raise ValueError(f"k-means NMI needs >= 2 clusters and more points than clusters, got {num_clusters}")
+        raise ValueError(f"k-means needs >= 2 clusters and more points than clusters, got {num_clusters}")
     unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    clusters = KMeans(n_clusters=num_clusters, n_init=10, random_state=seed).fit_predict(unit)
-    return nmi(labels, clusters)
+    return KMeans(n_clusters=num_clusters, n_init=10, random_state=seed).fit_predict(unit)
+
+
+def kmeans_nmi(vectors: np.ndarray, labels: np.ndarray, num_clusters: int, seed: int = 0) -> float:
+    """NMI of k-means clusters of ``vectors`` against labels (not chance-corrected: see ``kmeans_clusters``
+    and ``clustering.ami``)."""
+    return nmi(labels, kmeans_clusters(vectors, num_clusters, seed))
 
 
 def plot_heatmap(matrix: np.ndarray, languages: Sequence[str], path: str, title: str = "") -> str:
@@ -86,6 +102,126 @@ def plot_centroids(points: np.ndarray, languages: Sequence[str], path: str, titl
     return path
 
 
+def routing_order(js_distance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(average-linkage tree, leaf order) of languages from their routing JS distances alone."""
+    tree = hierarchy.linkage(squareform(js_distance, checks=False), method="average")
+    return tree, hierarchy.leaves_list(tree)
+
+
+def plot_routing_similarity(js_distance: np.ndarray, languages: Sequence[str], path: str, title: str = "") -> str:
+    """Language x language heatmap of routing similarity (1 - JS distance), rows and columns in the
+    dendrogram's leaf order so that languages routed alike form blocks; saved as PNG."""
+    _, order = routing_order(js_distance)
+    names = [languages[i] for i in order]
+    side = max(5.0, min(30.0, 0.16 * len(languages) + 3))
+    fig, ax = plt.subplots(figsize=(side + 1, side))
+    image = ax.imshow(1 - js_distance[np.ix_(order, order)], vmin=0, vmax=1, interpolation="nearest", cmap="magma")
+    fontsize = 8 if len(languages) <= 40 else 5
+    ax.set_xticks(range(len(names)), labels=names, rotation=90, fontsize=fontsize)
+    ax.set_yticks(range(len(names)), labels=names, fontsize=fontsize)
+    ax.set_title(title or "routing similarity (1 - Jensen-Shannon distance)")
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_routing_dendrogram(js_distance: np.ndarray, languages: Sequence[str], path: str, title: str = "") -> str:
+    """Average-linkage dendrogram of languages from routing alone (JS distances), saved as PNG. Leaf
+    labels carry the script (``data_pipelines.languages``) so script-driven merges are visible."""
+    tree, _ = routing_order(js_distance)
+    labels = [f"{lang} ({language_table.script(lang, '?')})" for lang in languages]
+    fig, ax = plt.subplots(figsize=(6, max(4.0, min(40.0, 0.18 * len(languages) + 1.5))))
+    hierarchy.dendrogram(tree, labels=labels, orientation="left", ax=ax, leaf_font_size=7, color_threshold=0)
+    ax.set_xlabel("Jensen-Shannon distance of mean routing")
+    ax.set_title(title or "languages clustered by routing alone")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class Repeats:
+    """How many resamples the significance figures use (more: slower, steadier p-values and intervals)."""
+
+    shuffles: int = 200  # label shuffles per AMI permutation test (>= 100 for a 99th percentile)
+    resamples: int = 200  # bootstrap resamples per AMI interval
+    mantel_permutations: int = 999
+
+
+def ami_rows(name: str, labels: np.ndarray, assignment: np.ndarray, repeats: Repeats, seed: int) -> list[Row]:
+    """``ami_<name>`` with its shuffle test (mean, 99th percentile, p-value) and 95 % bootstrap interval
+    (recentred on the observed value; the offset removed is ``ami_<name>_bootstrap_shift``)."""
+    test = clustering.permutation_test(labels, assignment, shuffles=repeats.shuffles, seed=seed)
+    interval = clustering.bootstrap_interval(labels, assignment, resamples=repeats.resamples, seed=seed + 1)
+    return [
+        ("all", f"ami_{name}", test.observed),
+        ("all", f"ami_{name}_shuffled_mean", test.shuffled_mean),
+        ("all", f"ami_{name}_shuffled_p99", test.shuffled_p99),
+        ("all", f"ami_{name}_p_value", test.p_value),
+        ("all", f"ami_{name}_ci_low", interval.low),
+        ("all", f"ami_{name}_ci_high", interval.high),
+        ("all", f"ami_{name}_bootstrap_shift", interval.shift),  # removed from the interval, see clustering
+    ]
+
+
+def routing_rows(
+    weights: np.ndarray,
+    labels: np.ndarray,
+    languages: Sequence[str],
+    out_dir: str,
+    *,
+    title: str,
+    seed: int,
+    repeats: Repeats,
+) -> list[Row]:
+    """Every row of the pool's routing (hard and soft views, Mantel tests) and its plots."""
+    selected = weights.argmax(axis=1)
+    rows: list[Row] = [
+        ("all", "nmi_argmax_prompt", nmi(labels, selected)),
+        ("all", "prompts_used", float(len(np.unique(selected)))),
+        ("all", "pool_fraction_top", clustering.fraction_of_pool_top(weights)),
+        ("all", "effective_prompts", clustering.effective_prompts(weights)),
+        ("all", "mean_input_entropy", clustering.mean_input_entropy(weights)),
+    ]
+    rows += ami_rows("prompt_language", labels, selected, repeats, seed)
+    scripts = np.asarray([language_table.script(lang, language_table.UNKNOWN) for lang in languages], object)
+    known = scripts[labels] != language_table.UNKNOWN  # inputs of languages the table lacks are left out
+    rows.append(("all", "languages_with_metadata", float(np.count_nonzero(scripts != language_table.UNKNOWN))))
+    if len(set(scripts[labels][known])) >= 2:
+        script_ids = np.unique(scripts[labels][known], return_inverse=True)[1]
+        rows += ami_rows("prompt_script", script_ids, selected[known], repeats, seed + 2)
+
+    mean_weights = clustering.mean_routing_by_label(weights, labels, len(languages))
+    np.save(os.path.join(out_dir, "mean_weights.npy"), mean_weights)
+    plot_heatmap(mean_weights, languages, os.path.join(out_dir, "weights_heatmap.png"), title)
+    for i, lang in enumerate(languages):
+        w = mean_weights[i]
+        rows += [
+            (lang, "top_prompt", float(w.argmax())),
+            (lang, "top_prompt_weight", float(w.max())),
+            (lang, "weight_entropy", float(clustering.entropy(w))),
+        ]
+    if len(languages) < 2:
+        return rows
+    js_distance = clustering.js_distance_matrix(mean_weights)
+    np.save(os.path.join(out_dir, "routing_js_distance.npy"), js_distance)
+    plot_routing_similarity(js_distance, languages, os.path.join(out_dir, "routing_similarity.png"), title)
+    plot_routing_dendrogram(js_distance, languages, os.path.join(out_dir, "routing_dendrogram.png"), title)
+    with_metadata = [i for i, lang in enumerate(languages) if scripts[i] != language_table.UNKNOWN]
+    distances = js_distance[np.ix_(with_metadata, with_metadata)]
+    for k, (name, field) in enumerate(
+        (("script", language_table.script), ("family", language_table.family), ("branch", language_table.branch))
+    ):
+        reference = clustering.different_category_matrix([field(languages[i]) for i in with_metadata])
+        test = clustering.mantel_test(distances, reference, permutations=repeats.mantel_permutations, seed=seed + k)
+        if np.isfinite(test.r):  # NaN: one category only (or < 3 languages), nothing to correlate
+            rows += [("all", f"mantel_r_{name}", test.r), ("all", f"mantel_p_{name}", test.p_value)]
+    return rows
+
+
 def analyse(
     weights: np.ndarray | None,
     query: np.ndarray,
@@ -95,29 +231,24 @@ def analyse(
     *,
     title: str = "",
     seed: int = 0,
+    repeats: Repeats = Repeats(),
 ) -> list[Row]:
     """Rows + plots from per-sentence pool outputs; ``weights`` None for a model without a pool."""
     os.makedirs(out_dir, exist_ok=True)
     labels = np.asarray(labels)
+    present = [i for i in range(len(languages)) if (labels == i).any()]  # a language without text has no rows
+    if len(present) < len(languages):
+        languages = [languages[i] for i in present]
+        labels = np.searchsorted(present, labels)
     rows: list[Row] = []
     centroids = mean_by_label(query, labels, len(languages))
     plot_centroids(pca_2d(centroids), languages, os.path.join(out_dir, "query_centroids.png"), title)
     if len(languages) >= 2 and len(query) > len(languages):
-        rows.append(("all", "nmi_kmeans_query", kmeans_nmi(query, labels, len(languages), seed)))
+        clusters = kmeans_clusters(query, len(languages), seed)
+        rows.append(("all", "nmi_kmeans_query", nmi(labels, clusters)))
+        rows.append(("all", "ami_kmeans_query", clustering.ami(labels, clusters)))
     if weights is not None:
-        mean_weights = mean_by_label(weights, labels, len(languages))
-        np.save(os.path.join(out_dir, "mean_weights.npy"), mean_weights)
-        plot_heatmap(mean_weights, languages, os.path.join(out_dir, "weights_heatmap.png"), title)
-        selected = weights.argmax(axis=1)
-        rows.append(("all", "nmi_argmax_prompt", nmi(labels, selected)))
-        rows.append(("all", "prompts_used", float(len(np.unique(selected)))))
-        for i, lang in enumerate(languages):
-            w = mean_weights[i]
-            rows += [
-                (lang, "top_prompt", float(w.argmax())),
-                (lang, "top_prompt_weight", float(w.max())),
-                (lang, "weight_entropy", float(-(w * np.log(np.maximum(w, 1e-12))).sum())),
-            ]
+        rows += routing_rows(np.asarray(weights), labels, languages, out_dir, title=title, seed=seed, repeats=repeats)
     return rows
 
 
@@ -129,10 +260,13 @@ def pool_eval(
     *,
     title: str = "",
     seed: int = 0,
+    repeats: Repeats = Repeats(),
 ) -> list[Row]:
     """Embeds every language's sentences and runs ``analyse`` on the pool's weights and queries."""
     languages = list(texts_by_language)
     texts = [t for lang in languages for t in texts_by_language[lang]]
     labels = np.asarray([i for i, lang in enumerate(languages) for _ in texts_by_language[lang]])
     out = encoder.embed_texts(tokenizer, texts, layer=0)
-    return analyse(out.get("weights"), out["query"], labels, languages, out_dir, title=title, seed=seed)
+    return analyse(
+        out.get("weights"), out["query"], labels, languages, out_dir, title=title, seed=seed, repeats=repeats
+    )
