@@ -13,7 +13,7 @@ import pytest
 from test_sharding import FAST, LANGS, B, T, make_batch, tiny_config
 
 from data_pipelines.config import max_predictions
-from xlmp_jax import flops, steps
+from xlmp_jax import flops, metrics, steps
 from xlmp_jax import sharding as sh
 from xlmp_jax.model import XLMP, ModelConfig, param_shapes
 from xlmp_jax.pool import diversity_loss, key_matching_loss
@@ -265,6 +265,26 @@ def test_pool_terms_join_the_objective_but_not_the_reported_loss(one_device):
     np.testing.assert_allclose(float(on["grad_norm"]), expected, rtol=1e-4)
     assert abs(expected - float(off["grad_norm"])) > 1e-3 * expected  # the terms do change the gradient
     assert 0 < float(key) < 2 and -1 <= float(div) <= 0
+
+
+def test_key_loss_is_exact_under_gradient_accumulation_and_logged(one_device):
+    """The key term is a mean over the whole batch's non-empty rows, whatever the micro-batching."""
+    batch = batch_with_empty_row(4)
+    results = {}
+    for accum in (1, 2):
+        config = no_dropout_config(grad_accum_steps=accum)
+        config.model.pool.key_loss_weight = 2.0
+        mesh = one_device["mesh"]
+        state, shardings = steps.create_train_state(
+            config, mesh, jax.random.key(0), params=one_device["params"], compiler_options=FAST
+        )
+        step = steps.make_train_step(config, mesh, shardings, num_languages=LANGS, compiler_options=FAST)
+        results[accum] = jax.device_get(step(state, sh.shard_batch(batch, mesh))[1])
+    np.testing.assert_allclose(results[2]["grad_norm"], results[1]["grad_norm"], rtol=1e-5)
+    np.testing.assert_allclose(results[2]["pool_key_loss"], results[1]["pool_key_loss"], rtol=1e-6)
+    scalars, _ = metrics.summarize(results[2], ["a", "b", "c"])
+    np.testing.assert_allclose(scalars["pool/key_loss"], results[1]["pool_key_loss"], rtol=1e-6)
+    assert "pool/diversity_loss" not in scalars  # its weight is 0: not computed, not logged
 
 
 def test_eval_step_routes_the_masked_input_not_the_clean_one(one_device):
