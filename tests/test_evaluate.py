@@ -235,6 +235,47 @@ def test_mlm_per_language_equals_direct_computation(encoder, tiny_params):
     assert got[("all", "loss")] == pytest.approx(np.mean(nll[0] + nll[1]), rel=1e-5)
 
 
+def masked_batch(rng: np.random.Generator, rows: int = 6, length: int = 24) -> dict[str, np.ndarray]:
+    """An interface-3 MLM batch: a quarter of each row's inner tokens replaced by <mask> (8001)."""
+    ids = np.ones((rows, length), np.int32)
+    targets = np.zeros_like(ids)
+    weights = np.zeros(ids.shape, np.float32)
+    for i, row in enumerate(random_rows(rng, rows, 4, 20)):
+        ids[i, : len(row)] = row
+        chosen = rng.choice(np.arange(1, len(row) - 1), size=max(1, (len(row) - 2) // 4), replace=False)
+        targets[i, chosen] = ids[i, chosen]
+        ids[i, chosen] = 8001
+        weights[i, chosen] = 1.0
+    mask = (ids != 1).astype(np.int32)
+    return dict(input_ids=ids, attention_mask=mask, targets=targets, weights=weights, language=np.arange(rows) % 2)
+
+
+def test_mlm_eval_reports_how_far_routing_moves_between_masked_and_clean(encoder, tiny_params):
+    rng = np.random.default_rng(2)
+    batches = [masked_batch(rng), masked_batch(rng)]
+    rows = mlm.mlm_eval(encoder, batches, ["en", "de"])
+    got = {(lang, metric): v for lang, metric, v in rows}
+    route = jax.jit(lambda v, ids, mask: XLMP(small_config(True)).apply(v, ids, mask, method="route")["weights"])
+    variables = {"params": tiny_params[True]}
+    tv, changed = {0: [], 1: []}, {0: [], 1: []}
+    for b in batches:
+        masked = np.asarray(route(variables, b["input_ids"], b["attention_mask"]), np.float64)
+        clean_ids = np.where(b["weights"] > 0, b["targets"], b["input_ids"])
+        clean = np.asarray(route(variables, clean_ids, b["attention_mask"]), np.float64)
+        for i, lang in enumerate(b["language"]):
+            tv[int(lang)].append(0.5 * np.abs(masked[i] - clean[i]).sum())
+            changed[int(lang)].append(float(masked[i].argmax() != clean[i].argmax()))
+    for index, lang in enumerate(["en", "de"]):
+        assert got[(lang, "routing_tv")] == pytest.approx(np.mean(tv[index]), rel=1e-4)
+        assert got[(lang, "routing_top_changed")] == pytest.approx(np.mean(changed[index]))
+    assert got[("all", "routing_tv")] == pytest.approx(np.mean(tv[0] + tv[1]), rel=1e-4)
+    assert got[("all", "routing_tv")] > 1e-3  # masking does move the routing of this random-init pool
+    assert 0 < got[("all", "routing_jsd")] <= 1
+    # the baseline has no pool, so no routing rows
+    baseline = Encoder(small_config(False), tiny_params[False], batch_size=8, max_length=32)
+    assert not [r for r in mlm.mlm_eval(baseline, batches, ["en", "de"]) if r[1].startswith("routing_")]
+
+
 # --------------------------------------------------------------------------------------------- fine-tuning
 
 

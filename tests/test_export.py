@@ -86,6 +86,8 @@ def _apply_fn(config):
 POOLS = {
     "soft": PoolConfig(size=8, length=3),
     "topk": PoolConfig(size=8, length=2, pooling="max", score="dot", retrieval="topk", top_k=3, temperature=10.0),
+    # the clustering options: token-sized prompt init and the training-only terms (no torch forward change)
+    "losses": PoolConfig(size=8, length=3, prompt_init_std=1.0, key_loss_weight=0.5, diversity_loss_weight=0.1),
 }
 
 
@@ -238,6 +240,25 @@ def test_torch_wrapper_matches_ours(exported, real_batch, variant):
     with torch.no_grad():
         plain = baseline(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask).long()).logits
     assert np.abs(plain.numpy() - got).max() > 1e-2
+
+
+def test_exported_pool_config_records_the_clustering_options(exported):
+    config, _, path = exported["losses"]
+    with open(os.path.join(path, "prompt_pool.json")) as f:
+        saved = json.load(f)
+    assert (saved["prompt_init_std"], saved["key_loss_weight"], saved["diversity_loss_weight"]) == (1.0, 0.5, 0.1)
+    assert export.read_exported_config(path).pool == config.pool
+    torch_config = XLMPForMaskedLM.from_pretrained(path).pool.config  # training-only fields are not its concern
+    assert not hasattr(torch_config, "key_loss_weight") and torch_config.pooling == config.pool.pooling
+
+
+def test_torch_pool_rejects_first_pooling():
+    from xlmp_torch.modeling import PromptPoolConfig
+
+    with pytest.raises(ValueError, match=r"pooling='first' is not supported: it gives every input the same query"):
+        PromptPoolConfig.from_dict(
+            {"format": export.POOL_FORMAT, "size": 8, "length": 2, "hidden_size": 64, "pooling": "first"}
+        )
 
 
 def test_torch_wrapper_trains_and_round_trips(exported, real_batch, tmp_path):

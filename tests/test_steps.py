@@ -13,9 +13,10 @@ import pytest
 from test_sharding import FAST, LANGS, B, T, make_batch, tiny_config
 
 from data_pipelines.config import max_predictions
-from xlmp_jax import flops, steps
+from xlmp_jax import flops, metrics, steps
 from xlmp_jax import sharding as sh
 from xlmp_jax.model import XLMP, ModelConfig, param_shapes
+from xlmp_jax.pool import diversity_loss, key_matching_loss
 
 
 def no_dropout_config(**train):
@@ -210,6 +211,100 @@ def test_eval_step_pads_an_uneven_batch_and_matches_the_dense_loss(one_device):
         float(metrics["loss"]), dense_reference_loss(config, one_device["params"], batch), rtol=1e-5
     )
     assert float(metrics["pool_examples"]) == 7  # the padding row is not counted
+
+
+# --- pool terms and masked queries ------------------------------------------------------------------
+
+
+def batch_with_empty_row(seed: int) -> dict[str, np.ndarray]:
+    """``make_batch`` with its last row all padding (no tokens, no predictions)."""
+    batch = make_batch(seed)
+    for name, fill in (("input_ids", 1), ("positions", 1), ("attention_mask", 0), ("weights", 0), ("targets", 0)):
+        batch[name][-1] = fill
+    return batch
+
+
+def reference_objective(config, params, batch, key_weight: float, diversity_weight: float):
+    """MLM cross-entropy over dense logits + the weighted pool terms over the non-empty rows."""
+    out = XLMP(steps.model_config(config)).apply(
+        {"params": params}, batch["input_ids"], batch["attention_mask"], batch["positions"]
+    )
+    per_token = optax.softmax_cross_entropy_with_integer_labels(out["logits"].astype(jnp.float32), batch["targets"])
+    mlm = jnp.sum(per_token * batch["weights"]) / jnp.sum(batch["weights"])
+    pool, mask = out["pool"], batch["attention_mask"]
+    key = key_matching_loss(pool["query"], params["pool"]["keys"], pool["weights"], mask)
+    div = diversity_loss(pool["weights"], mask)
+    return mlm + key_weight * key + diversity_weight * div, (mlm, key, div)
+
+
+def test_pool_terms_join_the_objective_but_not_the_reported_loss(one_device):
+    batch = batch_with_empty_row(3)
+    params = one_device["params"]
+    grad_norm = lambda kw, dw: float(  # noqa: E731
+        optax.global_norm(jax.grad(reference_objective, argnums=1, has_aux=True)(config, params, batch, kw, dw)[0])
+    )
+    config = one_device["config"]
+    # disabled (the default): the step minimises the MLM loss alone, and logs no pool terms
+    _, off = one_device["train_step"](fresh_state(one_device), sh.shard_batch(batch, one_device["mesh"]))
+    assert "pool_key_loss" not in off and "pool_diversity_loss" not in off
+    np.testing.assert_allclose(float(off["grad_norm"]), grad_norm(0.0, 0.0), rtol=1e-4)
+    # enabled: grad of MLM + 0.7 key + 0.3 diversity; `loss` stays the MLM loss, the terms are logged apart
+    config = no_dropout_config()
+    config.model.pool.key_loss_weight = 0.7
+    config.model.pool.diversity_loss_weight = 0.3
+    mesh = one_device["mesh"]
+    state, shardings = steps.create_train_state(config, mesh, jax.random.key(0), params=params, compiler_options=FAST)
+    train_step = steps.make_train_step(config, mesh, shardings, num_languages=LANGS, compiler_options=FAST)
+    _, on = train_step(state, sh.shard_batch(batch, mesh))
+    _, (mlm, key, div) = reference_objective(config, params, batch, 0.7, 0.3)
+    np.testing.assert_allclose(float(on["loss"]), float(mlm), rtol=1e-5)
+    np.testing.assert_allclose(float(on["loss"]), float(off["loss"]), rtol=1e-6)
+    np.testing.assert_allclose(float(on["pool_key_loss"]), float(key), rtol=1e-5)
+    np.testing.assert_allclose(float(on["pool_diversity_loss"]), float(div), rtol=1e-4, atol=1e-7)
+    expected = grad_norm(0.7, 0.3)
+    np.testing.assert_allclose(float(on["grad_norm"]), expected, rtol=1e-4)
+    assert abs(expected - float(off["grad_norm"])) > 1e-3 * expected  # the terms do change the gradient
+    assert 0 < float(key) < 2 and -1 <= float(div) <= 0
+
+
+def test_key_loss_is_exact_under_gradient_accumulation_and_logged(one_device):
+    """The key term is a mean over the whole batch's non-empty rows, whatever the micro-batching."""
+    batch = batch_with_empty_row(4)
+    results = {}
+    for accum in (1, 2):
+        config = no_dropout_config(grad_accum_steps=accum)
+        config.model.pool.key_loss_weight = 2.0
+        mesh = one_device["mesh"]
+        state, shardings = steps.create_train_state(
+            config, mesh, jax.random.key(0), params=one_device["params"], compiler_options=FAST
+        )
+        step = steps.make_train_step(config, mesh, shardings, num_languages=LANGS, compiler_options=FAST)
+        results[accum] = jax.device_get(step(state, sh.shard_batch(batch, mesh))[1])
+    np.testing.assert_allclose(results[2]["grad_norm"], results[1]["grad_norm"], rtol=1e-5)
+    np.testing.assert_allclose(results[2]["pool_key_loss"], results[1]["pool_key_loss"], rtol=1e-6)
+    scalars, _ = metrics.summarize(results[2], ["a", "b", "c"])
+    np.testing.assert_allclose(scalars["pool/key_loss"], results[1]["pool_key_loss"], rtol=1e-6)
+    assert "pool/diversity_loss" not in scalars  # its weight is 0: not computed, not logged
+
+
+def test_eval_step_routes_the_masked_input_not_the_clean_one(one_device):
+    """The in-training eval's pool statistics come from the masked ids the MLM head sees."""
+    config, params = one_device["config"], one_device["params"]
+    mesh = one_device["mesh"]
+    state, shardings = steps.create_train_state(config, mesh, jax.random.key(0), params=params, compiler_options=FAST)
+    eval_step = steps.make_eval_step(config, mesh, shardings, num_languages=LANGS, compiler_options=FAST)
+    batch = make_batch(7)
+    metrics = eval_step(state, batch)
+    model = XLMP(steps.model_config(config))
+    clean_ids = np.where(batch["weights"] > 0, batch["targets"], batch["input_ids"])
+
+    def usage(ids):
+        route = model.apply({"params": params}, ids, batch["attention_mask"], batch["positions"], method="route")
+        return np.asarray(route["weights"]).sum(axis=0)
+
+    got = np.asarray(metrics["pool_weight_sum"])
+    np.testing.assert_allclose(got, usage(batch["input_ids"]), rtol=1e-5, atol=1e-6)
+    assert np.abs(got - usage(clean_ids)).max() > 1e-3  # distinguishable: clean ids route differently
 
 
 # --- FLOPs --------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ _DERIVED = (
     "pool_usage_entropy",
     "pool_example_entropy",
     "pool_lang_weights",
+    "pool_key_loss",
+    "pool_diversity_loss",
 )
 TOP_PROMPTS = 3  # prompts listed per language in the text summary
 
@@ -144,6 +146,9 @@ def summarize(sums: Mapping[str, Any], languages: Sequence[str], prefix: str = "
         scalars["pool/usage_entropy"] = _entropy(usage)  # of the mean retrieval distribution: prompts in use
         scalars["pool/example_entropy"] = float(s["pool_entropy_sum"]) / float(s["pool_examples"])
         scalars["pool/used_prompts"] = float(math.exp(scalars["pool/usage_entropy"]))  # effective number
+        for name in ("key_loss", "diversity_loss"):  # training-only pool terms, when their weight is > 0
+            if f"pool_{name}_sum" in s:
+                scalars[f"pool/{name}"] = float(s[f"pool_{name}_sum"]) / float(s["pool_examples"])
         top = {}
         for i, lang in enumerate(languages):
             n = float(s["lang_examples"][i]) if i < len(s["lang_examples"]) else 0.0

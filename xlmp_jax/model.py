@@ -501,15 +501,7 @@ class XLMP(nn.Module):
           output_hidden_states: also return every layer's hidden states.
         """
         cfg = self.config
-        check_inputs(cfg, input_ids, positions)
-        if attention_mask is None:
-            attention_mask = (input_ids != cfg.pad_token_id).astype(jnp.int32)
-        if positions is None:
-            positions = xlmr_positions(input_ids, cfg.pad_token_id)
-        if token_type_ids is None:
-            token_type_ids = jnp.zeros_like(input_ids)
-
-        x = self.embeddings(input_ids, positions, token_type_ids, deterministic)
+        x, attention_mask = self._embed(input_ids, attention_mask, positions, token_type_ids, deterministic)
         outputs: dict[str, Any] = {}
         mask = attention_mask
         num_prompt = 0
@@ -534,6 +526,41 @@ class XLMP(nn.Module):
                 hidden = jnp.take_along_axis(hidden, mlm_positions[..., None], axis=1)
             outputs["logits"] = self.lm_head(hidden)
         return outputs
+
+    def _embed(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array | None,
+        positions: jax.Array | None,
+        token_type_ids: jax.Array | None,
+        deterministic: bool,
+    ) -> tuple[jax.Array, jax.Array]:
+        """The embedding block's output [B, T, D] and the attention mask, with XLM-R's defaults filled in."""
+        cfg = self.config
+        check_inputs(cfg, input_ids, positions)
+        if attention_mask is None:
+            attention_mask = (input_ids != cfg.pad_token_id).astype(jnp.int32)
+        if positions is None:
+            positions = xlmr_positions(input_ids, cfg.pad_token_id)
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        return self.embeddings(input_ids, positions, token_type_ids, deterministic), attention_mask
+
+    def route(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        positions: jax.Array | None = None,
+        token_type_ids: jax.Array | None = None,
+    ) -> dict[str, jax.Array]:
+        """The pool's ``{weights, scores, query}`` for the inputs (no dropout), without running the encoder.
+
+        The same routing ``__call__`` uses; cheap enough to compare an input's masked and clean forms.
+        """
+        if self.config.pool is None:
+            raise ValueError("route() needs a model with a prompt pool (model.pool is disabled)")
+        x, attention_mask = self._embed(input_ids, attention_mask, positions, token_type_ids, True)
+        return self.pool(x, attention_mask)[1]
 
 
 def init_params(config: ModelConfig, rng: jax.Array, length: int = 8) -> dict:

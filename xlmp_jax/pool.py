@@ -9,6 +9,11 @@ clustering").
 Everything is vectorised over the batch: one matmul for the scores, one einsum for the mix. The
 module knows nothing of meshes: parameters carry logical axis names only (``prompts``,
 ``prompt_length``, ``embed``).
+
+Two training-only terms (pure functions here, added to the objective by ``xlmp_jax.steps``) give the pool a
+reason to cluster beyond what the MLM loss asks for: ``key_matching_loss`` (keys follow the queries that
+retrieve them) and ``diversity_loss`` (information maximisation against collapse). ``routing_shift``
+measures how far an input's routing moves between two forms of it (masked vs clean text).
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-POOLINGS = ("mean", "max", "first")
+POOLINGS = ("mean", "max")
+# Removed: the query is pooled from the embedding layer, where the first token is always <s> at position 0,
+# so "first" gave every input the same query (and so the same prompt).
+REMOVED_POOLINGS = {"first": "it gives every input the same query (the <s> row of the embedding layer)"}
 SCORES = ("cosine", "dot")
 RETRIEVALS = ("soft", "topk")
 
@@ -36,7 +44,16 @@ class PoolConfig:
     retrieval: str = "soft"  # softmax-weighted mix of all prompts (the paper's soft retrieval).
     top_k: int = 4  # only for retrieval="topk". Our choice.
     stop_gradient_query: bool = False  # let the query path learn from the MLM loss. Our choice.
-    init_std: float = 0.02  # normal init of keys and prompts, as the encoder's other weights.
+    init_std: float = 0.02  # normal init of the keys, as the encoder's other weights. Our choice.
+    # Normal init of the prompts. They are prepended after the embedding LayerNorm, where a token vector has
+    # per-element std ~1 (norm ~sqrt(D)): at 0.02 a prompt is ~50x smaller than a token and barely changes
+    # the forward pass at first; ~1.0 makes each prompt token-sized (a near-uniform soft mix of M prompts
+    # still shrinks by ~sqrt(sum w^2)). Default = the old shared init. Our choice, not measured.
+    prompt_init_std: float = 0.02
+    # Training-only terms (see key_matching_loss / diversity_loss); 0 disables. Defaults keep the old,
+    # MLM-only objective: our choice, not yet measured.
+    key_loss_weight: float = 0.0
+    diversity_loss_weight: float = 0.0
 
     def __post_init__(self):
         for name in ("size", "length", "top_k"):
@@ -47,9 +64,17 @@ class PoolConfig:
             raise ValueError(f"model.pool.top_k={self.top_k} exceeds model.pool.size={self.size}")
         if not self.temperature > 0:
             raise ValueError(f"model.pool.temperature must be > 0, got {self.temperature!r}")
+        if self.pooling in REMOVED_POOLINGS:
+            raise ValueError(
+                f"model.pool.pooling={self.pooling!r} was removed: {REMOVED_POOLINGS[self.pooling]}; use one of {POOLINGS}"
+            )
         for name, allowed in (("pooling", POOLINGS), ("score", SCORES), ("retrieval", RETRIEVALS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"model.pool.{name}={getattr(self, name)!r} is not one of {allowed}")
+        for name in ("init_std", "prompt_init_std", "key_loss_weight", "diversity_loss_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise ValueError(f"model.pool.{name} must be a finite number >= 0, got {value!r}")
 
 
 def pool_query(embeddings: jax.Array, mask: jax.Array, pooling: str) -> jax.Array:
@@ -65,8 +90,6 @@ def pool_query(embeddings: jax.Array, mask: jax.Array, pooling: str) -> jax.Arra
         masked = jnp.where(mask > 0, embeddings, -jnp.inf)
         pooled = masked.max(axis=1)
         return jnp.where(jnp.isfinite(pooled), pooled, 0.0)
-    if pooling == "first":
-        return embeddings[:, 0]
     raise ValueError(f"model.pool.pooling={pooling!r} is not one of {POOLINGS}")
 
 
@@ -102,16 +125,17 @@ class PromptPool(nn.Module):
     def __call__(self, embeddings: jax.Array, mask: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Returns the retrieved prompts [B, Lp, D] and ``{weights, scores, query}`` for analysis."""
         cfg = self.config
-        init = nn.initializers.normal(cfg.init_std)
         keys = self.param(
             "keys",
-            nn.with_logical_partitioning(init, ("prompts", "embed")),
+            nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std), ("prompts", "embed")),
             (cfg.size, self.hidden_size),
             self.param_dtype,
         )
         prompts = self.param(
             "prompts",
-            nn.with_logical_partitioning(init, ("prompts", "prompt_length", "embed")),
+            nn.with_logical_partitioning(
+                nn.initializers.normal(cfg.prompt_init_std), ("prompts", "prompt_length", "embed")
+            ),
             (cfg.size, cfg.length, self.hidden_size),
             self.param_dtype,
         )
@@ -124,3 +148,68 @@ class PromptPool(nn.Module):
         retrieved = jnp.einsum("bm,mld->bld", weights.astype(self.dtype), prompts.astype(self.dtype))
         retrieved = nn.with_logical_constraint(retrieved, ("batch", "prompt_length", "embed"))
         return retrieved, {"weights": weights, "scores": scores, "query": query}
+
+
+def _real_rows(mask: jax.Array) -> jax.Array:
+    """[B] float: 1 for rows with at least one real token (all-padding rows get no say in the losses)."""
+    return (jnp.sum(mask, axis=-1) > 0).astype(jnp.float32)
+
+
+def key_matching_loss(query: jax.Array, keys: jax.Array, weights: jax.Array, mask: jax.Array) -> jax.Array:
+    """Pulls the keys of the retrieved prompts toward the query: the prompt-pool (L2P-style) surrogate.
+
+    Per row ``sum_j w_j * (1 - cos(q, k_j))`` with the query and the retrieval weights stop-gradient, so the
+    loss moves only the keys (never the query path, and never sharpens the routing by itself); averaged
+    over the rows of ``mask`` [B, T] with a real token. Cosine whatever ``score``: it pulls directions,
+    and a dot-product score would otherwise reward growing key norms. Returns a scalar in [0, 2].
+    """
+    query = jax.lax.stop_gradient(_l2_normalize(query.astype(jnp.float32)))
+    weights = jax.lax.stop_gradient(weights.astype(jnp.float32))
+    cosine = jnp.einsum("bd,md->bm", query, _l2_normalize(keys.astype(jnp.float32)))
+    per_row = jnp.sum(weights * (1.0 - cosine), axis=-1)
+    real = _real_rows(mask)
+    return jnp.sum(jnp.where(real > 0, per_row, 0.0)) / jnp.maximum(real.sum(), 1.0)
+
+
+def entropy(p: jax.Array) -> jax.Array:
+    """Shannon entropy (nats) over the last axis; 0 log 0 = 0, with a finite gradient at p = 0."""
+    safe = jnp.where(p > 0, p, 1.0)
+    return -jnp.sum(jnp.where(p > 0, p * jnp.log(safe), 0.0), axis=-1)
+
+
+def diversity_loss(weights: jax.Array, mask: jax.Array) -> jax.Array:
+    """Information maximisation over the routing ``weights`` [B, M] of the rows of ``mask`` with a token.
+
+    ``(mean_i H(w_i) - H(mean_i w_i)) / log M``, in [-1, 1]: minimising it spreads the batch over many
+    prompts (high entropy of the mean routing) while keeping each input decided (low per-input entropy).
+    Not batch-level load balancing (equal use of every prompt within each batch): batches are
+    temperature-sampled mixes in which a few high-resource languages fill most rows, and balancing them
+    would split each of those languages over many prompts, against clustering by language. Here one
+    language may keep one prompt; only the pool as a whole is pushed away from collapse. The mean is over
+    this (micro-)batch, not a running window. Gradients reach keys and the query path through ``weights``.
+    """
+    size = weights.shape[-1]
+    if size < 2:
+        return jnp.zeros((), jnp.float32)
+    weights = weights.astype(jnp.float32)
+    real = _real_rows(mask)
+    count = jnp.maximum(real.sum(), 1.0)
+    per_input = jnp.sum(entropy(weights) * real) / count
+    marginal = jnp.sum(weights * real[:, None], axis=0) / count
+    return (per_input - entropy(marginal)) / jnp.log(float(size))
+
+
+def routing_shift(first: jax.Array, second: jax.Array) -> dict[str, jax.Array]:
+    """Per row, how far routing ``first`` [B, M] is from ``second`` [B, M] (e.g. masked vs clean input).
+
+    ``tv``: total variation, in [0, 1]; ``jsd``: Jensen-Shannon divergence in bits, in [0, 1];
+    ``top_changed``: 1.0 where the argmax prompt differs.
+    """
+    first, second = first.astype(jnp.float32), second.astype(jnp.float32)
+    middle = 0.5 * (first + second)
+    jsd = (entropy(middle) - 0.5 * (entropy(first) + entropy(second))) / jnp.log(2.0)
+    return {
+        "tv": 0.5 * jnp.sum(jnp.abs(first - second), axis=-1),
+        "jsd": jnp.maximum(jsd, 0.0),
+        "top_changed": (jnp.argmax(first, axis=-1) != jnp.argmax(second, axis=-1)).astype(jnp.float32),
+    }

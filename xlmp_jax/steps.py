@@ -15,6 +15,10 @@
   were (``lax.cond``), increments ``nan_streak`` and ``skipped``; the loop stops after
   ``train.max_consecutive_nan`` in a row. ``step`` always advances (it counts batches consumed); the
   learning-rate schedule follows the optimizer's own count of applied updates (``step - skipped``).
+* Pool terms: with ``model.pool.key_loss_weight`` / ``diversity_loss_weight`` > 0, the key-matching and
+  diversity losses (``xlmp_jax.pool``), each a mean over the batch's non-empty rows, are added to what is
+  minimised with their weights; they are logged on their own (``pool_key_loss``, ``pool_diversity_loss``)
+  and never enter ``loss`` / ``objective`` (the MLM figures). With both weights 0 the step is the MLM-only one.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from jax.sharding import Mesh, NamedSharding
 from data_pipelines.config import max_predictions
 from xlmp_jax import sharding as sh
 from xlmp_jax.model import XLMP, ModelConfig, init_params
+from xlmp_jax.pool import PoolConfig, diversity_loss, key_matching_loss
 
 # Per-language metric arrays are this long unless config.data.languages lists the languages
 # (() means "every language of the source", unknown before the data is opened). CC-100 has 116.
@@ -289,6 +294,38 @@ def _sums(terms: dict, batch: Mapping[str, jax.Array], outputs: dict, num_langua
     return sums
 
 
+def _real_rows(batch: Mapping[str, jax.Array]) -> jax.Array:
+    """Number of rows with at least one real token (what the pool's per-row means divide by)."""
+    return jnp.sum((jnp.sum(batch["attention_mask"], axis=1) > 0).astype(jnp.float32))
+
+
+def pool_terms(pool: PoolConfig, keys: jax.Array, pool_out: Mapping[str, jax.Array], mask: jax.Array) -> dict:
+    """The enabled (weight > 0) training-only pool losses of one (micro-)batch, each a mean over real rows."""
+    terms = {}
+    if pool.key_loss_weight > 0:
+        terms["key_loss"] = key_matching_loss(pool_out["query"], keys, pool_out["weights"], mask)
+    if pool.diversity_loss_weight > 0:
+        terms["diversity_loss"] = diversity_loss(pool_out["weights"], mask)
+    return terms
+
+
+def _pool_weight(pool: PoolConfig, name: str) -> float:
+    return {"key_loss": pool.key_loss_weight, "diversity_loss": pool.diversity_loss_weight}[name]
+
+
+def _add_pool_terms(cfg: ModelConfig, params: Any, outputs: dict, batch: Mapping, sums: dict) -> jax.Array:
+    """Adds ``pool_<term>_sum`` (term x real rows, additive over micro-batches) to ``sums``; returns the
+    weighted sum of the terms for this micro-batch, still to be divided by the batch's real rows."""
+    extra = jnp.zeros((), jnp.float32)
+    if cfg.pool is None:
+        return extra
+    rows = _real_rows(batch)
+    for name, value in pool_terms(cfg.pool, params["pool"]["keys"], outputs["pool"], batch["attention_mask"]).items():
+        sums[f"pool_{name}_sum"] = value * rows
+        extra = extra + _pool_weight(cfg.pool, name) * value * rows
+    return extra
+
+
 def _finalize(sums: dict[str, jax.Array]) -> dict[str, jax.Array]:
     """Turns additive sums into the logged metrics (the sums stay, for aggregation over steps)."""
     count = jnp.maximum(sums["num_predictions"], 1.0)
@@ -302,6 +339,9 @@ def _finalize(sums: dict[str, jax.Array]) -> dict[str, jax.Array]:
         metrics["pool_usage_entropy"] = _entropy(usage)  # high = many prompts in use
         metrics["pool_example_entropy"] = sums["pool_entropy_sum"] / jnp.maximum(sums["pool_examples"], 1.0)
         metrics["pool_lang_weights"] = sums["pool_lang_weight_sum"] / jnp.maximum(sums["lang_examples"], 1.0)[:, None]
+    for name in ("key_loss", "diversity_loss"):
+        if f"pool_{name}_sum" in sums:
+            metrics[f"pool_{name}"] = sums[f"pool_{name}_sum"] / jnp.maximum(sums["pool_examples"], 1.0)
     return metrics
 
 
@@ -355,7 +395,8 @@ def make_train_step(
     update), ``skipped`` (1 if this step was skipped), ``nan_streak``; per language (arrays of
     ``num_languages``): ``lang_loss_sum``, ``lang_correct_sum``, ``lang_count``; with a pool:
     ``pool_usage`` [M], ``pool_usage_entropy``, ``pool_example_entropy``, ``pool_lang_weights`` [L, M],
-    ``lang_examples`` [L]; and the raw sums (``nll_sum``, ...) for aggregation over steps.
+    ``lang_examples`` [L], and ``pool_key_loss`` / ``pool_diversity_loss`` when their weights are > 0;
+    and the raw sums (``nll_sum``, ...) for aggregation over steps.
     ``num_languages`` defaults to ``len(config.data.languages)`` (or ``DEFAULT_MAX_LANGUAGES``);
     ``compiler_options`` go to ``jax.jit`` (tests use a low XLA optimisation level to compile fast).
     """
@@ -375,14 +416,17 @@ def make_train_step(
     micro_sharding = NamedSharding(mesh, jax.sharding.PartitionSpec(None, sh.BATCH_AXES))
     logits_sharding = _logits_sharding(mesh)
 
-    def loss_fn(params, micro, rng, total):
+    def loss_fn(params, micro, rng, total, rows):
         outputs = _apply_model(model, params, micro, rng)
         outputs["logits"] = jax.lax.with_sharding_constraint(outputs["logits"], logits_sharding)
         terms = mlm_loss(
             outputs["logits"], micro["mlm_targets"], micro["mlm_weights"], label_smoothing=smoothing, z_loss=z_loss
         )
         sums = _sums(terms, micro, outputs, languages)
-        return sums["objective_sum"] / total, sums
+        loss = sums["objective_sum"] / total
+        if cfg.pool is not None and (cfg.pool.key_loss_weight > 0 or cfg.pool.diversity_loss_weight > 0):
+            loss = loss + _add_pool_terms(cfg, params, outputs, micro, sums) / rows
+        return loss, sums
 
     grad_fn = jax.grad(loss_fn, has_aux=True)
 
@@ -391,18 +435,21 @@ def make_train_step(
             num_predictions = max_predictions(batch["input_ids"].shape[1], mlm_rate)
             batch = gather_predictions(batch, num_predictions)
             total = jnp.maximum(jnp.sum(batch["mlm_weights"]), 1.0)
+            rows = jnp.maximum(_real_rows(batch), 1.0)
             rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
             if accum == 1:
-                grads, sums = grad_fn(state.params, batch, rng, total)
+                grads, sums = grad_fn(state.params, batch, rng, total, rows)
             else:
                 micro = jax.lax.with_sharding_constraint(_micro_batches(batch, accum), micro_sharding)
 
                 def body(carry, inputs):
                     index, mb = inputs
-                    g, s = grad_fn(state.params, mb, jax.random.fold_in(rng, index), total)
+                    g, s = grad_fn(state.params, mb, jax.random.fold_in(rng, index), total, rows)
                     return jax.tree.map(jnp.add, carry, (g, s)), None
 
-                zero = jax.eval_shape(lambda: grad_fn(state.params, jax.tree.map(lambda x: x[0], micro), rng, total))
+                zero = jax.eval_shape(
+                    lambda: grad_fn(state.params, jax.tree.map(lambda x: x[0], micro), rng, total, rows)
+                )
                 zero = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), zero)
                 (grads, sums), _ = jax.lax.scan(body, zero, (jnp.arange(accum), micro))
             grad_norm = optax.global_norm(grads)
@@ -455,7 +502,8 @@ def make_eval_step(
     ``loss`` and ``mlm_accuracy``. A host (NumPy) batch whose row count the data-parallel size does not
     divide (an eval set's last batch) is padded with rows that carry no predictions.
     """
-    model = XLMP(model_config(config))
+    cfg = model_config(config)
+    model = XLMP(cfg)
     mlm_rate = float(config.data.mlm_rate)
     languages = _num_languages(config, num_languages)
     dp = sh.data_parallel_size(mesh)
@@ -466,7 +514,9 @@ def make_eval_step(
             outputs = _apply_model(model, params, batch, None)
             outputs["logits"] = jax.lax.with_sharding_constraint(outputs["logits"], _logits_sharding(mesh))
             terms = mlm_loss(outputs["logits"], batch["mlm_targets"], batch["mlm_weights"])
-            return _finalize(_sums(terms, batch, outputs, languages))
+            sums = _sums(terms, batch, outputs, languages)
+            _add_pool_terms(cfg, params, outputs, batch, sums)
+            return _finalize(sums)
 
     jitted = jax.jit(
         eval_fn,

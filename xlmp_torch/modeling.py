@@ -4,7 +4,7 @@ It reuses the HF model's own modules (embeddings, encoder, LM head), so its weig
 implementation and fine-tuning tools are transformers', and adds only what transformers has no slot for:
 
   embeddings = model.roberta.embeddings(input_ids)              (LayerNorm + dropout included)
-  query      = pool(embeddings over non-pad tokens)            (mean / max / first; fp32)
+  query      = pool(embeddings over non-pad tokens)            (mean / max; fp32)
   scores     = cos(query, keys) / temperature  (or dot)        -> weights = softmax (all, or top-k only)
   prompt     = sum_j weights_j * prompts_j                      -> [B, Lp, D]
   encoder    over concat(prompt, embeddings), mask 1 on the Lp prompt positions
@@ -30,7 +30,7 @@ from transformers.utils import ModelOutput
 POOL_WEIGHTS_FILE = "prompt_pool.safetensors"
 POOL_CONFIG_FILE = "prompt_pool.json"
 POOL_FORMAT = "xlmp-prompt-pool/1"
-_POOLINGS, _SCORES, _RETRIEVALS = ("mean", "max", "first"), ("cosine", "dot"), ("soft", "topk")
+_POOLINGS, _SCORES, _RETRIEVALS = ("mean", "max"), ("cosine", "dot"), ("soft", "topk")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +48,11 @@ class PromptPoolConfig:
     stop_gradient_query: bool = False
 
     def __post_init__(self):
+        if self.pooling == "first":
+            raise ValueError(
+                "pool pooling='first' is not supported: it gives every input the same query (the <s> row of "
+                f"the embedding layer); use one of {_POOLINGS}"
+            )
         for name, allowed in (("pooling", _POOLINGS), ("score", _SCORES), ("retrieval", _RETRIEVALS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"pool {name}={getattr(self, name)!r} is not one of {allowed}")
@@ -58,7 +63,9 @@ class PromptPoolConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PromptPoolConfig:
-        """From ``prompt_pool.json`` (extra keys such as ``format`` and ``init_std`` are ignored)."""
+        """From ``prompt_pool.json``; keys that do not change the forward pass (``format``, the inits
+        ``init_std`` / ``prompt_init_std``, the training-only ``key_loss_weight`` / ``diversity_loss_weight``)
+        are ignored."""
         fmt = values.get("format", POOL_FORMAT)
         if fmt != POOL_FORMAT:
             raise ValueError(f"prompt pool format {fmt!r} is not {POOL_FORMAT!r}")
@@ -89,7 +96,7 @@ class PromptPool(nn.Module):
         if pooling == "max":
             pooled = torch.where(m > 0, x, torch.full_like(x, -torch.inf)).amax(dim=1)
             return torch.where(torch.isfinite(pooled), pooled, torch.zeros_like(pooled))
-        return x[:, 0]
+        raise ValueError(f"pool pooling={pooling!r} is not one of {_POOLINGS}")
 
     def forward(self, embeddings: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Returns the retrieved prompts [B, Lp, D] and ``{weights, scores, query}``."""

@@ -4,6 +4,12 @@ Batches follow interface 3 (``input_ids``, ``attention_mask``, ``positions``, ``
 ``language``): by default they come from ``data_pipelines.input_pipeline.make_eval_data`` on the
 checkpoint's own data config; ``sample_mlm_batches`` builds equivalent deterministic batches straight from
 the shipped sample's validation lines (every selected token replaced by ``<mask>``: our choice for eval).
+
+The model sees the masked ``input_ids`` only, so the pool's query is built from the masked input, as in
+training: a query from the clean ids would carry the masked tokens to the head through the routing weights.
+With a pool, the eval also reports how far each sentence's routing moves between its masked form and its
+clean form (the selected positions restored from ``targets``): ``routing_tv``, ``routing_jsd`` (bits) and
+``routing_top_changed`` (fraction of sentences whose top prompt changes), per language and ``all``.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from xlmp_jax.evals.encoder import Encoder, Tokenizer, bucket_length, encode_text
+from xlmp_jax.pool import routing_shift
 
 Row = tuple[str, str, float]  # (language, metric, value)
+SHIFT_METRICS = ("tv", "jsd", "top_changed")  # reported as routing_<name>
 
 
 @functools.partial(jax.jit, static_argnums=(0, 7))
@@ -36,11 +44,53 @@ def _mlm_sums(model, params, input_ids, attention_mask, positions, targets, weig
     return loss, jnp.where(selected, correct * top_w, 0.0).sum(axis=1), top_w.sum(axis=1)
 
 
+def clean_input_ids(input_ids: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The unmasked ids: the original token (``targets``) restored wherever a prediction is selected."""
+    return np.where(np.asarray(weights) > 0, np.asarray(targets), np.asarray(input_ids)).astype(np.int32)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _routing_shift(model, params, masked_ids, clean_ids, attention_mask, positions) -> dict[str, jax.Array]:
+    """Per row: ``routing_shift`` between the routing of the masked and of the clean ids."""
+    masked = model.apply({"params": params}, masked_ids, attention_mask, positions, method="route")
+    clean = model.apply({"params": params}, clean_ids, attention_mask, positions, method="route")
+    return routing_shift(masked["weights"], clean["weights"])
+
+
+def masked_clean_shift(encoder: Encoder, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per row of an MLM batch (``input_ids`` masked, ``targets``/``weights`` as in interface 3): how far
+    the pool's routing of the masked input is from that of the clean input (``routing_shift``'s measures)."""
+    positions = batch.get("positions")
+    out = _routing_shift(
+        encoder.model,
+        encoder.params,
+        np.asarray(batch["input_ids"], np.int32),
+        clean_input_ids(batch["input_ids"], batch["targets"], batch["weights"]),
+        np.asarray(batch["attention_mask"], np.int32),
+        None if positions is None else np.asarray(positions, np.int32),
+    )
+    return {k: np.asarray(v, np.float64) for k, v in jax.device_get(out).items()}
+
+
+def _shift_rows(sums: np.ndarray, rows: np.ndarray, languages: Sequence[str]) -> list[Row]:
+    """``routing_<metric>`` means per language and over all sentences from per-language sums [L, 3]."""
+    out: list[Row] = []
+    for i, lang in enumerate(languages):
+        if rows[i] > 0:
+            out += [(lang, f"routing_{m}", sums[i, j] / rows[i]) for j, m in enumerate(SHIFT_METRICS)]
+    if rows.sum() > 0:
+        out += [("all", f"routing_{m}", sums[:, j].sum() / rows.sum()) for j, m in enumerate(SHIFT_METRICS)]
+    return out
+
+
 def mlm_eval(encoder: Encoder, batches: Iterable[Mapping[str, np.ndarray]], languages: Sequence[str]) -> list[Row]:
-    """Rows (language, loss|accuracy|predictions, value) per language, plus language ``all`` (token-weighted)."""
+    """Rows (language, loss|accuracy|predictions, value) per language, plus language ``all`` (token-weighted);
+    with a pool also ``routing_tv|routing_jsd|routing_top_changed`` (masked vs clean, sentence-weighted)."""
     loss = np.zeros(len(languages))
     correct = np.zeros(len(languages))
     count = np.zeros(len(languages))
+    shift = np.zeros((len(languages), len(SHIFT_METRICS)))
+    shift_rows = np.zeros(len(languages))
     for batch in batches:
         weights = np.asarray(batch["weights"], np.float32)
         k = bucket_length(int((weights > 0).sum(axis=1).max(initial=1)), weights.shape[1], minimum=8)
@@ -60,6 +110,12 @@ def mlm_eval(encoder: Encoder, batches: Iterable[Mapping[str, np.ndarray]], lang
         np.add.at(loss, language, row_loss)
         np.add.at(correct, language, row_correct)
         np.add.at(count, language, row_count)
+        if encoder.has_pool:
+            per_row = masked_clean_shift(encoder, batch)
+            scored = row_count > 0  # sentences with a prediction; filler rows have none
+            values = np.stack([per_row[m] for m in SHIFT_METRICS], axis=1)
+            np.add.at(shift, language[scored], values[scored])
+            np.add.at(shift_rows, language[scored], 1.0)
     rows: list[Row] = []
     for i, lang in enumerate(languages):
         if count[i] > 0:
@@ -69,7 +125,7 @@ def mlm_eval(encoder: Encoder, batches: Iterable[Mapping[str, np.ndarray]], lang
         raise ValueError(f"no masked positions in the eval batches for languages {list(languages)}")
     total = count.sum()
     rows += [("all", "loss", loss.sum() / total), ("all", "accuracy", correct.sum() / total)]
-    return rows
+    return rows + _shift_rows(shift, shift_rows, languages)
 
 
 def mask_row(
