@@ -54,6 +54,7 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
             label_smoothing=0.0,
             z_loss=0.0,
             stop_after=0,  # stop (with a checkpoint) after this step, e.g. for a scheduler's time limit; 0 = off
+            pool_report=False,  # after training: print what the pool learned on held-out lines (sample source)
             data_shards=0,  # input shards (a multiple of the process count); 0 = one per process
             peak_flops=0.0,  # per device, FLOP/s, for MFU; 0 = look the device up in xlmp_jax.train's table
         )

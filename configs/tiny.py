@@ -30,6 +30,7 @@ def get_config():
             eval_every=100,
             eval_batch_size=32,
             eval_batches=0,  # every held-out row of every language (it is small)
+            pool_report=True,  # the main job ends by showing what the pool learned
         ),
     )
     config.data.languages = TINY_LANGUAGES

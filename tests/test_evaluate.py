@@ -9,6 +9,7 @@ import functools
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -525,12 +526,23 @@ def test_end_to_end_train_then_sweep_cli(tmp_path):
         for name, workdir in runs.items()
     ]
     try:
-        for job in jobs:
-            _wait(job)
+        logs = [_wait(job) for job in jobs]
     finally:
         for job in jobs:
             if job.poll() is None:
                 job.kill()
+    # The XLM-P run (configs/tiny.py: train.pool_report) ends by saying what its pool learned; the baseline does not.
+    assert "what the pool learned (held-out lines of 3 languages)" in logs[0] and "pool learned" not in logs[1]
+    report = {
+        (r["language"], r["metric"]): r["value"]
+        for r in json.loads((runs["tiny"] / "pool_report" / "results.json").read_text())
+    }
+    printed = re.search(
+        r"AMI\(top prompt, language\) = (-?[\d.]+); shuffled languages: 99th percentile ([\d.]+)", logs[0]
+    )
+    assert printed, logs[0][-2000:]
+    assert float(printed.group(1)) == pytest.approx(report[("all", "ami_prompt_language")], abs=5e-4)
+    assert float(printed.group(2)) == pytest.approx(report[("all", "ami_prompt_language_shuffled_p99")], abs=5e-4)
     out = tmp_path / "evals"
     sweep_flags = [
         "-m",

@@ -31,6 +31,7 @@ FAST = [
     "--config.train.warmup_steps=2",
     "--config.train.log_every=1",
     "--config.train.eval_every=0",
+    "--config.train.pool_report=False",
 ]
 
 

@@ -394,6 +394,43 @@ def run_sweep(
     }
 
 
+def pool_report(workdir: str, languages: Sequence[str], out: str, text_dir: str = "") -> str:
+    """What a run's pool learned, as a few console lines: the sweep's pool eval of its last checkpoint on the
+    held-out (validation) lines of ``languages`` (empty: every language of ``text_dir`` / the sample), with
+    the chance control; its plots go under ``out``."""
+    from configs import eval_sweep
+
+    sweep = eval_sweep.get_config()
+    sweep.update(dict(workdirs=workdir, out=out, steps="latest", evals="pool", progress=False, tensorboard=False))
+    languages = text_languages(",".join(languages), text_dir)
+    sweep.pool.update(dict(languages=",".join(languages), text_dir=text_dir))
+    run_sweep(sweep)
+    rows = {(r.language, r.metric): r.value for r in ResultStore(out).rows}
+
+    def get(key: tuple[str, str]) -> float:
+        return rows.get(key, float("nan"))
+
+    ami = "ami_prompt_language"
+    top = ", ".join(f"{lang} {int(get((lang, 'top_prompt')))}" for lang in languages if (lang, "top_prompt") in rows)
+    plots = sorted({os.path.dirname(p) for p in _files(os.path.join(out, "plots"), ".png")})
+    return "\n".join(
+        [
+            f"what the pool learned (held-out lines of {len(languages)} languages):",
+            f"  AMI(top prompt, language) = {get(('all', ami)):.3f}; shuffled languages: 99th percentile "
+            f"{get(('all', ami + '_shuffled_p99')):.3f}, p = {get(('all', ami + '_p_value')):.3g}; "
+            f"vs script {get(('all', 'ami_prompt_script')):.3f}",
+            f"  prompts in use: {get(('all', 'effective_prompts')):.1f} effective; "
+            f"{100 * get(('all', 'pool_fraction_top')):.0f} % of the pool is some input's top prompt",
+            f"  top prompt per language: {top}",
+            f"  plots (routing heatmap, language dendrogram): {plots[-1] if plots else out}",
+        ]
+    )
+
+
+def _files(root: str, suffix: str) -> list[str]:
+    return [os.path.join(d, f) for d, _, names in os.walk(root) for f in names if f.endswith(suffix)]
+
+
 def main(argv: Sequence[str]) -> None:
     del argv
     try:

@@ -483,6 +483,24 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _report_pool(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """``train.pool_report``: after a finished single-process run, what its pool learned on held-out lines."""
+    if not (config.train.pool_report and config.model.pool.enabled and jax.process_count() == 1):
+        return
+    data = config.data
+    if data.source == "text" and os.path.isdir(data.path):
+        text_dir = data.path
+    elif data.source == "sample":
+        text_dir = ""
+    else:
+        _say("pool report skipped: it reads held-out lines of the sample or a text folder (use xlmp_jax.evaluate)")
+        return
+    from xlmp_jax import evaluate
+
+    out = os.path.join(os.path.abspath(workdir), "pool_report")
+    _say(evaluate.pool_report(workdir, list(data.languages), out, text_dir))
+
+
 def main(argv: Sequence[str]) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # Orbax and TensorFlow are chatty at INFO
@@ -498,6 +516,7 @@ def main(argv: Sequence[str]) -> None:
                 print_plan(config, jax.device_count())
                 return
             train(config, _WORKDIR.value, peak_flops=_PEAK_FLOPS.value, preemption=preemption)
+        _report_pool(config, _WORKDIR.value)
     except Preempted as e:
         print(f"xlmp_jax.train: {e}", flush=True)
         sys.exit(PREEMPTED_EXIT)
