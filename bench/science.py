@@ -409,12 +409,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     text, numbers = report(scalars, run_list, low, meta)
     text += f"\nThe whole experiment took {meta['minutes']} min (training, evals and this report).\n"
+    text += _kept_notes(args.doc)
     with open(args.doc, "w") as f:
         f.write(text)
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(numbers, f, indent=1, default=float)
     print(text)
+
+
+NOTES_MARKER = "<!-- Notes below this line are written by hand and kept when the experiment is rerun. -->"
+
+
+def _kept_notes(doc: str) -> str:
+    """The hand-written reading of the figures at the end of an existing report (from the marker on)."""
+    try:
+        with open(doc) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return "\n" + NOTES_MARKER + "\n"
+    at = text.find(NOTES_MARKER)
+    return "\n" + (text[at:] if at >= 0 else NOTES_MARKER + "\n")
 
 
 def _copy_plots(eval_dir: str, workdir: str, target: str) -> str:
