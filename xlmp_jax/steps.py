@@ -126,11 +126,9 @@ def _as_key_data(rng: Any) -> jax.Array:
     return jnp.asarray(rng, jnp.uint32)
 
 
-# The model's activation constraints (nn.with_logical_constraint) act only under a global mesh. They are
-# off: with them on, the (2,2,2) mesh's updated params drift from the 1-device reference beyond float
-# tolerance (tests/test_sharding.py), cause not yet found. Activations are laid out by XLA's sharding
-# propagation from the params' and the batch's shardings (in/out shardings of the jitted step).
-ACTIVATION_CONSTRAINTS = False
+# The model's activation constraints (nn.with_logical_constraint) act only under a global mesh; they pin
+# the activations' layout instead of leaving it to XLA's sharding propagation. False only to compare.
+ACTIVATION_CONSTRAINTS = True
 
 
 def _rules_and_mesh(mesh: Mesh) -> contextlib.ExitStack:
