@@ -370,9 +370,9 @@ def _micro_batches(batch: dict[str, jax.Array], steps: int) -> dict[str, jax.Arr
 def _logits_sharding(mesh: Mesh) -> NamedSharding:
     """Logits [B, K, V] for the loss: rows split like the batch, the vocabulary whole on each device.
 
-    The decoder matmul may still run vocabulary-parallel; only its [B, K, V] output is gathered. With
-    the vocabulary split over ``tensor`` the loss's reductions gave wrong gradients on a (2, 2, 2) mesh
-    (jax 0.10.2 CPU; both partitioners), which tests/test_sharding.py checks.
+    The decoder matmul may still run vocabulary-parallel; only its [B, K, V] output is gathered. (The
+    wrong gradients once seen with the vocabulary split here came from the head's unpinned decoder input,
+    now constrained in ``model.MLMHead``; a vocabulary-split loss still needs padding and masking.)
     """
     return NamedSharding(mesh, jax.sharding.PartitionSpec(sh.BATCH_AXES, None, None))
 
