@@ -12,6 +12,7 @@ import dataclasses
 import ml_collections
 
 from data_pipelines.config import default_data_config
+from xlmp_jax import compile_cache
 from xlmp_jax.model import ModelConfig
 from xlmp_jax.pool import PoolConfig
 
@@ -57,6 +58,9 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
             pool_report=False,  # after training: print what the pool learned on held-out lines (sample source)
             data_shards=0,  # input shards (a multiple of the process count); 0 = one per process
             peak_flops=0.0,  # per device, FLOP/s, for MFU; 0 = look the device up in xlmp_jax.train's table
+            # JAX's persistent compilation cache, so a restart loads its programs; '' = off. A set
+            # JAX_COMPILATION_CACHE_DIR environment variable wins (xlmp_jax/compile_cache.py).
+            compilation_cache_dir=compile_cache.DEFAULT_DIR,
         )
     )
     train.update(overrides)

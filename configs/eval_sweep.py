@@ -8,6 +8,8 @@ Lists are comma-separated strings so they override cleanly from the command line
 
 import ml_collections
 
+from xlmp_jax import compile_cache
+
 
 def finetune_config(**overrides) -> ml_collections.ConfigDict:
     """Settings of a zero-shot transfer eval (fine-tune on English, test every language)."""
@@ -48,6 +50,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.progress = True  # tqdm bar over the sweep's cells
     c.tensorboard = True  # scalars under out/tb/<workdir name>/
+    # JAX's persistent compilation cache; '' = off; a set JAX_COMPILATION_CACHE_DIR wins (xlmp_jax/compile_cache.py)
+    c.compilation_cache_dir = compile_cache.DEFAULT_DIR
 
     c.mlm = ml_collections.ConfigDict(
         dict(

@@ -505,6 +505,7 @@ def test_end_to_end_train_then_sweep_cli(tmp_path):
     data = make_corpus(tmp_path)
     env = {**os.environ, "XLMP_NUM_CPU_DEVICES": "1", "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
     env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "").strip()
+    env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "jax_cache")  # both CLIs; the user's cache stays untouched
     train_flags = [
         "--config.train.steps=2",
         "--config.train.warmup_steps=1",

@@ -394,6 +394,7 @@ TINY_RUN = [
     "--config.train.eval_every=0",
     "--config.train.warmup_steps=1",
     "--config.data.shuffle_buffer=64",
+    "--config.train.compilation_cache_dir=",  # tests leave the user's cache alone
 ]
 
 

@@ -6,6 +6,7 @@ cache, so only the first run of each program pays XLA's compile time.
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from xlmp_jax import checkpoint, config_utils, faults
+from xlmp_jax import compile_cache as compile_cache_lib
 from xlmp_jax import train as train_lib
 from xlmp_jax.preemption import Preemption
 
@@ -274,7 +276,8 @@ def test_two_processes_match_one(tmp_path, compile_cache):
 
 def _config(*overrides):
     return config_utils.load_config(
-        "configs/tiny.py", [a.removeprefix("--config.") for a in FAST[1:]] + list(overrides)
+        "configs/tiny.py",
+        [a.removeprefix("--config.") for a in FAST[1:]] + ["train.compilation_cache_dir="] + list(overrides),
     )
 
 
@@ -336,3 +339,54 @@ def test_plan_prints_the_memory_plan(capsys):
     train_lib.print_plan(config_utils.load_config("configs/base.py"), 8)
     out = capsys.readouterr().out
     assert out.strip() and ("not available" in out or "GiB" in out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Compile once: the persistent compilation cache.
+
+
+def _cache_line(stdout: str) -> tuple[int, int]:
+    """(programs loaded from the cache, programs that asked it) from the start-up summary line."""
+    match = re.search(r"(\d+) of (\d+) programs loaded from the compilation cache", stdout)
+    assert match, stdout[-3000:]
+    return int(match.group(1)), int(match.group(2))
+
+
+def _cache_files(path) -> set[str]:
+    return {f for f in os.listdir(path) if not f.endswith("-atime")}
+
+
+def test_a_restart_loads_every_program_from_the_configured_cache(tmp_path):
+    """First run: every program compiles and is written; second run (a fresh workdir): every start-up
+    program is a hit and nothing new is written."""
+    cache = tmp_path / "cache"
+    args = [
+        "--config.train.steps=2",
+        "--config.data.languages=('en','de')",
+        f"--config.train.compilation_cache_dir={cache}",
+    ]
+    env = {k: v for k, v in _env(1, "").items() if k != compile_cache_lib.ENV_DIR}
+    runs = []
+    for name in ("first", "second"):
+        proc = subprocess.run(
+            _cmd(tmp_path / name, *args), env=env, cwd=REPO, capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        runs.append((_cache_line(proc.stdout), _cache_files(cache)))
+    (first_hits, first_requests), first_files = runs[0]
+    (second_hits, second_requests), second_files = runs[1]
+    assert first_hits == 0 and first_requests >= 2  # at least the init and the train step
+    assert len(first_files) >= first_requests  # start-up's programs, and the loop's small ones
+    assert (second_hits, second_requests) == (first_requests, first_requests)
+    assert second_files == first_files  # nothing compiled anew
+
+
+def test_cache_dir_precedence():
+    home = os.path.expanduser("~")
+    assert compile_cache_lib.resolve_dir("~/c", {}) == os.path.join(home, "c")
+    assert compile_cache_lib.resolve_dir("", {}) is None  # '' = off
+    assert compile_cache_lib.resolve_dir("", {compile_cache_lib.ENV_DIR: "/e"}) == "/e"  # the environment wins
+    assert compile_cache_lib.resolve_dir("/c", {compile_cache_lib.ENV_DIR: "/e"}) == "/e"
+    assert compile_cache_lib.resolve_dir("/c", {compile_cache_lib.ENV_DIR: ""}) == "/c"  # empty = unset
+    default = config_utils.load_config("configs/tiny.py").train.compilation_cache_dir
+    assert compile_cache_lib.resolve_dir(default, {}) == os.path.join(home, ".cache", "xlmp", "jax")

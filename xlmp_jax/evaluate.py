@@ -433,8 +433,12 @@ def _files(root: str, suffix: str) -> list[str]:
 
 def main(argv: Sequence[str]) -> None:
     del argv
+    from xlmp_jax import compile_cache
+
+    sweep = _CONFIG.value
+    compile_cache.enable(sweep.compilation_cache_dir)  # before the first checkpoint's programs compile
     try:
-        result = run_sweep(_CONFIG.value)
+        result = run_sweep(sweep)
     except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
         raise SystemExit(f"xlmp_jax.evaluate: error: {e}") from None
     print(json.dumps(result, indent=1, default=lambda x: float(x) if isinstance(x, np.floating) else str(x)))

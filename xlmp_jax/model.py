@@ -447,6 +447,9 @@ class MLMHead(nn.Module):
             name="dense",
         )(hidden)
         h = _layer_norm(cfg, "layer_norm")(jax.nn.gelu(h, approximate=False)).astype(dtype)
+        # Pinned between the two tensor-parallel matmuls (dense: embed_out, decoder: vocab). Left free, the
+        # partitioner laid out the decoder's input gradient wrongly on a mesh with data, fsdp and tensor > 1.
+        h = nn.with_logical_constraint(h, ("batch", "length", "embed"))
         bias = self.param("bias", _zeros(("vocab",)), (cfg.vocab_size,), pdt)
         logits = add_bias(self.embeddings.attend(h), bias.astype(dtype))
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))

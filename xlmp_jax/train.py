@@ -254,11 +254,13 @@ def train(
         with Preemption() as armed:
             return train(config, workdir, peak_flops=peak_flops, preemption=armed)
     phases = _StartupPhases(preemption, FaultInjector())
-    from xlmp_jax import checkpoint, sharding, steps
+    from xlmp_jax import checkpoint, compile_cache, sharding, steps
 
     model_config = config_utils.validate_config(config)
     tcfg = config.train
     workdir = prepare_workdir(workdir)
+    # Before anything compiles (the init is a program too); the counters tell the log what the cache served.
+    cache = (compile_cache.enable(tcfg.compilation_cache_dir), compile_cache.COUNTER.snapshot())
 
     mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch_size(tcfg.batch_size, mesh, tcfg.grad_accum_steps)
@@ -306,7 +308,7 @@ def train(
         last_step = min(tcfg.steps, tcfg.stop_after) if tcfg.stop_after else tcfg.steps
         if start >= last_step:
             return {}
-        run = _Run(config, model_config, workdir, mesh, shardings, data, eval_data, ckpt, phases)
+        run = _Run(config, model_config, workdir, mesh, shardings, data, eval_data, ckpt, phases, cache)
         return _train_loop(run, state, start, last_step, peak_flops=peak_flops)
     finally:
         ckpt.close()
@@ -324,12 +326,13 @@ class _Run(NamedTuple):
     eval_data: Any
     ckpt: Any
     phases: _StartupPhases
+    cache: tuple[str | None, tuple[int, int]]  # the compilation cache's directory, its counters at start-up
 
 
 def _train_loop(run: _Run, state, start: int, last_step: int, *, peak_flops: float) -> dict[str, float]:
     """Steps ``start + 1 .. last_step``: the first batch and the compiled step are start-up's last phases."""
     from data_pipelines.config import max_predictions
-    from xlmp_jax import flops, metrics, sharding, steps
+    from xlmp_jax import compile_cache, flops, metrics, sharding, steps
 
     config, mesh, shardings, data, eval_data, ckpt, phases = (
         run.config, run.mesh, run.shardings, run.data, run.eval_data, run.ckpt, run.phases
@@ -344,7 +347,8 @@ def _train_loop(run: _Run, state, start: int, last_step: int, *, peak_flops: flo
     train_step = train_step.lower(state, first_batch).compile()
     eval_step = steps.make_eval_step(config, mesh, shardings, num_languages=len(languages)) if eval_data else None
     phases.end("compile")
-    _say(phases.summary())
+    cache_dir, cache_before = run.cache
+    _say(f"{phases.summary()}; {compile_cache.describe(cache_before, cache_dir)}")
     if main_process:  # only now: a run stopped during start-up leaves the work directory as it found it
         config_utils.save_config(config, run.workdir)
 
