@@ -24,6 +24,11 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+from xlmp_jax import console
+
+if __name__ == "__main__":  # the evals import TensorFlow: the CLI imports it first, without its C++ chatter
+    console.import_tensorflow(hide_gpus=True)
+
 from xlmp_jax.evals import finetune, mlm, pool_analysis, retrieval
 from xlmp_jax.evals.encoder import Encoder, Tokenizer
 from xlmp_jax.evals.results import Result, ResultStore, write_tensorboard
@@ -433,6 +438,7 @@ def _files(root: str, suffix: str) -> list[str]:
 
 def main(argv: Sequence[str]) -> None:
     del argv
+    console.quiet_library_logs()  # no Orbax INFO lines ("Restoring checkpoint from ...") under the progress bar
     try:
         result = run_sweep(_CONFIG.value)
     except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback

@@ -223,18 +223,20 @@ def _batches(data) -> Iterator[dict]:
 def _say(message: str) -> None:
     """Process 0's console (the run's story: mesh, resume, compile time); absl log elsewhere."""
     if jax.process_index() == 0:
-        print(f"xlmp_jax.train: {message}", flush=True)
+        from tqdm import tqdm
+
+        tqdm.write(f"xlmp_jax.train: {message}", file=sys.stdout)  # above the progress bar, if one is drawn
+        sys.stdout.flush()
     logging.info(message)
 
 
 def _hide_accelerators_from_tensorflow() -> None:
-    """The input pipeline uses TensorFlow on the CPU only; it must not take GPU memory from JAX."""
-    try:
-        import tensorflow as tf
+    """The input pipeline uses TensorFlow on the CPU only; it must not take GPU memory from JAX.
 
-        tf.config.set_visible_devices([], "GPU")
-    except (ImportError, RuntimeError):  # RuntimeError: TF already initialised its devices
-        pass
+    The first import of TensorFlow in a run: ``console`` keeps its C++ start-up lines off the console."""
+    from xlmp_jax import console
+
+    console.import_tensorflow(hide_gpus=True)
 
 
 def train(
@@ -415,15 +417,32 @@ def _train_loop(run: _Run, state, start: int, last_step: int, *, peak_flops: flo
 
 
 class _progress:
-    """tqdm progress bar (step, loss, tokens/s, ETA) plus one line per log step; silent off process 0."""
+    """Process 0's progress: a tqdm bar (step, loss, tokens/s, ETA) on a terminal, plain lines otherwise.
+
+    Every log step also prints one line (``step N: loss=...``); without a terminal on stderr (a log file,
+    a pipe) there is no bar and that line ends with the ETA. Silent off process 0.
+    """
 
     def __init__(self, start: int, total: int, active: bool):
-        self.active = active
+        self.active, self.start, self.total = active, start, total
+        self.began = time.perf_counter()
+        self.postfix: dict[str, str] = {}
         self.bar = None
-        if active:
+        if active and _is_terminal(sys.stderr):
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True, disable=None)
+            # A pty without a size (`script`, some CI runners) reports 0 columns: tqdm then draws nothing.
+            width = _terminal_width(sys.stderr)
+            self.bar = tqdm(
+                total=total,
+                initial=start,
+                desc="train",
+                unit="step",
+                file=sys.stderr,
+                dynamic_ncols=width > 0,
+                ncols=None if width > 0 else 100,
+                nrows=None if width > 0 else 20,
+            )
 
     def update(self, n: int) -> None:
         if self.bar is not None:
@@ -435,16 +454,40 @@ class _progress:
         keys = [k for k in ("loss", "mlm_accuracy", "eval/loss", "eval/mlm_accuracy") if k in scalars]
         keys += [k for k in ("learning_rate", "grad_norm", "tokens_per_s", "mfu") if k in scalars]
         line = f"step {step}: " + ", ".join(f"{k}={_fmt(scalars[k])}" for k in keys)
-        if self.bar is not None and not self.bar.disable:
-            self.bar.set_postfix({k: _fmt(scalars[k]) for k in keys[:3]}, refresh=False)
-            self.bar.write(line)
+        short = {"loss": "loss", "eval/loss": "eval_loss", "tokens_per_s": "tok/s"}
+        self.postfix.update({name: _fmt(scalars[k]) for k, name in short.items() if k in scalars})
+        if self.bar is not None:
+            self.bar.set_postfix(self.postfix, refresh=False)
+            self.bar.write(line, file=sys.stdout)
         else:
-            print(line, flush=True)
+            print(f"{line}, eta={self.eta(step)}", flush=True)
+
+    def eta(self, step: int) -> str:
+        """Remaining time at this run's average pace since the loop began ('?' before any step)."""
+        done, elapsed = step - self.start, time.perf_counter() - self.began
+        if done <= 0 or elapsed <= 0:
+            return "?"
+        seconds = round(max(self.total - step, 0) * elapsed / done)
+        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
+
+
+def _terminal_width(stream: Any) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
 
 
 def _fmt(v: float) -> str:
@@ -503,7 +546,9 @@ def _report_pool(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 def main(argv: Sequence[str]) -> None:
     del argv
-    logging.set_verbosity(logging.WARNING)  # Orbax and TensorFlow are chatty at INFO
+    from xlmp_jax import console
+
+    console.quiet_library_logs()  # Orbax and TensorFlow are chatty at INFO
     from xlmp_jax.checkpoint import CheckpointError, IncompatibleCheckpointError
 
     expected = (config_utils.ConfigError, TrainError, CheckpointError, IncompatibleCheckpointError, ValueError)
