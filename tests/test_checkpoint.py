@@ -140,3 +140,39 @@ def test_load_params_errors(tmp_path, state8):
     ckpt.close()
     with pytest.raises(checkpoint.CheckpointError, match=r"step 9 not in .*checkpoints \(have: \[5\]\)"):
         checkpoint.load_params(str(tmp_path), step=9)
+
+
+def test_load_params_reads_the_state_item_without_metadata_warnings(tmp_path, caplog, state8):
+    """The step's _CHECKPOINT_METADATA sits next to the items, not inside ``state/``: loading must not look there.
+
+    (Export and the eval sweep used to warn ``Metadata file does not exist: .../N/state/_CHECKPOINT_METADATA``.)
+    """
+    saved = _perturbed(state8, 4)
+    ckpt = checkpoint.Checkpointer(str(tmp_path))
+    ckpt.save(4, saved, config=_config())
+    ckpt.close()
+    assert (tmp_path / "checkpoints" / "4" / "_CHECKPOINT_METADATA").exists()
+    assert not (tmp_path / "checkpoints" / "4" / "state" / "_CHECKPOINT_METADATA").exists()
+    with caplog.at_level(logging.INFO):
+        _, params, step = checkpoint.load_params(str(tmp_path))
+    assert step == 4
+    _assert_trees_equal(params, saved.params)
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "Metadata file does not exist" in m or "_CHECKPOINT_METADATA" in m], messages
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], messages
+
+
+def test_a_save_without_eval_loss_does_not_warn(tmp_path, caplog, state8):
+    """Only eval steps carry an eval loss; Orbax's 'did not provide metrics' warning is not news (filtered)."""
+    ckpt = checkpoint.Checkpointer(str(tmp_path))
+    with caplog.at_level(logging.WARNING):
+        ckpt.save(1, state8)
+        ckpt.save(2, state8, eval_loss=1.5)
+        ckpt.close()
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert ckpt.all_steps() == [1, 2]
+    from absl import logging as absl_logging
+
+    with caplog.at_level(logging.WARNING):  # the filter is that one message, nothing else
+        absl_logging.warning("Requested `tracked_metric`; something else.")
+    assert [r.getMessage() for r in caplog.records] == ["Requested `tracked_metric`; something else."]

@@ -39,6 +39,25 @@ EVAL_METRIC = "eval_loss"
 log = logging.getLogger(__name__)
 
 
+class _NoMetricsNotice(logging.Filter):
+    """Drops Orbax's warning for a save without metrics: only eval steps have an eval loss, by design.
+
+    The best-eval policy (``BestN``, ``keep_checkpoints_without_metrics=False``) is meant to skip those saves;
+    Orbax warns ``Requested `tracked_metric`; did not provide metrics.`` on each of them all the same.
+    """
+
+    MESSAGE = "Requested `tracked_metric`; did not provide metrics."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == self.MESSAGE and record.pathname.endswith("checkpoint_manager.py"))
+
+
+def _install_no_metrics_filter() -> None:
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, _NoMetricsNotice) for f in absl_logger.filters):
+        absl_logger.addFilter(_NoMetricsNotice())
+
+
 class CheckpointError(RuntimeError):
     """No usable checkpoint where one was asked for; the message names the path."""
 
@@ -196,6 +215,7 @@ class Checkpointer:
             CONFIG: ocp.JsonCheckpointHandler(),
         }
         self.manager = ocp.CheckpointManager(self.directory, item_handlers=handlers, options=options)
+        _install_no_metrics_filter()
 
     def all_steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -348,18 +368,31 @@ def load_params(path: str, step: int | None = None) -> tuple[ml_collections.Conf
         raise CheckpointError(f"step {step} not in {os.fspath(directory)} (have: {steps})")
     step_dir = directory / str(step)
     config = _read_config(step_dir)
-    checkpointer = ocp.PyTreeCheckpointer()
-    meta = checkpointer.metadata(step_dir / STATE)
-    tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree
-    if "params" not in tree:
-        raise CheckpointError(f"{os.fspath(step_dir)} holds no params")
-    shapes = tree["params"]
-    item = {"params": jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), shapes)}
-    restore_args = {"params": jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), shapes)}
-    restored = checkpointer.restore(
-        step_dir / STATE, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
-    )
-    return config, restored["params"], int(step)
+    return config, _read_params(step_dir / STATE), int(step)
+
+
+def _read_params(item_dir: epath.Path) -> dict:
+    """The ``params`` subtree of a ``state`` item, as host NumPy arrays.
+
+    Read with the item's handler, as the ``CheckpointManager`` that wrote it does: the step's
+    ``_CHECKPOINT_METADATA`` lies one level up, next to the items, so a ``Checkpointer`` pointed at the
+    item directory would look for it inside and warn ``Metadata file does not exist``.
+    """
+    handler = ocp.PyTreeCheckpointHandler()
+    try:
+        meta = handler.metadata(item_dir)
+        tree = meta.tree if hasattr(meta, "tree") else meta
+        if "params" not in tree:
+            raise CheckpointError(f"{os.fspath(item_dir.parent)} holds no params")
+        shapes = tree["params"]
+        item = {"params": jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), shapes)}
+        restore_args = {"params": jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), shapes)}
+        restored = handler.restore(
+            item_dir, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
+        )
+    finally:
+        handler.close()
+    return restored["params"]
 
 
 def _read_config(step_dir: epath.Path) -> ml_collections.ConfigDict:
