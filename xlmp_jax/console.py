@@ -25,6 +25,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from types import ModuleType
+from typing import Any
 
 # TensorFlow / absl C++ log prefix: severity letter, MMDD, time, thread id, file:line].
 _NATIVE_PREFIX = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ (?P<source>[\w.]+):\d+\] (?P<message>.*)$")
@@ -114,3 +115,26 @@ def quiet_library_logs() -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)
     for name in ("orbax", "tensorflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal (a progress bar is drawn there; elsewhere plain lines)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
+
+
+def bar_geometry(stream: Any) -> dict[str, Any]:
+    """tqdm size arguments for ``stream``: its own size, or 100 x 20 for a pty that reports none.
+
+    A pty without a size (``script``, some CI runners and job schedulers) reports 0 rows and columns, and
+    tqdm then draws nothing at all.
+    """
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        size = os.terminal_size((0, 0))
+    if size.columns > 0 and size.lines > 0:
+        return {"dynamic_ncols": True}
+    return {"ncols": 100, "nrows": 20}

@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import json
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -362,7 +363,8 @@ def run_sweep(
     store = ResultStore(sweep.out)
     total = sum(len(cells) for _, _, cells in plan)
     computed, skipped, new_rows = 0, 0, []
-    with tqdm(total=total, desc="eval sweep", unit="cell", disable=not sweep.progress) as bar:
+    geometry = console.bar_geometry(sys.stderr)
+    with tqdm(total=total, desc="eval sweep", unit="cell", disable=not sweep.progress, **geometry) as bar:
         for workdir, step, cells in plan:
             pending = [(n, k) for n, k in cells if k not in store]
             skipped += len(cells) - len(pending)
