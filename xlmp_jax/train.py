@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from xlmp_jax import config_utils  # noqa: E402
+from xlmp_jax import config_utils, console  # noqa: E402
 from xlmp_jax.faults import FaultInjector  # noqa: E402
 from xlmp_jax.preemption import PREEMPTED_EXIT, Preempted, Preemption  # noqa: E402, F401 (PREEMPTED_EXIT: API)
 
@@ -234,8 +234,6 @@ def _hide_accelerators_from_tensorflow() -> None:
     """The input pipeline uses TensorFlow on the CPU only; it must not take GPU memory from JAX.
 
     The first import of TensorFlow in a run: ``console`` keeps its C++ start-up lines off the console."""
-    from xlmp_jax import console
-
     console.import_tensorflow(hide_gpus=True)
 
 
@@ -256,12 +254,19 @@ def train(
         with Preemption() as armed:
             return train(config, workdir, peak_flops=peak_flops, preemption=armed)
     phases = _StartupPhases(preemption, FaultInjector())
-    from xlmp_jax import checkpoint, sharding, steps
+    from xlmp_jax import lease
 
     model_config = config_utils.validate_config(config)
-    tcfg = config.train
     workdir = prepare_workdir(workdir)
+    with lease.hold_workdir(workdir):  # one run per work directory, refused before anything compiles
+        return _train_in(config, model_config, workdir, phases, peak_flops)
 
+
+def _train_in(config, model_config, workdir: str, phases: _StartupPhases, peak_flops: float) -> dict[str, float]:
+    """``train`` once the work directory is this run's."""
+    from xlmp_jax import checkpoint, sharding, steps
+
+    tcfg = config.train
     mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch_size(tcfg.batch_size, mesh, tcfg.grad_accum_steps)
     dp = sharding.data_parallel_size(mesh)
@@ -428,20 +433,16 @@ class _progress:
         self.began = time.perf_counter()
         self.postfix: dict[str, str] = {}
         self.bar = None
-        if active and _is_terminal(sys.stderr):
+        if active and console.is_terminal(sys.stderr):
             from tqdm import tqdm
 
-            # A pty without a size (`script`, some CI runners) reports 0 columns: tqdm then draws nothing.
-            width = _terminal_width(sys.stderr)
             self.bar = tqdm(
                 total=total,
                 initial=start,
                 desc="train",
                 unit="step",
                 file=sys.stderr,
-                dynamic_ncols=width > 0,
-                ncols=None if width > 0 else 100,
-                nrows=None if width > 0 else 20,
+                **console.bar_geometry(sys.stderr),
             )
 
     def update(self, n: int) -> None:
@@ -474,20 +475,6 @@ class _progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-
-
-def _is_terminal(stream: Any) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):  # replaced or closed stream
-        return False
-
-
-def _terminal_width(stream: Any) -> int:
-    try:
-        return os.get_terminal_size(stream.fileno()).columns
-    except (AttributeError, OSError, ValueError):
-        return 0
 
 
 def _fmt(v: float) -> str:
@@ -546,12 +533,18 @@ def _report_pool(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 def main(argv: Sequence[str]) -> None:
     del argv
-    from xlmp_jax import console
-
     console.quiet_library_logs()  # Orbax and TensorFlow are chatty at INFO
     from xlmp_jax.checkpoint import CheckpointError, IncompatibleCheckpointError
+    from xlmp_jax.lease import LeaseHeld
 
-    expected = (config_utils.ConfigError, TrainError, CheckpointError, IncompatibleCheckpointError, ValueError)
+    expected = (
+        config_utils.ConfigError,
+        TrainError,
+        CheckpointError,
+        IncompatibleCheckpointError,
+        ValueError,
+        LeaseHeld,
+    )
     try:
         with Preemption() as preemption:  # armed before anything is printed: the first line means "ready"
             config = _CONFIG.value
