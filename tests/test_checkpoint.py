@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from xlmp_jax import checkpoint, config_utils, sharding, steps
+from xlmp_jax import checkpoint, config_utils, faults, sharding, steps
 
 
 def _config(**overrides):
@@ -176,3 +176,40 @@ def test_a_save_without_eval_loss_does_not_warn(tmp_path, caplog, state8):
     with caplog.at_level(logging.WARNING):  # the filter is that one message, nothing else
         absl_logging.warning("Requested `tracked_metric`; something else.")
     assert [r.getMessage() for r in caplog.records] == ["Requested `tracked_metric`; something else."]
+
+
+class _RecordingFaults(faults.FaultInjector):
+    """Records the fault points a save passes, with the committed steps at that moment, instead of signalling."""
+
+    def __init__(self, workdir):
+        super().__init__("sigterm@in_save")  # any entry: the injector is active
+        self.workdir, self.seen = workdir, []
+
+    def __call__(self, point, step=None):
+        self.seen.append((point, step, checkpoint.all_steps(str(self.workdir))))
+
+
+def test_save_passes_in_save_before_the_commit_and_after_commit_after_it(tmp_path, state8):
+    recorder = _RecordingFaults(tmp_path)
+    ckpt = checkpoint.Checkpointer(str(tmp_path), faults=recorder)
+    ckpt.save(3, state8, data=FakeIterator(1))
+    assert recorder.seen == [("in_save", 3, []), ("after_commit", 3, [3])]
+    ckpt.close()
+    quiet = checkpoint.Checkpointer(str(tmp_path / "b"), faults=faults.FaultInjector(""))  # unset: no waiting
+    assert quiet.faults is None
+    quiet.close()
+
+
+def test_an_uncommitted_save_is_moved_aside_with_a_warning_never_restored(tmp_path, caplog):
+    half = tmp_path / "checkpoints" / "5.orbax-checkpoint-tmp-1795985270"  # a run killed during the save of step 5
+    (half / "state").mkdir(parents=True)
+    (half / "state" / "partial").write_bytes(b"\0" * 10)
+    with caplog.at_level(logging.WARNING):
+        ckpt = checkpoint.Checkpointer(str(tmp_path))
+    moved = tmp_path / "checkpoints_corrupt" / half.name
+    assert (moved / "state" / "partial").read_bytes() == b"\0" * 10 and not half.exists()
+    assert ckpt.all_steps() == [] and checkpoint.all_steps(str(tmp_path)) == []
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert f"the save of checkpoint step 5 never committed (the run stopped during it): {half}" in message
+    assert f"moving it to {moved} (not deleted)" in message
+    ckpt.close()

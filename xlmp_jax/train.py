@@ -19,6 +19,7 @@ import os
 # Must run before JAX initialises its backends (the first device query).
 _NUM_CPU_DEVICES = os.environ.get("XLMP_NUM_CPU_DEVICES", "")
 
+import functools  # noqa: E402
 import itertools  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
@@ -137,10 +138,13 @@ def _pad_to(batch: dict[str, np.ndarray], rows: int, pad_id: int) -> dict[str, n
     }
 
 
-def run_eval(config: ml_collections.ConfigDict, eval_step, state, data, languages: Sequence[str]) -> tuple[dict, dict]:
+def run_eval(
+    config: ml_collections.ConfigDict, eval_step, state, data, languages: Sequence[str], after_batch=None
+) -> tuple[dict, dict]:
     """Held-out MLM loss/accuracy over every batch of ``data`` (the balanced set of
     ``make_balanced_eval_data``): ``eval/loss/<lang>`` per language, ``eval/loss`` their mean (every
-    language weighs the same), ``eval/loss_tokens`` the token-weighted loss; accuracy likewise."""
+    language weighs the same), ``eval/loss_tokens`` the token-weighted loss; accuracy likewise.
+    ``after_batch()`` runs after each batch (the ``in_eval`` fault point)."""
     from xlmp_jax.metrics import language_means, summarize, to_host
 
     train = config.train
@@ -151,6 +155,8 @@ def run_eval(config: ml_collections.ConfigDict, eval_step, state, data, language
         local = {k: v[pi * rows // pc : (pi + 1) * rows // pc] for k, v in batch.items()}  # every host has all rows
         out = {k: to_host(v) for k, v in eval_step(state, local).items()}
         total = out if total is None else {k: total[k] + out[k] for k in total}
+        if after_batch is not None:
+            after_batch()
     if total is None:
         return {}, {}
     scalars, extra = summarize(total, languages, prefix="eval/")
@@ -295,7 +301,7 @@ def _train_in(config, model_config, workdir: str, phases: _StartupPhases, peak_f
     state, shardings = steps.create_train_state(config, mesh, jax.random.key(tcfg.seed))
     phases.end("init")
 
-    ckpt = checkpoint.Checkpointer(workdir, keep=tcfg.keep_checkpoints)
+    ckpt = checkpoint.Checkpointer(workdir, keep=tcfg.keep_checkpoints, faults=phases.faults)
     try:
         restored = ckpt.restore_latest(state, data)
         if restored is not None:
@@ -404,7 +410,8 @@ def _train_loop(run: _Run, state, start: int, last_step: int, *, peak_flops: flo
                 raise Preempted(f"SIGTERM: saved checkpoint {ckpt.directory / str(step)} and stopped")
             eval_loss = None
             if eval_step is not None and (step % tcfg.eval_every == 0 or step == tcfg.steps):
-                eval_scalars, eval_extra = run_eval(config, eval_step, state, eval_data, languages)
+                in_eval = functools.partial(fault, "in_eval", step)
+                eval_scalars, eval_extra = run_eval(config, eval_step, state, eval_data, languages, in_eval)
                 writer.write(step, eval_scalars, eval_extra)
                 eval_loss = eval_scalars.get("eval/loss")
                 progress.log(step, eval_scalars)
