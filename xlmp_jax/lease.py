@@ -375,8 +375,11 @@ class Lease:
                 return False
             text = self._record()
             if self.store.replace(text, self._version):
-                self._version = self._version_after(text)
-                return True
+                try:
+                    self._version = self._version_after(text)
+                    return True
+                except LeaseHeld:  # taken over between the write and the read-back
+                    pass
             holder, version = self._read_holder()
             if holder is None or holder.token != self.token:
                 break
@@ -396,7 +399,10 @@ class Lease:
             self._thread.join()
             self._thread = None
         if self.held:
-            self.store.delete(self._version)
+            try:
+                self.store.delete(self._version)
+            except OSError as e:  # must not hide the error the run may be ending with; the lease then expires
+                log.warning("could not delete the lease of %s (%s); it expires by itself", self.workdir, e)
             self._version = None
 
     def start_heartbeat(self) -> None:
