@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from xlmp_jax import config_utils, lease
+from xlmp_jax import checkpoint, config_utils, lease
 from xlmp_jax import train as train_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -156,3 +156,50 @@ def test_second_trainer_cli_exits_2_naming_the_holder(tmp_path):
     assert f"work directory {workdir} is in use by another run" in errors[0]
     assert f"host {socket.gethostname()} pid {os.getpid()}" in errors[0] and "expires at" in errors[0]
     assert "mesh" not in proc.stdout and sorted(os.listdir(workdir)) == []  # stopped before anything was built
+
+
+def test_lease_check_raises_once_the_lease_was_taken_over(tmp_path):
+    clock = Clock()
+    held = lease.Lease(str(tmp_path), ttl_s=60, clock=clock, host="vm-a")
+    held.acquire()
+    held.check()  # still ours: nothing happens
+    clock.t += 61
+    lease.Lease(str(tmp_path), ttl_s=60, clock=clock, host="vm-b").acquire()
+    assert not held.renew()
+    with pytest.raises(lease.LeaseLost, match="lease was taken over by another run.*stopped without saving"):
+        held.check()
+
+
+def test_training_stops_without_saving_once_its_lease_is_lost(tmp_path, monkeypatch):
+    """The loop asks the lease before each step's writes: lost at step 3, nothing of step 3 or later is written."""
+    calls, original = [], lease.Lease.check
+
+    def check(self):  # as if the heartbeat had found the lease taken over just before step 3
+        calls.append(1)
+        if len(calls) == 3:
+            self.lost = True
+        original(self)
+
+    monkeypatch.setattr(lease.Lease, "check", check)
+    config = config_utils.load_config(
+        "configs/tiny.py",
+        [
+            "model.num_layers=1",
+            "model.pool.size=8",
+            "data.seq_length=32",
+            "data.shuffle_buffer=64",
+            "data.languages=('en','de')",
+            "train.batch_size=8",
+            "train.steps=4",
+            "train.warmup_steps=1",
+            "train.log_every=1",
+            "train.checkpoint_every=1",
+            "train.eval_every=0",
+            "train.pool_report=False",
+        ],
+    )
+    with pytest.raises(lease.LeaseLost, match=f"work directory {tmp_path}"):
+        train_lib.train(config, str(tmp_path))
+    assert checkpoint.all_steps(str(tmp_path)) == [1, 2]
+    with open(tmp_path / "metrics.jsonl") as f:
+        assert sorted({json.loads(line)["step"] for line in f}) == [1, 2]

@@ -44,6 +44,10 @@ class LeaseHeld(RuntimeError):
     """Another live run holds the work directory's lease; the message names it and when the lease expires."""
 
 
+class LeaseLost(LeaseHeld):
+    """This run's lease was taken over (it stalled past the expiry): another run now writes the work directory."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Holder:
     """Who holds a lease, and until when (Unix seconds)."""
@@ -391,6 +395,15 @@ class Lease:
             f"now held by {holder.describe(self.clock())}" if holder else "the lease file is gone",
         )
         return False
+
+    def check(self) -> None:
+        """Raises ``LeaseLost`` once the heartbeat has found the lease taken over: this run must stop writing."""
+        if self.lost:
+            raise LeaseLost(
+                f"work directory {self.workdir}: this run's lease was taken over by another run (this one stalled "
+                f"past its expiry, {self.ttl_s:.0f} s without a renewal); stopped without saving, the other run "
+                "now writes there"
+            )
 
     def release(self) -> None:
         """Stops the heartbeat and deletes the lease if it is still this process's."""

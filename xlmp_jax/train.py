@@ -25,7 +25,7 @@ import math  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Iterator, Sequence  # noqa: E402
+from collections.abc import Callable, Iterator, Sequence  # noqa: E402
 from typing import Any, NamedTuple  # noqa: E402
 
 import jax  # noqa: E402
@@ -264,12 +264,19 @@ def train(
 
     model_config = config_utils.validate_config(config)
     workdir = prepare_workdir(workdir)
-    with lease.hold_workdir(workdir):  # one run per work directory, refused before anything compiles
-        return _train_in(config, model_config, workdir, phases, peak_flops)
+    with lease.hold_workdir(workdir) as held:  # one run per work directory, refused before anything compiles
+        return _train_in(config, model_config, workdir, phases, peak_flops, held.check if held else lambda: None)
 
 
-def _train_in(config, model_config, workdir: str, phases: _StartupPhases, peak_flops: float) -> dict[str, float]:
-    """``train`` once the work directory is this run's."""
+def _train_in(
+    config: ml_collections.ConfigDict,
+    model_config: Any,
+    workdir: str,
+    phases: _StartupPhases,
+    peak_flops: float,
+    check_lease: Callable[[], None],
+) -> dict[str, float]:
+    """``train`` once the work directory is this run's (``check_lease()`` raises once it no longer is)."""
     from xlmp_jax import checkpoint, sharding, steps
 
     tcfg = config.train
@@ -319,7 +326,7 @@ def _train_in(config, model_config, workdir: str, phases: _StartupPhases, peak_f
         last_step = min(tcfg.steps, tcfg.stop_after) if tcfg.stop_after else tcfg.steps
         if start >= last_step:
             return {}
-        run = _Run(config, model_config, workdir, mesh, shardings, data, eval_data, ckpt, phases)
+        run = _Run(config, model_config, workdir, mesh, shardings, data, eval_data, ckpt, phases, check_lease)
         return _train_loop(run, state, start, last_step, peak_flops=peak_flops)
     finally:
         ckpt.close()
@@ -337,6 +344,7 @@ class _Run(NamedTuple):
     eval_data: Any
     ckpt: Any
     phases: _StartupPhases
+    check_lease: Callable[[], None]
 
 
 def _train_loop(run: _Run, state, start: int, last_step: int, *, peak_flops: float) -> dict[str, float]:
@@ -383,6 +391,7 @@ def _train_loop(run: _Run, state, start: int, last_step: int, *, peak_flops: flo
                 _say(f"first step took {time.perf_counter() - window_start:.1f}s")
                 window_start, window_steps, first = time.perf_counter(), 0, False
             fault("after_step", step)
+            run.check_lease()  # before this step's writes: another run may own the work directory now
             preempted = preemption.reached(step)
             if preempted or step % tcfg.log_every == 0 or step == last_step:
                 sums = {k: metrics.to_host(v) for k, v in acc.items()}
