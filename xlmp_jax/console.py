@@ -2,9 +2,10 @@
 
 TensorFlow (used here only for the CPU input pipeline) writes its C++ log lines straight to file
 descriptor 2 while it is imported and while it lists devices: a oneDNN notice, "Could not find cuda
-drivers", "failed call to cuInit", absl's "before absl::InitializeLog()" notice. They come before
-``TF_CPP_MIN_LOG_LEVEL`` is read, so no variable hides them; on a machine without a GPU they are all
-noise, since the input pipeline never uses a GPU (``import_tensorflow`` hides them from it anyway).
+drivers", "failed call to cuInit", absl's "before absl::InitializeLog()" notice. The info lines come
+before ``TF_CPP_MIN_LOG_LEVEL`` is read, so that variable does not hide them (tried with 3, TensorFlow
+2.21), and 3 would hide every later TensorFlow and XLA error as well. None of them is actionable: the
+input pipeline never uses a GPU (``import_tensorflow`` hides the GPUs from TensorFlow, JAX keeps them).
 
 ``import_tensorflow`` therefore imports TensorFlow with descriptor 2 sent to a temporary file and
 writes back every captured line except the known-benign ones (``is_native_noise``: TensorFlow's log
