@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from xlmp_jax import checkpoint, config_utils, sharding, steps
+from xlmp_jax import checkpoint, config_utils, faults, sharding, steps
 
 
 def _config(**overrides):
@@ -140,3 +140,76 @@ def test_load_params_errors(tmp_path, state8):
     ckpt.close()
     with pytest.raises(checkpoint.CheckpointError, match=r"step 9 not in .*checkpoints \(have: \[5\]\)"):
         checkpoint.load_params(str(tmp_path), step=9)
+
+
+def test_load_params_reads_the_state_item_without_metadata_warnings(tmp_path, caplog, state8):
+    """The step's _CHECKPOINT_METADATA sits next to the items, not inside ``state/``: loading must not look there.
+
+    (Export and the eval sweep used to warn ``Metadata file does not exist: .../N/state/_CHECKPOINT_METADATA``.)
+    """
+    saved = _perturbed(state8, 4)
+    ckpt = checkpoint.Checkpointer(str(tmp_path))
+    ckpt.save(4, saved, config=_config())
+    ckpt.close()
+    assert (tmp_path / "checkpoints" / "4" / "_CHECKPOINT_METADATA").exists()
+    assert not (tmp_path / "checkpoints" / "4" / "state" / "_CHECKPOINT_METADATA").exists()
+    with caplog.at_level(logging.INFO):
+        _, params, step = checkpoint.load_params(str(tmp_path))
+    assert step == 4
+    _assert_trees_equal(params, saved.params)
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "Metadata file does not exist" in m or "_CHECKPOINT_METADATA" in m], messages
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], messages
+
+
+def test_a_save_without_eval_loss_does_not_warn(tmp_path, caplog, state8):
+    """Only eval steps carry an eval loss; Orbax's 'did not provide metrics' warning is not news (filtered)."""
+    ckpt = checkpoint.Checkpointer(str(tmp_path))
+    with caplog.at_level(logging.WARNING):
+        ckpt.save(1, state8)
+        ckpt.save(2, state8, eval_loss=1.5)
+        ckpt.close()
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert ckpt.all_steps() == [1, 2]
+    from absl import logging as absl_logging
+
+    with caplog.at_level(logging.WARNING):  # the filter is that one message, nothing else
+        absl_logging.warning("Requested `tracked_metric`; something else.")
+    assert [r.getMessage() for r in caplog.records] == ["Requested `tracked_metric`; something else."]
+
+
+class _RecordingFaults(faults.FaultInjector):
+    """Records the fault points a save passes, with the committed steps at that moment, instead of signalling."""
+
+    def __init__(self, workdir):
+        super().__init__("sigterm@in_save")  # any entry: the injector is active
+        self.workdir, self.seen = workdir, []
+
+    def __call__(self, point, step=None):
+        self.seen.append((point, step, checkpoint.all_steps(str(self.workdir))))
+
+
+def test_save_passes_in_save_before_the_commit_and_after_commit_after_it(tmp_path, state8):
+    recorder = _RecordingFaults(tmp_path)
+    ckpt = checkpoint.Checkpointer(str(tmp_path), faults=recorder)
+    ckpt.save(3, state8, data=FakeIterator(1))
+    assert recorder.seen == [("in_save", 3, []), ("after_commit", 3, [3])]
+    ckpt.close()
+    quiet = checkpoint.Checkpointer(str(tmp_path / "b"), faults=faults.FaultInjector(""))  # unset: no waiting
+    assert quiet.faults is None
+    quiet.close()
+
+
+def test_an_uncommitted_save_is_moved_aside_with_a_warning_never_restored(tmp_path, caplog):
+    half = tmp_path / "checkpoints" / "5.orbax-checkpoint-tmp-1795985270"  # a run killed during the save of step 5
+    (half / "state").mkdir(parents=True)
+    (half / "state" / "partial").write_bytes(b"\0" * 10)
+    with caplog.at_level(logging.WARNING):
+        ckpt = checkpoint.Checkpointer(str(tmp_path))
+    moved = tmp_path / "checkpoints_corrupt" / half.name
+    assert (moved / "state" / "partial").read_bytes() == b"\0" * 10 and not half.exists()
+    assert ckpt.all_steps() == [] and checkpoint.all_steps(str(tmp_path)) == []
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert f"the save of checkpoint step 5 never committed (the run stopped during it): {half}" in message
+    assert f"moving it to {moved} (not deleted)" in message
+    ckpt.close()

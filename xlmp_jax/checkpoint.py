@@ -21,8 +21,10 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -31,12 +33,34 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from xlmp_jax.faults import FaultInjector
+
 CHECKPOINTS = "checkpoints"
 CORRUPT = "checkpoints_corrupt"
 STATE, DATA, CONFIG = "state", "data", "config"
 EVAL_METRIC = "eval_loss"
+_UNCOMMITTED = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")  # Orbax writes step N into N.orbax-checkpoint-tmp-*
 
 log = logging.getLogger(__name__)
+
+
+class _NoMetricsNotice(logging.Filter):
+    """Drops Orbax's warning for a save without metrics: only eval steps have an eval loss, by design.
+
+    The best-eval policy (``BestN``, ``keep_checkpoints_without_metrics=False``) is meant to skip those saves;
+    Orbax warns ``Requested `tracked_metric`; did not provide metrics.`` on each of them all the same.
+    """
+
+    MESSAGE = "Requested `tracked_metric`; did not provide metrics."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == self.MESSAGE and record.pathname.endswith("checkpoint_manager.py"))
+
+
+def _install_no_metrics_filter() -> None:
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, _NoMetricsNotice) for f in absl_logger.filters):
+        absl_logger.addFilter(_NoMetricsNotice())
 
 
 class CheckpointError(RuntimeError):
@@ -62,9 +86,14 @@ class DataIteratorHandler(ocp.CheckpointHandler):
     shard (``input_pipeline-00001-of-00002``), so the hosts' states sit side by side.
     """
 
+    def __init__(self, while_saving: Callable[[], None] | None = None):
+        self.while_saving = while_saving  # called once the iterator is written, before the step is committed
+
     def save(self, directory: epath.Path, args: DataIteratorSave) -> None:
         epath.Path(directory).mkdir(parents=True, exist_ok=True)
         args.data.save(os.fspath(directory))
+        if self.while_saving is not None:
+            self.while_saving()
 
     def restore(self, directory: epath.Path, args: DataIteratorRestore) -> Any:
         args.data.restore(os.fspath(directory))
@@ -174,9 +203,13 @@ def _step_dirs(directory: epath.Path) -> list[int]:
 class Checkpointer:
     """Save/restore of a run's checkpoints in ``workdir/checkpoints`` (see the module docstring)."""
 
-    def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
+    def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True, faults: FaultInjector | None = None):
+        """``faults``: the fault points ``in_save`` and ``after_commit`` (with faults set, each save is awaited)."""
         self.workdir = os.path.abspath(workdir)
+        self.faults = faults if faults is not None and faults.active else None
+        self._saving: int | None = None
         self.directory = epath.Path(self.workdir) / CHECKPOINTS
+        self._set_aside_uncommitted()
         policies = [ocp.checkpoint_managers.LatestN(n=max(keep, 1))]
         policies.append(
             ocp.checkpoint_managers.BestN(
@@ -192,10 +225,34 @@ class Checkpointer:
         )
         handlers = {
             STATE: ocp.StandardCheckpointHandler(),
-            DATA: DataIteratorHandler(),
+            DATA: DataIteratorHandler(while_saving=self._while_saving if self.faults else None),
             CONFIG: ocp.JsonCheckpointHandler(),
         }
         self.manager = ocp.CheckpointManager(self.directory, item_handlers=handlers, options=options)
+        _install_no_metrics_filter()
+
+    def _set_aside_uncommitted(self) -> None:
+        """Moves saves that never committed (the run died during them) to ``checkpoints_corrupt/``, with a warning.
+
+        Orbax never restores one, but it deletes it when that step is saved again; a person debugging a
+        crash should find it, so it is moved aside like an unreadable checkpoint.
+        """
+        if jax.process_index() == 0 and self.directory.exists():
+            for path in sorted(self.directory.iterdir(), key=lambda p: p.name):
+                match = _UNCOMMITTED.match(path.name)
+                if match is None or not path.is_dir():
+                    continue
+                target = os.path.join(self.workdir, CORRUPT, path.name)
+                log.warning(
+                    "the save of checkpoint step %s never committed (the run stopped during it): %s is not a "
+                    "checkpoint and is not restored; moving it to %s (not deleted)",
+                    match[1],
+                    path,
+                    target,
+                )
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                shutil.move(os.fspath(path), target)
+        _sync("set_aside_uncommitted")
 
     def all_steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -221,7 +278,15 @@ class Checkpointer:
         if config is not None:
             items[CONFIG] = ocp.args.JsonSave(json.loads(config.to_json()))
         metrics = None if eval_loss is None else {EVAL_METRIC: float(eval_loss)}
-        return self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+        self._saving = step
+        started = self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+        if self.faults is not None:
+            self.manager.wait_until_finished()
+            self.faults("after_commit", step)
+        return started
+
+    def _while_saving(self) -> None:
+        self.faults("in_save", self._saving)
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -348,18 +413,31 @@ def load_params(path: str, step: int | None = None) -> tuple[ml_collections.Conf
         raise CheckpointError(f"step {step} not in {os.fspath(directory)} (have: {steps})")
     step_dir = directory / str(step)
     config = _read_config(step_dir)
-    checkpointer = ocp.PyTreeCheckpointer()
-    meta = checkpointer.metadata(step_dir / STATE)
-    tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree
-    if "params" not in tree:
-        raise CheckpointError(f"{os.fspath(step_dir)} holds no params")
-    shapes = tree["params"]
-    item = {"params": jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), shapes)}
-    restore_args = {"params": jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), shapes)}
-    restored = checkpointer.restore(
-        step_dir / STATE, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
-    )
-    return config, restored["params"], int(step)
+    return config, _read_params(step_dir / STATE), int(step)
+
+
+def _read_params(item_dir: epath.Path) -> dict:
+    """The ``params`` subtree of a ``state`` item, as host NumPy arrays.
+
+    Read with the item's handler, as the ``CheckpointManager`` that wrote it does: the step's
+    ``_CHECKPOINT_METADATA`` lies one level up, next to the items, so a ``Checkpointer`` pointed at the
+    item directory would look for it inside and warn ``Metadata file does not exist``.
+    """
+    handler = ocp.PyTreeCheckpointHandler()
+    try:
+        meta = handler.metadata(item_dir)
+        tree = meta.tree if hasattr(meta, "tree") else meta
+        if "params" not in tree:
+            raise CheckpointError(f"{os.fspath(item_dir.parent)} holds no params")
+        shapes = tree["params"]
+        item = {"params": jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), shapes)}
+        restore_args = {"params": jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), shapes)}
+        restored = handler.restore(
+            item_dir, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
+        )
+    finally:
+        handler.close()
+    return restored["params"]
 
 
 def _read_config(step_dir: epath.Path) -> ml_collections.ConfigDict:

@@ -17,12 +17,18 @@ import hashlib
 import itertools
 import json
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ml_collections
 import numpy as np
 from tqdm import tqdm
+
+from xlmp_jax import console
+
+if __name__ == "__main__":  # the evals import TensorFlow: the CLI imports it first, without its C++ chatter
+    console.import_tensorflow(hide_gpus=True)
 
 from xlmp_jax.evals import finetune, mlm, pool_analysis, retrieval
 from xlmp_jax.evals.encoder import Encoder, Tokenizer
@@ -357,7 +363,8 @@ def run_sweep(
     store = ResultStore(sweep.out)
     total = sum(len(cells) for _, _, cells in plan)
     computed, skipped, new_rows = 0, 0, []
-    with tqdm(total=total, desc="eval sweep", unit="cell", disable=not sweep.progress) as bar:
+    geometry = console.bar_geometry(sys.stderr)
+    with tqdm(total=total, desc="eval sweep", unit="cell", disable=not sweep.progress, **geometry) as bar:
         for workdir, step, cells in plan:
             pending = [(n, k) for n, k in cells if k not in store]
             skipped += len(cells) - len(pending)
@@ -435,6 +442,7 @@ def main(argv: Sequence[str]) -> None:
     del argv
     from xlmp_jax import compile_cache
 
+    console.quiet_library_logs()  # no Orbax INFO lines ("Restoring checkpoint from ...") under the progress bar
     sweep = _CONFIG.value
     compile_cache.enable(sweep.compilation_cache_dir)  # before the first checkpoint's programs compile
     try:

@@ -19,7 +19,9 @@ ENV = "XLMP_FAULTS"
 SIGNALS = {"sigterm": signal.SIGTERM, "sigkill": signal.SIGKILL, "sigint": signal.SIGINT}
 # Where the trainer calls ``inject``; the start-up ones are its phase boundaries, in order.
 STARTUP_POINTS = ("after_config", "after_data", "after_init", "after_restore", "after_first_batch", "after_compile")
-STEP_POINTS = ("after_step", "after_log", "after_checkpoint")
+# In the loop, in the order a step passes them: ``in_eval`` after an eval's first batch, ``in_save`` inside a
+# checkpoint save (its items being written, nothing committed), ``after_commit`` once the save is committed.
+STEP_POINTS = ("after_step", "after_log", "in_eval", "in_save", "after_commit", "after_checkpoint")
 POINTS = STARTUP_POINTS + STEP_POINTS
 
 

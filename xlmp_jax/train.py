@@ -19,12 +19,13 @@ import os
 # Must run before JAX initialises its backends (the first device query).
 _NUM_CPU_DEVICES = os.environ.get("XLMP_NUM_CPU_DEVICES", "")
 
+import functools  # noqa: E402
 import itertools  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Iterator, Sequence  # noqa: E402
+from collections.abc import Callable, Iterator, Sequence  # noqa: E402
 from typing import Any, NamedTuple  # noqa: E402
 
 import jax  # noqa: E402
@@ -37,7 +38,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from xlmp_jax import config_utils  # noqa: E402
+from xlmp_jax import config_utils, console  # noqa: E402
 from xlmp_jax.faults import FaultInjector  # noqa: E402
 from xlmp_jax.preemption import PREEMPTED_EXIT, Preempted, Preemption  # noqa: E402, F401 (PREEMPTED_EXIT: API)
 
@@ -137,10 +138,13 @@ def _pad_to(batch: dict[str, np.ndarray], rows: int, pad_id: int) -> dict[str, n
     }
 
 
-def run_eval(config: ml_collections.ConfigDict, eval_step, state, data, languages: Sequence[str]) -> tuple[dict, dict]:
+def run_eval(
+    config: ml_collections.ConfigDict, eval_step, state, data, languages: Sequence[str], after_batch=None
+) -> tuple[dict, dict]:
     """Held-out MLM loss/accuracy over every batch of ``data`` (the balanced set of
     ``make_balanced_eval_data``): ``eval/loss/<lang>`` per language, ``eval/loss`` their mean (every
-    language weighs the same), ``eval/loss_tokens`` the token-weighted loss; accuracy likewise."""
+    language weighs the same), ``eval/loss_tokens`` the token-weighted loss; accuracy likewise.
+    ``after_batch()`` runs after each batch (the ``in_eval`` fault point)."""
     from xlmp_jax.metrics import language_means, summarize, to_host
 
     train = config.train
@@ -151,6 +155,8 @@ def run_eval(config: ml_collections.ConfigDict, eval_step, state, data, language
         local = {k: v[pi * rows // pc : (pi + 1) * rows // pc] for k, v in batch.items()}  # every host has all rows
         out = {k: to_host(v) for k, v in eval_step(state, local).items()}
         total = out if total is None else {k: total[k] + out[k] for k in total}
+        if after_batch is not None:
+            after_batch()
     if total is None:
         return {}, {}
     scalars, extra = summarize(total, languages, prefix="eval/")
@@ -223,18 +229,18 @@ def _batches(data) -> Iterator[dict]:
 def _say(message: str) -> None:
     """Process 0's console (the run's story: mesh, resume, compile time); absl log elsewhere."""
     if jax.process_index() == 0:
-        print(f"xlmp_jax.train: {message}", flush=True)
+        from tqdm import tqdm
+
+        tqdm.write(f"xlmp_jax.train: {message}", file=sys.stdout)  # above the progress bar, if one is drawn
+        sys.stdout.flush()
     logging.info(message)
 
 
 def _hide_accelerators_from_tensorflow() -> None:
-    """The input pipeline uses TensorFlow on the CPU only; it must not take GPU memory from JAX."""
-    try:
-        import tensorflow as tf
+    """The input pipeline uses TensorFlow on the CPU only; it must not take GPU memory from JAX.
 
-        tf.config.set_visible_devices([], "GPU")
-    except (ImportError, RuntimeError):  # RuntimeError: TF already initialised its devices
-        pass
+    The first import of TensorFlow in a run: ``console`` keeps its C++ start-up lines off the console."""
+    console.import_tensorflow(hide_gpus=True)
 
 
 def train(
@@ -254,14 +260,28 @@ def train(
         with Preemption() as armed:
             return train(config, workdir, peak_flops=peak_flops, preemption=armed)
     phases = _StartupPhases(preemption, FaultInjector())
-    from xlmp_jax import checkpoint, compile_cache, sharding, steps
+    from xlmp_jax import lease
 
     model_config = config_utils.validate_config(config)
-    tcfg = config.train
     workdir = prepare_workdir(workdir)
+    with lease.hold_workdir(workdir) as held:  # one run per work directory, refused before anything compiles
+        return _train_in(config, model_config, workdir, phases, peak_flops, held.check if held else lambda: None)
+
+
+def _train_in(
+    config: ml_collections.ConfigDict,
+    model_config: Any,
+    workdir: str,
+    phases: _StartupPhases,
+    peak_flops: float,
+    check_lease: Callable[[], None],
+) -> dict[str, float]:
+    """``train`` once the work directory is this run's (``check_lease()`` raises once it no longer is)."""
+    from xlmp_jax import checkpoint, compile_cache, sharding, steps
+
+    tcfg = config.train
     # Before anything compiles (the init is a program too); the counters tell the log what the cache served.
     cache = (compile_cache.enable(tcfg.compilation_cache_dir), compile_cache.COUNTER.snapshot())
-
     mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch_size(tcfg.batch_size, mesh, tcfg.grad_accum_steps)
     dp = sharding.data_parallel_size(mesh)
@@ -290,7 +310,7 @@ def train(
     state, shardings = steps.create_train_state(config, mesh, jax.random.key(tcfg.seed))
     phases.end("init")
 
-    ckpt = checkpoint.Checkpointer(workdir, keep=tcfg.keep_checkpoints)
+    ckpt = checkpoint.Checkpointer(workdir, keep=tcfg.keep_checkpoints, faults=phases.faults)
     try:
         restored = ckpt.restore_latest(state, data)
         if restored is not None:
@@ -308,7 +328,7 @@ def train(
         last_step = min(tcfg.steps, tcfg.stop_after) if tcfg.stop_after else tcfg.steps
         if start >= last_step:
             return {}
-        run = _Run(config, model_config, workdir, mesh, shardings, data, eval_data, ckpt, phases, cache)
+        run = _Run(config, model_config, workdir, mesh, shardings, data, eval_data, ckpt, phases, cache, check_lease)
         return _train_loop(run, state, start, last_step, peak_flops=peak_flops)
     finally:
         ckpt.close()
@@ -327,6 +347,7 @@ class _Run(NamedTuple):
     ckpt: Any
     phases: _StartupPhases
     cache: tuple[str | None, tuple[int, int]]  # the compilation cache's directory, its counters at start-up
+    check_lease: Callable[[], None]
 
 
 def _train_loop(run: _Run, state, start: int, last_step: int, *, peak_flops: float) -> dict[str, float]:
@@ -374,6 +395,7 @@ def _train_loop(run: _Run, state, start: int, last_step: int, *, peak_flops: flo
                 _say(f"first step took {time.perf_counter() - window_start:.1f}s")
                 window_start, window_steps, first = time.perf_counter(), 0, False
             fault("after_step", step)
+            run.check_lease()  # before this step's writes: another run may own the work directory now
             preempted = preemption.reached(step)
             if preempted or step % tcfg.log_every == 0 or step == last_step:
                 sums = {k: metrics.to_host(v) for k, v in acc.items()}
@@ -401,7 +423,8 @@ def _train_loop(run: _Run, state, start: int, last_step: int, *, peak_flops: flo
                 raise Preempted(f"SIGTERM: saved checkpoint {ckpt.directory / str(step)} and stopped")
             eval_loss = None
             if eval_step is not None and (step % tcfg.eval_every == 0 or step == tcfg.steps):
-                eval_scalars, eval_extra = run_eval(config, eval_step, state, eval_data, languages)
+                in_eval = functools.partial(fault, "in_eval", step)
+                eval_scalars, eval_extra = run_eval(config, eval_step, state, eval_data, languages, in_eval)
                 writer.write(step, eval_scalars, eval_extra)
                 eval_loss = eval_scalars.get("eval/loss")
                 progress.log(step, eval_scalars)
@@ -419,15 +442,28 @@ def _train_loop(run: _Run, state, start: int, last_step: int, *, peak_flops: flo
 
 
 class _progress:
-    """tqdm progress bar (step, loss, tokens/s, ETA) plus one line per log step; silent off process 0."""
+    """Process 0's progress: a tqdm bar (step, loss, tokens/s, ETA) on a terminal, plain lines otherwise.
+
+    Every log step also prints one line (``step N: loss=...``); without a terminal on stderr (a log file,
+    a pipe) there is no bar and that line ends with the ETA. Silent off process 0.
+    """
 
     def __init__(self, start: int, total: int, active: bool):
-        self.active = active
+        self.active, self.start, self.total = active, start, total
+        self.began = time.perf_counter()
+        self.postfix: dict[str, str] = {}
         self.bar = None
-        if active:
+        if active and console.is_terminal(sys.stderr):
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True, disable=None)
+            self.bar = tqdm(
+                total=total,
+                initial=start,
+                desc="train",
+                unit="step",
+                file=sys.stderr,
+                **console.bar_geometry(sys.stderr),
+            )
 
     def update(self, n: int) -> None:
         if self.bar is not None:
@@ -439,11 +475,21 @@ class _progress:
         keys = [k for k in ("loss", "mlm_accuracy", "eval/loss", "eval/mlm_accuracy") if k in scalars]
         keys += [k for k in ("learning_rate", "grad_norm", "tokens_per_s", "mfu") if k in scalars]
         line = f"step {step}: " + ", ".join(f"{k}={_fmt(scalars[k])}" for k in keys)
-        if self.bar is not None and not self.bar.disable:
-            self.bar.set_postfix({k: _fmt(scalars[k]) for k in keys[:3]}, refresh=False)
-            self.bar.write(line)
+        short = {"loss": "loss", "eval/loss": "eval_loss", "tokens_per_s": "tok/s"}
+        self.postfix.update({name: _fmt(scalars[k]) for k, name in short.items() if k in scalars})
+        if self.bar is not None:
+            self.bar.set_postfix(self.postfix, refresh=False)
+            self.bar.write(line, file=sys.stdout)
         else:
-            print(line, flush=True)
+            print(f"{line}, eta={self.eta(step)}", flush=True)
+
+    def eta(self, step: int) -> str:
+        """Remaining time at this run's average pace since the loop began ('?' before any step)."""
+        done, elapsed = step - self.start, time.perf_counter() - self.began
+        if done <= 0 or elapsed <= 0:
+            return "?"
+        seconds = round(max(self.total - step, 0) * elapsed / done)
+        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
     def close(self) -> None:
         if self.bar is not None:
@@ -507,10 +553,18 @@ def _report_pool(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 def main(argv: Sequence[str]) -> None:
     del argv
-    logging.set_verbosity(logging.WARNING)  # Orbax and TensorFlow are chatty at INFO
+    console.quiet_library_logs()  # Orbax and TensorFlow are chatty at INFO
     from xlmp_jax.checkpoint import CheckpointError, IncompatibleCheckpointError
+    from xlmp_jax.lease import LeaseHeld
 
-    expected = (config_utils.ConfigError, TrainError, CheckpointError, IncompatibleCheckpointError, ValueError)
+    expected = (
+        config_utils.ConfigError,
+        TrainError,
+        CheckpointError,
+        IncompatibleCheckpointError,
+        ValueError,
+        LeaseHeld,
+    )
     try:
         with Preemption() as preemption:  # armed before anything is printed: the first line means "ready"
             config = _CONFIG.value
