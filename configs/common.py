@@ -16,6 +16,10 @@ from xlmp_jax import compile_cache
 from xlmp_jax.model import ModelConfig
 from xlmp_jax.pool import PoolConfig
 
+# The pool's training options in every XLM-P config (PoolConfig's own defaults keep the old MLM-only pool):
+# fixed before measuring, then compared with the old pool by bench.science (SCIENCE.md, ablation). Our choice.
+POOL_TRAINING = dict(key_loss_weight=0.1, diversity_loss_weight=0.1, prompt_init_std=1.0)
+
 
 def model_config(size: str, *, pool: bool, pool_overrides: dict | None = None) -> ml_collections.ConfigDict:
     """The ``config.model`` block: every ``ModelConfig`` field, plus ``pool`` with an ``enabled`` switch.
@@ -24,7 +28,7 @@ def model_config(size: str, *, pool: bool, pool_overrides: dict | None = None) -
     """
     fields = dataclasses.asdict(ModelConfig.preset(size, pool=False))
     fields.pop("pool")
-    pool_fields = {"enabled": pool, **dataclasses.asdict(PoolConfig(**(pool_overrides or {})))}
+    pool_fields = {"enabled": pool, **dataclasses.asdict(PoolConfig(**{**POOL_TRAINING, **(pool_overrides or {})}))}
     model = ml_collections.ConfigDict(fields)
     model.pool = ml_collections.ConfigDict(pool_fields)
     return model
