@@ -362,7 +362,6 @@ def test_a_restart_loads_every_program_from_the_configured_cache(tmp_path):
     cache = tmp_path / "cache"
     args = [
         "--config.train.steps=2",
-        "--config.data.languages=('en','de')",
         f"--config.train.compilation_cache_dir={cache}",
     ]
     env = {k: v for k, v in _env(1, "").items() if k != compile_cache_lib.ENV_DIR}
