@@ -389,3 +389,10 @@ def test_cache_dir_precedence():
     assert compile_cache_lib.resolve_dir("/c", {compile_cache_lib.ENV_DIR: ""}) == "/c"  # empty = unset
     default = config_utils.load_config("configs/tiny.py").train.compilation_cache_dir
     assert compile_cache_lib.resolve_dir(default, {}) == os.path.join(home, ".cache", "xlmp", "jax")
+
+
+def test_unusable_cache_dir_names_the_setting(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ValueError, match=f"compilation cache directory '{blocker}/cache' cannot be created"):
+        compile_cache_lib.enable(str(blocker / "cache"), environ={})

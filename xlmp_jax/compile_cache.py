@@ -47,7 +47,13 @@ def enable(configured: str, environ: Mapping[str, str] | None = None) -> str | N
     if path is None:
         jax.config.update("jax_enable_compilation_cache", False)
         return None
-    os.makedirs(path, exist_ok=True)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:  # one clear line naming the setting, not a traceback
+        raise ValueError(
+            f"compilation cache directory {path!r} cannot be created ({e.strerror or e}); set "
+            "train.compilation_cache_dir to a writable folder, or '' to turn the cache off"
+        ) from e
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", path)
     if ENV_MIN_TIME not in environ:

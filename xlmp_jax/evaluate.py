@@ -444,8 +444,8 @@ def main(argv: Sequence[str]) -> None:
 
     console.quiet_library_logs()  # no Orbax INFO lines ("Restoring checkpoint from ...") under the progress bar
     sweep = _CONFIG.value
-    compile_cache.enable(sweep.compilation_cache_dir)  # before the first checkpoint's programs compile
     try:
+        compile_cache.enable(sweep.compilation_cache_dir)  # before the first checkpoint's programs compile
         result = run_sweep(sweep)
     except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
         raise SystemExit(f"xlmp_jax.evaluate: error: {e}") from None
