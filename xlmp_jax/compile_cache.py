@@ -52,7 +52,7 @@ def enable(configured: str, environ: Mapping[str, str] | None = None) -> str | N
     except OSError as e:  # one clear line naming the setting, not a traceback
         raise ValueError(
             f"compilation cache directory {path!r} cannot be created ({e.strerror or e}); set "
-            "train.compilation_cache_dir to a writable folder, or '' to turn the cache off"
+            "compilation_cache_dir (train.* for training) to a writable folder, or '' to turn the cache off"
         ) from e
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", path)
