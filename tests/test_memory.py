@@ -18,7 +18,8 @@ def _config(**mesh):
 def test_replicated_plan_counts_every_parameter_four_times():
     config = _config(data=-1, fsdp=1, tensor=1)
     p = memory.plan(config, 1)
-    n = count_params(ModelConfig.from_dict(config.model))["total"]
+    counts = count_params(ModelConfig.from_dict(config.model))
+    n = counts["total"] + counts["vocab_padding"]  # the padding rows are allocated too
     assert p["params_total"] == p["params_per_device"] == n
     assert p["params"] == n * 4  # fp32 master weights
     assert p["optimizer"] == 2 * n * 4  # AdamW: two fp32 moments
@@ -49,13 +50,13 @@ def test_activation_formula_and_data_parallel_rows():
     s = t + cfg.pool.length
     d, f, h = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads
     layer = rows * s * ((11 * d + 2 * f) * 4 + 2 * d) + rows * h * s * s * (4 + 4 + 1)  # explicit attention
-    expected = cfg.num_layers * layer + rows * t * d * 8 + rows * k * (cfg.vocab_size * 12 + 3 * d * 4)
+    expected = cfg.num_layers * layer + rows * t * d * 8 + rows * k * (cfg.padded_vocab_size * 12 + 3 * d * 4)
     assert p["activations_no_remat"] == expected
     config.model.hidden_dropout = config.model.attention_dropout = 0.0  # fused attention keeps no S x S terms
     fused = (
         cfg.num_layers * rows * s * (11 * d + 2 * f) * 4
         + rows * t * d * 8
-        + rows * k * (cfg.vocab_size * 12 + 3 * d * 4)
+        + rows * k * (cfg.padded_vocab_size * 12 + 3 * d * 4)
     )
     assert memory.plan(config, 2)["activations_no_remat"] == fused
 

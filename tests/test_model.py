@@ -42,7 +42,10 @@ def test_logits_match_transformers(hf_model, real_batch, attention):
         ref = hf_model(
             input_ids=torch.from_numpy(real_batch).long(), attention_mask=torch.from_numpy(mask).long()
         ).logits.numpy()
-    got = np.asarray(ours["logits"])
+    padded = np.asarray(ours["logits"])
+    assert padded.shape == (*ref.shape[:-1], cfg.padded_vocab_size) and cfg.padded_vocab_size > cfg.vocab_size
+    assert (padded[..., cfg.vocab_size :] == np.finfo(np.float32).min).all()  # the vocabulary padding, masked
+    got = padded[..., : cfg.vocab_size]
     assert got.shape == ref.shape
     real = mask.astype(bool)  # pads' logits are meaningless in both
     assert np.abs(got - ref)[real].max() <= 1e-5
@@ -153,8 +156,8 @@ def test_bf16_compute_keeps_fp32_params_and_tracks_fp32():
     variables = init_params(cfg32, jax.random.key(1))
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(nn.unbox(variables)))
     ids = jax.random.randint(jax.random.key(2), (2, 16), 4, cfg32.vocab_size - 1)
-    out32 = XLMP(cfg32).apply(variables, ids)["logits"]
-    out16 = XLMP(cfg16).apply(variables, ids)["logits"]
+    out32 = XLMP(cfg32).apply(variables, ids)["logits"][..., : cfg32.vocab_size]  # padding: each dtype's lowest
+    out16 = XLMP(cfg16).apply(variables, ids)["logits"][..., : cfg32.vocab_size]
     assert out16.dtype == jnp.bfloat16
     rel = jnp.linalg.norm(out16.astype(jnp.float32) - out32) / jnp.linalg.norm(out32)
     assert rel < 0.05

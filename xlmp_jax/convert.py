@@ -2,7 +2,8 @@
 
 Both directions go through one name map (``_encoder_mapping``), so import (``from_hf_state_dict``) and
 export (``to_hf_state_dict``) cannot drift apart. The prompt pool has no transformers counterpart: on
-import it keeps its fresh initial values; on export it is returned separately.
+import it keeps its fresh initial values; on export it is returned separately. The vocabulary rows (word embeddings, decoder bias) are padded with
+zeros to ``padded_vocab_size`` on import and cut back to ``vocab_size`` on export.
 """
 
 from __future__ import annotations
@@ -25,6 +26,16 @@ def _same(x: Array, cfg: ModelConfig) -> Array:
 
 def _transpose(x: Array, cfg: ModelConfig) -> Array:
     return x.T
+
+
+def _vocab_in(x: Array, cfg: ModelConfig) -> Array:  # [V, ...] -> [padded V, ...], zero rows appended
+    if x.shape[0] != cfg.vocab_size:
+        return x  # left to the shape check, which names both sizes
+    return np.pad(x, [(0, cfg.padded_vocab_size - cfg.vocab_size)] + [(0, 0)] * (x.ndim - 1))
+
+
+def _vocab_out(x: Array, cfg: ModelConfig) -> Array:  # the padding rows stripped: transformers has V
+    return x[: cfg.vocab_size]
 
 
 def _qkv_in(x: Array, cfg: ModelConfig) -> Array:  # torch [H*Dh, D] -> ours [D, H, Dh]
@@ -64,13 +75,13 @@ def _dense(ours: tuple[str, ...], hf: str) -> Iterator[Rule]:
 def _encoder_mapping(cfg: ModelConfig) -> list[Rule]:
     emb = "roberta.embeddings"
     rules: list[Rule] = [
-        (("embeddings", "word_embeddings"), f"{emb}.word_embeddings.weight", _same, _same),
+        (("embeddings", "word_embeddings"), f"{emb}.word_embeddings.weight", _vocab_in, _vocab_out),
         (("embeddings", "position_embeddings"), f"{emb}.position_embeddings.weight", _same, _same),
         (("embeddings", "token_type_embeddings"), f"{emb}.token_type_embeddings.weight", _same, _same),
         *_layer_norm(("embeddings", "layer_norm"), f"{emb}.LayerNorm"),
         *_dense(("lm_head", "dense"), "lm_head.dense"),
         *_layer_norm(("lm_head", "layer_norm"), "lm_head.layer_norm"),
-        (("lm_head", "bias"), "lm_head.bias", _same, _same),
+        (("lm_head", "bias"), "lm_head.bias", _vocab_in, _vocab_out),
     ]
     for i in range(cfg.num_layers):
         ours, hf = f"layer_{i}", f"roberta.encoder.layer.{i}"

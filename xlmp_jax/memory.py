@@ -112,7 +112,7 @@ def activation_bytes(
     else:  # "none" (and, as an upper bound, the partial policies)
         layers = n_layers * per_layer
     embeddings = rows * seq_length * d * (4 + cb)  # gathered sum (fp32) + LayerNorm output
-    head = rows * head_positions * (model_cfg.vocab_size * (cb + 4 + 4) + 3 * d * cb)
+    head = rows * head_positions * (model_cfg.padded_vocab_size * (cb + 4 + 4) + 3 * d * cb)
     return int(layers + embeddings + head)
 
 

@@ -8,6 +8,12 @@ Layout of one forward pass:
   [pool]       drop the Lp prompt positions again                 -> [B, T, D]
   MLM head   = LN(GELU(dense(h))) @ word_embeddings.T + bias       (decoder tied to the embeddings)
 
+Vocabulary padding: the word embeddings and the decoder bias have ``padded_vocab_size`` rows
+(``vocab_size`` rounded up to ``vocab_multiple``) so that the ``vocab`` axis splits evenly over a
+tensor-parallel mesh axis; the padding rows start at zero, are never looked up (ids are checked
+against ``vocab_size``) and their logits are masked to the lowest value (``vocab_mask``).
+Conversions to and from transformers strip and re-add them (``convert``, ``pad_vocab``).
+
 Prompt positions: the retrieved prompt vectors are prepended *after* the embedding LayerNorm and get
 no position or token-type embedding (a prompt is a set of learned vectors, not text). The input's own
 tokens keep exactly the position ids they would have without the pool (XLM-R's padding offset:
@@ -40,6 +46,8 @@ REMAT_POLICIES = {
     "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
 }
 ATTENTION_IMPLS = ("auto", "fused", "explicit", "cudnn")
+# (module, param) of the parameters with one row per vocabulary entry: padded to ``padded_vocab_size``.
+VOCAB_PARAMS = (("embeddings", "word_embeddings"), ("lm_head", "bias"))
 
 # Architecture sizes. tiny is ours (fast tests/demo); base and large are XLM-R's.
 SIZES: dict[str, dict[str, int]] = {
@@ -70,6 +78,10 @@ class ModelConfig:
     """Encoder + pool hyper-parameters. Defaults are XLM-R base's (transformers' config.json)."""
 
     vocab_size: int = 250002
+    # The embedding table, decoder and its bias hold ``padded_vocab_size`` rows: vocab_size rounded up to
+    # a multiple of this, so a tensor-parallel axis can split them (250,002 divides by neither 4 nor 8).
+    # Fixed by the config, not the mesh, so a checkpoint moves between meshes. Padded logits are masked.
+    vocab_multiple: int = 128
     hidden_size: int = 768
     num_layers: int = 12
     num_heads: int = 12
@@ -93,6 +105,7 @@ class ModelConfig:
     def __post_init__(self):
         for name in (
             "vocab_size",
+            "vocab_multiple",
             "hidden_size",
             "num_layers",
             "num_heads",
@@ -137,6 +150,11 @@ class ModelConfig:
     def max_length(self) -> int:
         """Longest input the position table holds (514 - 2 = 512 for XLM-R)."""
         return self.max_position_embeddings - self.pad_token_id - 1
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the embedding table / decoder: ``vocab_size`` rounded up to ``vocab_multiple``."""
+        return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
 
     @property
     def head_dim(self) -> int:
@@ -242,6 +260,58 @@ def _zeros(axes: tuple[str | None, ...]):
     return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
 
 
+def _vocab_rows_init(config: ModelConfig, init: Any, axes: tuple[str | None, ...]):
+    """``init`` for the ``vocab_size`` real rows, zeros for the padding rows below them.
+
+    The real rows get exactly the values of an unpadded table from the same key, and the padding rows
+    hold what an import adds (zeros), so a fresh model and an imported one agree on them.
+    """
+
+    def padded(key, shape, dtype=jnp.float32):
+        real = init(key, (config.vocab_size, *shape[1:]), dtype)
+        return jnp.pad(real, [(0, shape[0] - config.vocab_size)] + [(0, 0)] * (len(shape) - 1))
+
+    return nn.with_logical_partitioning(padded, axes)
+
+
+def vocab_mask(config: ModelConfig, logits: jax.Array) -> jax.Array:
+    """``logits`` [..., padded V] with the padding columns at the dtype's lowest value.
+
+    Every consumer (loss, accuracy, argmax, softmax) then sees zero probability there, and the select
+    passes no gradient to the padding rows. Finite, not -inf: ``0 * lowest`` is 0, ``0 * -inf`` is NaN.
+    An elementwise compare with an iota, so a vocabulary-sharded array stays sharded.
+    """
+    if logits.shape[-1] == config.vocab_size:
+        return logits
+    column = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    return jnp.where(column < config.vocab_size, logits, jnp.finfo(logits.dtype).min)
+
+
+def pad_vocab(config: ModelConfig, params: Mapping[str, Any]) -> dict:
+    """``params`` with the vocabulary rows (word embeddings, decoder bias) zero-padded to ``padded_vocab_size``.
+
+    For trees with ``vocab_size`` rows (a transformers import, a checkpoint written before padding);
+    already padded trees pass unchanged. Works on NumPy and JAX arrays; other leaves are untouched.
+    """
+    out = dict(params)
+    for outer, name in VOCAB_PARAMS:
+        if outer not in out or name not in out[outer]:
+            continue
+        value = out[outer][name]
+        rows = value.shape[0]
+        if rows == config.padded_vocab_size:
+            continue
+        if rows != config.vocab_size:
+            raise ValueError(
+                f"param {outer}/{name} has {rows} rows: neither model.vocab_size={config.vocab_size} nor "
+                f"its padded size {config.padded_vocab_size} (model.vocab_multiple={config.vocab_multiple})"
+            )
+        xp = np if isinstance(value, np.ndarray) else jnp
+        widths = [(0, config.padded_vocab_size - rows)] + [(0, 0)] * (value.ndim - 1)
+        out[outer] = {**out[outer], name: xp.pad(value, widths)}
+    return out
+
+
 def _layer_norm(config: ModelConfig, name: str) -> nn.LayerNorm:
     return nn.LayerNorm(
         epsilon=config.layer_norm_eps,
@@ -291,7 +361,10 @@ class Embeddings(nn.Module):
         cfg = self.config
         pdt = jnp.dtype(cfg.param_dtype)
         self.word_embeddings = self.param(
-            "word_embeddings", _dense_init(cfg, ("vocab", "embed")), (cfg.vocab_size, cfg.hidden_size), pdt
+            "word_embeddings",
+            _vocab_rows_init(cfg, nn.initializers.normal(cfg.initializer_range), ("vocab", "embed")),
+            (cfg.padded_vocab_size, cfg.hidden_size),
+            pdt,
         )
         self.position_embeddings = self.param(
             "position_embeddings",
@@ -320,7 +393,7 @@ class Embeddings(nn.Module):
         return self.dropout(x, deterministic=deterministic)
 
     def attend(self, hidden: jax.Array) -> jax.Array:
-        """The tied decoder: hidden [..., D] @ word_embeddings.T -> [..., V]."""
+        """The tied decoder: hidden [..., D] @ word_embeddings.T -> [..., padded V] (padding unmasked)."""
         table = self.word_embeddings.astype(hidden.dtype)
         return jnp.einsum("...d,vd->...v", hidden, table)
 
@@ -429,7 +502,8 @@ class EncoderLayer(nn.Module):
 
 
 class MLMHead(nn.Module):
-    """dense -> GELU -> LayerNorm -> tied decoder + bias."""
+    """dense -> GELU -> LayerNorm -> tied decoder + bias -> [..., padded V], padding columns masked
+    (``vocab_mask``) and the vocabulary split over the ``vocab`` axis."""
 
     config: ModelConfig
     embeddings: Embeddings  # shared with the encoder: the decoder is tied to the word embeddings
@@ -450,15 +524,16 @@ class MLMHead(nn.Module):
         # Pinned between the two tensor-parallel matmuls (dense: embed_out, decoder: vocab). Left free, the
         # partitioner laid out the decoder's input gradient wrongly on a mesh with data, fsdp and tensor > 1.
         h = nn.with_logical_constraint(h, ("batch", "length", "embed"))
-        bias = self.param("bias", _zeros(("vocab",)), (cfg.vocab_size,), pdt)
-        logits = add_bias(self.embeddings.attend(h), bias.astype(dtype))
+        bias = self.param("bias", _zeros(("vocab",)), (cfg.padded_vocab_size,), pdt)
+        logits = vocab_mask(cfg, add_bias(self.embeddings.attend(h), bias.astype(dtype)))
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
 
 
 class XLMP(nn.Module):
     """XLM-R encoder with an optional prompt pool, and the masked-LM head.
 
-    Returns a dict: ``logits`` (if computed), ``hidden_states`` [B, T, D] (final layer, input tokens
+    Returns a dict: ``logits`` (if computed; [..., padded_vocab_size], the padding columns at the lowest
+    value: cut them with ``[..., :vocab_size]`` for a transformers-shaped result), ``hidden_states`` [B, T, D] (final layer, input tokens
     only), ``pool`` (``weights`` [B, M], ``scores``, ``query``; absent without a pool) and, when
     ``output_hidden_states``, ``all_hidden_states``: embeddings + each layer, prompt positions dropped.
     """
@@ -579,8 +654,12 @@ def param_shapes(config: ModelConfig) -> dict:
 
 
 def count_params(config: ModelConfig) -> dict[str, int]:
-    """Parameter counts: total, encoder (everything but the pool) and pool."""
+    """Parameter counts: total, encoder (everything but the pool) and pool, without the vocabulary padding
+    (so they compare with transformers' XLM-R), and vocab_padding: the padding rows' (allocated) parameters."""
     shapes = param_shapes(config)
     pool = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes.get("pool", {})))
-    total = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
-    return {"total": total, "encoder": total - pool, "pool": pool}
+    allocated = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
+    extra_rows = config.padded_vocab_size - config.vocab_size
+    padding = sum(extra_rows * int(np.prod(shapes[outer][name].shape[1:])) for outer, name in VOCAB_PARAMS)
+    total = allocated - padding
+    return {"total": total, "encoder": total - pool, "pool": pool, "vocab_padding": padding}

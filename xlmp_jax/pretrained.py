@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xlmp_jax.model import XLMP, ModelConfig, check_inputs
+from xlmp_jax.model import XLMP, ModelConfig, check_inputs, pad_vocab
 
 _MIN_BUCKET = 16
 
@@ -48,7 +48,8 @@ def _logits_fn(config: ModelConfig):
     """Jitted logits, one per config: models of one config (e.g. a sweep's checkpoints) share the program."""
 
     def fn(params, ids, mask):
-        return XLMP(config).apply({"params": params}, ids, mask, deterministic=True)["logits"].astype(jnp.float32)
+        logits = XLMP(config).apply({"params": params}, ids, mask, deterministic=True)["logits"]
+        return logits[..., : config.vocab_size].astype(jnp.float32)  # the vocabulary padding cut off
 
     return jax.jit(fn)
 
@@ -199,6 +200,7 @@ def load_pretrained(
 
         run_config, params, loaded_step = checkpoint.load_params(path, step)
         config = ModelConfig.from_dict(run_config.model)
+        params = pad_vocab(config, params)  # a checkpoint written before vocabulary padding has vocab_size rows
         vocab_path = run_config.data.vocab_path
     if dtype is not None:
         config = dataclasses.replace(config, dtype=dtype)

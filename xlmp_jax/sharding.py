@@ -9,8 +9,9 @@ The model names the axes of its parameters and activations (``vocab``, ``embed``
   already taken by ``batch`` there (flax assigns each mesh axis once per array, in rule order);
 * ``heads``, ``mlp``, ``vocab``, ``embed_out`` over ``tensor``: Megatron-style tensor parallelism.
 
-A dimension that a mesh axis does not divide (XLM-R's 250,002-token vocabulary over 4 tensor shards)
-is kept whole instead: see ``fit_spec``.
+The vocabulary is padded by the model (``model.vocab_multiple``) so that ``tensor`` divides it:
+``check_vocab_split`` refuses a mesh that does not, before anything compiles. Any other dimension that a
+mesh axis does not divide is kept whole instead: see ``fit_spec``.
 """
 
 from __future__ import annotations
@@ -133,11 +134,29 @@ def check_batch_size(global_batch_size: int, mesh: Mesh, grad_accum_steps: int =
         )
 
 
+def check_vocab_split(vocab_size: int, vocab_multiple: int, padded_vocab_size: int, mesh: Mesh) -> None:
+    """Raises a ValueError naming the sizes unless the ``vocab`` axis's mesh axes divide the padded vocabulary.
+
+    The embedding table, the decoder bias and the [B, K, V] logits are split over the vocabulary; a
+    size the mesh does not divide would leave them whole on every device.
+    """
+    axes = dict(LOGICAL_RULES)["vocab"]
+    names = () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
+    ways = math.prod(mesh.shape[a] for a in names)
+    if padded_vocab_size % ways:
+        split = " x ".join(f"mesh.{a}={mesh.shape[a]}" for a in names)
+        raise ValueError(
+            f"the padded vocabulary {padded_vocab_size} (model.vocab_size={vocab_size} rounded up to "
+            f"model.vocab_multiple={vocab_multiple}) is not divisible by {split}: set model.vocab_multiple "
+            f"to a multiple of {ways}"
+        )
+
+
 def fit_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> PartitionSpec:
     """Drops the mesh axes of ``spec`` that do not divide the matching dimension of ``shape``.
 
-    XLA needs even shards; a dimension such as XLM-R's 250,002-token vocabulary over 4 tensor shards
-    is better kept whole (replicated) than padded.
+    XLA needs even shards; a dimension a mesh axis does not divide is kept whole (replicated). (The
+    vocabulary is padded by the model instead, and checked by ``check_vocab_split``.)
     """
     out = []
     for i, size in enumerate(shape):

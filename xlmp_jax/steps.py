@@ -150,6 +150,7 @@ def create_train_state(
     from transformers) replaces the random init; the optimizer state is then built from it.
     """
     cfg = model_config(config)
+    check_mesh(cfg, mesh)
     tx = make_optimizer(config.train)
     key = _as_key_data(rng)
 
@@ -201,7 +202,13 @@ def create_train_state(
 
 
 def mlm_loss(
-    logits: jax.Array, targets: jax.Array, weights: jax.Array, *, label_smoothing: float = 0.0, z_loss: float = 0.0
+    logits: jax.Array,
+    targets: jax.Array,
+    weights: jax.Array,
+    *,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    vocab_size: int | None = None,
 ) -> dict[str, jax.Array]:
     """Masked-LM cross-entropy in fp32 over ``logits`` [..., V] at the selected positions.
 
@@ -209,20 +216,34 @@ def mlm_loss(
     the logged loss and perplexity use), ``objective`` (``nll`` with label smoothing against the
     uniform distribution and ``z_loss * logsumexp**2`` if configured: what is minimised) and ``correct``
     (the target has the largest logit, as float); plus ``loss`` = the weighted mean of ``objective`` (a scalar).
+
+    ``vocab_size`` < V marks the last columns as vocabulary padding: zero probability, never the max,
+    outside the smoothing's uniform distribution. Every reduction over V is a max or a sum (the target
+    logit too: an iota compare-and-sum, not a gather), so logits split over V (tensor parallel) stay
+    split: each shard reduces its columns and only [...]-sized partial results cross devices.
     """
     logits = logits.astype(jnp.float32)
     weights = weights.astype(jnp.float32)
+    num_columns = logits.shape[-1]
+    vocab_size = num_columns if vocab_size is None else int(vocab_size)
+    if not 0 < vocab_size <= num_columns:
+        raise ValueError(f"vocab_size={vocab_size} must be in [1, logits' last dimension {num_columns}]")
+    column = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    if vocab_size < num_columns:
+        logits = jnp.where(column < vocab_size, logits, jnp.finfo(jnp.float32).min)
     # One max pass serves both the stable log-sum-exp and the accuracy: an argmax over 250k logits is
     # a separate (index-carrying) reduction that cost 1-3 % of a CPU step. A hit is
     # ``target_logit >= max``, which differs from ``argmax == target`` only on exact ties.
     row_max = jax.lax.stop_gradient(jnp.max(logits, axis=-1))
     lse = row_max + jnp.log(jnp.sum(jnp.exp(logits - row_max[..., None]), axis=-1))
-    target_logit = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    is_target = column == targets[..., None].astype(jnp.int32)
+    target_logit = jnp.sum(jnp.where(is_target, logits, 0.0), axis=-1)
     nll = lse - target_logit
     objective = nll
     if label_smoothing:
-        # CE against (1 - s) * onehot + s / V: lse - (1 - s) * z_target - s * mean(z)
-        objective = lse - (1.0 - label_smoothing) * target_logit - label_smoothing * logits.mean(axis=-1)
+        # CE against (1 - s) * onehot + s / V over the real vocabulary: lse - (1 - s) * z_target - s * mean(z)
+        real_sum = jnp.sum(jnp.where(column < vocab_size, logits, 0.0), axis=-1)
+        objective = lse - (1.0 - label_smoothing) * target_logit - label_smoothing * real_sum / vocab_size
     if z_loss:
         objective = objective + z_loss * jnp.square(lse)
     correct = (target_logit >= row_max).astype(jnp.float32)
@@ -368,13 +389,19 @@ def _micro_batches(batch: dict[str, jax.Array], steps: int) -> dict[str, jax.Arr
 
 
 def _logits_sharding(mesh: Mesh) -> NamedSharding:
-    """Logits [B, K, V] for the loss: rows split like the batch, the vocabulary whole on each device.
+    """Logits [B, K, Vp] for the loss: rows split like the batch, the (padded) vocabulary over ``vocab``'s
+    mesh axis (``sharding.LOGICAL_RULES``: tensor), so no device ever holds a whole [B, K, Vp] block.
 
-    The decoder matmul may still run vocabulary-parallel; only its [B, K, V] output is gathered. (The
-    wrong gradients once seen with the vocabulary split here came from the head's unpinned decoder input,
-    now constrained in ``model.MLMHead``; a vocabulary-split loss still needs padding and masking.)
+    ``mlm_loss`` reduces over the split vocabulary with maxes and sums only. (Wrong gradients once seen
+    with the vocabulary split here came from the head's unpinned decoder input, since constrained to
+    (batch, length, embed) in ``model.MLMHead``, not from the split loss.)
     """
-    return NamedSharding(mesh, jax.sharding.PartitionSpec(sh.BATCH_AXES, None, None))
+    return nn.logical_to_mesh_sharding(jax.sharding.PartitionSpec("batch", "length", "vocab"), mesh, sh.LOGICAL_RULES)
+
+
+def check_mesh(cfg: ModelConfig, mesh: Mesh) -> None:
+    """Raises a ValueError, before anything compiles, unless the mesh splits the padded vocabulary evenly."""
+    sh.check_vocab_split(cfg.vocab_size, cfg.vocab_multiple, cfg.padded_vocab_size, mesh)
 
 
 def make_train_step(
@@ -399,6 +426,7 @@ def make_train_step(
     ``compiler_options`` go to ``jax.jit`` (tests use a low XLA optimisation level to compile fast).
     """
     cfg = model_config(config)
+    check_mesh(cfg, mesh)
     model = XLMP(cfg)
     train = config.train
     tx = make_optimizer(train)
@@ -418,7 +446,12 @@ def make_train_step(
         outputs = _apply_model(model, params, micro, rng)
         outputs["logits"] = jax.lax.with_sharding_constraint(outputs["logits"], logits_sharding)
         terms = mlm_loss(
-            outputs["logits"], micro["mlm_targets"], micro["mlm_weights"], label_smoothing=smoothing, z_loss=z_loss
+            outputs["logits"],
+            micro["mlm_targets"],
+            micro["mlm_weights"],
+            label_smoothing=smoothing,
+            z_loss=z_loss,
+            vocab_size=cfg.vocab_size,
         )
         sums = _sums(terms, micro, outputs, languages)
         loss = sums["objective_sum"] / total
@@ -501,6 +534,7 @@ def make_eval_step(
     divide (an eval set's last batch) is padded with rows that carry no predictions.
     """
     cfg = model_config(config)
+    check_mesh(cfg, mesh)
     model = XLMP(cfg)
     mlm_rate = float(config.data.mlm_rate)
     languages = _num_languages(config, num_languages)
@@ -511,7 +545,7 @@ def make_eval_step(
             batch = gather_predictions(batch, max_predictions(batch["input_ids"].shape[1], mlm_rate))
             outputs = _apply_model(model, params, batch, None)
             outputs["logits"] = jax.lax.with_sharding_constraint(outputs["logits"], _logits_sharding(mesh))
-            terms = mlm_loss(outputs["logits"], batch["mlm_targets"], batch["mlm_weights"])
+            terms = mlm_loss(outputs["logits"], batch["mlm_targets"], batch["mlm_weights"], vocab_size=cfg.vocab_size)
             sums = _sums(terms, batch, outputs, languages)
             _add_pool_terms(cfg, params, outputs, batch, sums)
             return _finalize(sums)

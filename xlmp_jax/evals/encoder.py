@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xlmp_jax.model import XLMP, ModelConfig
+from xlmp_jax.model import XLMP, ModelConfig, pad_vocab
 
 
 class Tokenizer(Protocol):
@@ -108,7 +108,8 @@ class Encoder:
     max_length: int = 128
 
     def __post_init__(self):
-        self.params = jax.device_put(unwrap_params(self.params))
+        # pad_vocab: a checkpoint written before vocabulary padding has vocab_size rows
+        self.params = jax.device_put(pad_vocab(self.config, unwrap_params(self.params)))
         self.max_length = min(self.max_length, self.config.max_length)
         self.model = XLMP(self.config)
 

@@ -34,7 +34,7 @@ def _mlm_sums(model, params, input_ids, attention_mask, positions, targets, weig
     """Per-row sums of loss, correct predictions and weight over the K highest-weight positions."""
     top_w, top_i = jax.lax.top_k(weights, num_predictions)
     out = model.apply({"params": params}, input_ids, attention_mask, positions, mlm_positions=top_i, deterministic=True)
-    logits = out["logits"].astype(jnp.float32)
+    logits = out["logits"][..., : model.config.vocab_size].astype(jnp.float32)  # vocabulary padding cut off
     labels = jnp.take_along_axis(targets, top_i, axis=1)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
