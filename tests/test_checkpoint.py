@@ -213,3 +213,45 @@ def test_an_uncommitted_save_is_moved_aside_with_a_warning_never_restored(tmp_pa
     assert f"the save of checkpoint step 5 never committed (the run stopped during it): {half}" in message
     assert f"moving it to {moved} (not deleted)" in message
     ckpt.close()
+
+
+def test_checkpoint_written_before_vocab_padding_is_padded_on_restore(tmp_path, caplog):
+    """A state with vocab_size rows (vocab_multiple=1: the layout before padding) resumes into a padded
+    model on a tensor-parallel mesh: real rows as saved, padding rows zero, in params and both Adam moments."""
+    old_config = _config(**{"model.vocab_multiple": 1})
+    _, old, _ = _state(old_config, jax.devices()[:8])
+    saved = _perturbed(old, 5)
+    ckpt = checkpoint.Checkpointer(str(tmp_path))
+    ckpt.save(5, saved)
+    ckpt.close()
+
+    config = _config(**{"mesh.data": 4, "mesh.tensor": 2})
+    _, fresh, _ = _state(config, jax.devices()[:8])
+    vocab, padded = config.model.vocab_size, steps.model_config(config).padded_vocab_size
+    assert saved.params["embeddings"]["word_embeddings"].shape[0] == vocab < padded
+    with caplog.at_level(logging.WARNING):
+        restored, step = checkpoint.Checkpointer(str(tmp_path)).restore_latest(fresh)
+    assert step == 5 and "before vocabulary padding" in caplog.text
+    assert int(restored.step) == int(saved.step)
+    for path, x in jax.tree_util.tree_leaves_with_path(restored.params):
+        name = jax.tree_util.keystr(path)
+        want = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(saved.params)}[name]
+        got = np.asarray(x)
+        if got.shape != want.shape:
+            assert got.shape[0] == padded and ("word_embeddings" in name or "['lm_head']['bias']" in name), name
+            np.testing.assert_array_equal(got[:vocab], np.asarray(want), err_msg=name)
+            assert not got[vocab:].any(), name
+        else:
+            np.testing.assert_array_equal(got, np.asarray(want), err_msg=name)
+    adam = [s for s in jax.tree.leaves(restored.opt_state, is_leaf=lambda x: hasattr(x, "mu")) if hasattr(s, "mu")]
+    old_adam = [s for s in jax.tree.leaves(saved.opt_state, is_leaf=lambda x: hasattr(x, "mu")) if hasattr(s, "mu")]
+    for moment in ("mu", "nu"):
+        got = getattr(adam[0], moment)["embeddings"]["word_embeddings"]
+        assert got.shape[0] == padded and got.sharding == fresh.params["embeddings"]["word_embeddings"].sharding
+        np.testing.assert_array_equal(
+            np.asarray(got)[:vocab], np.asarray(getattr(old_adam[0], moment)["embeddings"]["word_embeddings"])
+        )
+        assert not np.asarray(got)[vocab:].any()
+    emb = restored.params["embeddings"]["word_embeddings"]
+    assert emb.sharding == fresh.params["embeddings"]["word_embeddings"].sharding
+    assert {s.data.shape[0] for s in emb.addressable_shards} == {padded // 2}  # split over tensor

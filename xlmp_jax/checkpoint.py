@@ -12,7 +12,8 @@ Kept: the last ``keep`` checkpoints plus the one with the best (lowest) eval los
 the arrays straight into the shardings of the target state, so a run can resume on another mesh. A
 checkpoint that cannot be read is *moved aside* to ``WORKDIR/checkpoints_corrupt/`` (never deleted),
 with a warning naming it, and the previous one is used. A checkpoint whose parameter shapes differ
-from the model's is an ``IncompatibleCheckpointError`` naming the path and the parameter.
+from the model's is an ``IncompatibleCheckpointError`` naming the path and the parameter, except one
+written before vocabulary padding (``model.vocab_multiple``), whose vocabulary rows are padded on restore.
 """
 
 from __future__ import annotations
@@ -191,6 +192,49 @@ def check_compatible(saved_tree: Any, target_state: Any, where: str) -> None:
                 )
 
 
+# Checkpoints written before vocabulary padding: their vocabulary leaves have vocab_size rows, the model's
+# padded_vocab_size. They are read at the saved size (replicated) and zero-padded into the target sharding:
+# the padding rows of the params and of both Adam moments are zeros, as in a fresh padded state.
+_VOCAB_LEAVES = ("embeddings/word_embeddings", "lm_head/bias")
+
+
+def _unpadded_vocab(saved: dict[str, tuple], target: dict[str, tuple]) -> dict[str, tuple]:
+    """name -> saved shape of the vocabulary leaves saved with fewer rows than the target has (else equal)."""
+    out = {}
+    for name, shape in saved.items():
+        want = target.get(name)
+        if want is None or want == shape or not name.endswith(_VOCAB_LEAVES):
+            continue
+        if len(shape) == len(want) and shape[1:] == want[1:] and shape[0] < want[0]:
+            out[name] = shape
+    return out
+
+
+def _with_shapes(abstract: Any, shapes: dict[str, tuple]) -> Any:
+    """``abstract`` with the named leaves given those shapes, replicated over their mesh."""
+
+    def leaf(path, x):
+        name = _path_str(path)
+        if name not in shapes:
+            return x
+        sharding = jax.sharding.NamedSharding(x.sharding.mesh, jax.sharding.PartitionSpec())
+        return jax.ShapeDtypeStruct(shapes[name], x.dtype, sharding=sharding)
+
+    return jax.tree_util.tree_map_with_path(leaf, abstract)
+
+
+def _pad_rows(restored: Any, target: Any, names: dict[str, tuple]) -> Any:
+    """The named leaves of ``restored`` zero-padded to ``target``'s shapes and placed in its shardings."""
+
+    def leaf(path, x, want):
+        if _path_str(path) not in names:
+            return x
+        widths = [(0, want.shape[0] - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
+        return jax.device_put(jax.numpy.pad(x, widths), want.sharding)
+
+    return jax.tree_util.tree_map_with_path(leaf, restored, target)
+
+
 # --------------------------------------------------------------------------------------------------
 
 
@@ -301,11 +345,16 @@ class Checkpointer:
         saved = self.manager.item_metadata(step)[STATE]
         if saved is None:
             raise CheckpointError(f"{where} has no train state")
-        check_compatible(saved.tree if hasattr(saved, "tree") else saved, like, where)
+        saved_tree = saved.tree if hasattr(saved, "tree") else saved
+        target = _abstract(like)
+        unpadded = _unpadded_vocab(_shapes(saved_tree), _shapes(target))
+        if unpadded:
+            log.warning("checkpoint %s was written before vocabulary padding: padding %s", where, sorted(unpadded))
+        check_compatible(saved_tree, _with_shapes(target, unpadded), where)
         restored = self.manager.restore(
-            step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(_abstract(like))})
+            step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(_with_shapes(target, unpadded))})
         )
-        state = from_storable(restored[STATE], like)
+        state = from_storable(_pad_rows(restored[STATE], target, unpadded), like)
         if data is not None:  # separately: a changed data pipeline must not make a good checkpoint look corrupt
             try:
                 self.manager.restore(step, args=ocp.args.Composite(**{DATA: DataIteratorRestore(data)}))
