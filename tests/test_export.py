@@ -196,8 +196,12 @@ def test_tokenizer_agrees_on_the_whole_sample(exported, sample_vocab):
 
 
 def _ours(config, params, ids, mask):
+    """Our logits cut to transformers' vocabulary (the padding columns, checked masked, dropped)."""
     out = _apply_fn(config)(params, ids, mask)
-    return np.asarray(out["logits"]), out
+    logits = np.asarray(out["logits"])
+    assert logits.shape[-1] == config.padded_vocab_size > config.vocab_size
+    assert (logits[..., config.vocab_size :] == np.finfo(np.float32).min).all()
+    return logits[..., : config.vocab_size], out
 
 
 def test_transformers_logits_match_ours(exported, real_batch):
@@ -315,9 +319,45 @@ def test_import_with_fresh_pool(hf_dir):
     np.testing.assert_array_equal(params["pool"]["keys"], np.asarray(fresh["keys"]))
     np.testing.assert_array_equal(params["pool"]["prompts"], np.asarray(fresh["prompts"]))
     state = {k: v.numpy() for k, v in model.state_dict().items()}
+    vocab = config.vocab_size
     np.testing.assert_array_equal(
-        params["embeddings"]["word_embeddings"], state["roberta.embeddings.word_embeddings.weight"]
+        params["embeddings"]["word_embeddings"][:vocab], state["roberta.embeddings.word_embeddings.weight"]
     )
+    np.testing.assert_array_equal(params["lm_head"]["bias"][:vocab], state["lm_head.bias"])
+    # the vocabulary padding is added as zeros, to the model's padded size
+    assert params["embeddings"]["word_embeddings"].shape == (config.padded_vocab_size, config.hidden_size)
+    assert params["lm_head"]["bias"].shape == (config.padded_vocab_size,) and vocab < config.padded_vocab_size
+    assert not params["embeddings"]["word_embeddings"][vocab:].any() and not params["lm_head"]["bias"][vocab:].any()
+
+
+def test_export_strips_and_import_re_adds_the_vocab_padding(exported, real_batch):
+    """The export holds vocab_size rows (the padding of our params, non-zero here, is cut off); reading it
+    back pads zeros, and the logits stay transformers' over the real vocabulary."""
+    from safetensors.numpy import load_file
+
+    config, params, path = exported["baseline"]
+    vocab, padded = config.vocab_size, config.padded_vocab_size
+    assert np.abs(params["embeddings"]["word_embeddings"][vocab:]).max() > 0  # padding rows not zero here
+    state = load_file(os.path.join(path, "model.safetensors"))
+    assert state["roberta.embeddings.word_embeddings.weight"].shape == (vocab, config.hidden_size)
+    assert state["lm_head.bias"].shape == (vocab,)
+    np.testing.assert_array_equal(
+        state["roberta.embeddings.word_embeddings.weight"], params["embeddings"]["word_embeddings"][:vocab]
+    )
+    back = export.load_hf_encoder(path, config, None)
+    assert back["embeddings"]["word_embeddings"].shape == (padded, config.hidden_size)
+    np.testing.assert_array_equal(
+        back["embeddings"]["word_embeddings"][:vocab], state["roberta.embeddings.word_embeddings.weight"]
+    )
+    assert not back["embeddings"]["word_embeddings"][vocab:].any() and not back["lm_head"]["bias"][vocab:].any()
+    ids, mask = real_batch
+    model = transformers.AutoModelForMaskedLM.from_pretrained(path).eval()
+    with torch.no_grad():
+        ref = model(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask).long()).logits
+    got, _ = _ours(config, back, ids, mask)
+    assert got.shape == tuple(ref.shape)
+    assert np.abs(got - ref.numpy()).max() <= 1e-4
+    np.testing.assert_array_equal(got, _ours(config, params, ids, mask)[0])  # padding rows never mattered
 
 
 def test_import_rejects_other_architectures(hf_dir, tmp_path, sample_vocab):
