@@ -94,7 +94,7 @@ def test_model_prepends_prompts_and_extends_mask():
     got = state["intermediates"]["layer_0"]["__call__"][0]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     assert out["hidden_states"].shape == (2, ids.shape[1], cfg.hidden_size)  # prompt positions dropped
-    assert out["logits"].shape == (2, ids.shape[1], cfg.vocab_size)
+    assert out["logits"].shape == (2, ids.shape[1], cfg.padded_vocab_size)
 
 
 def test_padding_does_not_change_real_tokens():
