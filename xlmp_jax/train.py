@@ -260,9 +260,11 @@ def train(
         with Preemption() as armed:
             return train(config, workdir, peak_flops=peak_flops, preemption=armed)
     phases = _StartupPhases(preemption, FaultInjector())
+    from data_pipelines import preflight as data_preflight
     from xlmp_jax import lease
 
     model_config = config_utils.validate_config(config)
+    data_preflight.check_run_data(config)  # vocabulary size, local files' first records, TFDS names
     workdir = prepare_workdir(workdir)
     with lease.hold_workdir(workdir) as held:  # one run per work directory, refused before anything compiles
         return _train_in(config, model_config, workdir, phases, peak_flops, held.check if held else lambda: None)
@@ -525,7 +527,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(argv)
     except config_utils.OVERRIDE_ERRORS as e:
-        _fail(f"bad command line: {config_utils.describe_override_error(e)}")
+        _fail(f"bad command line: {config_utils.describe_override_error(e, argv)}")
 
 
 def _fail(message: str) -> None:
