@@ -43,6 +43,11 @@ from xlmp_jax.faults import FaultInjector  # noqa: E402
 from xlmp_jax.preemption import PREEMPTED_EXIT, Preempted, Preemption  # noqa: E402, F401 (PREEMPTED_EXIT: API)
 
 config_utils.ensure_importable()
+# Without --config, ml_collections parses the default config and applies the --config.x overrides while the
+# flag is defined, at import, where a bad override is a traceback; naming the default defers that to
+# _parse_flags, which reports it in one line.
+if __name__ == "__main__" and not any(a == "--config" or a.startswith("--config=") for a in sys.argv[1:]):
+    sys.argv.insert(1, f"--config={config_utils.DEFAULT_CONFIG}")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", config_utils.DEFAULT_CONFIG, "Run config file (configs/<name>.py); override fields with --config.a.b=v."
