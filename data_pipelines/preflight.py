@@ -10,8 +10,8 @@
   is a JSON object holding ``data.text_field``); the first bad file is named with its line;
 * a TFDS name (mc4, wiki40b) is one that TFDS knows, looked up in its local registry (no network).
 
-Remote paths (``gs://...``) are left to the readers: they are checked when they are opened. A bad line
-deeper in a corpus is reported by the reader, naming the file and line.
+Remote paths (``gs://...``) are left to the readers: they are checked when they are opened. Lines after
+a file's first record are the reader's to check as it reads them.
 Only the standard library and ``sentencepiece`` are used here (TensorFlow only for a TFDS name), so a bad
 input costs a second, not a pipeline build.
 """

@@ -465,9 +465,9 @@ When each check runs:
 - **restore, before any step**: a checkpoint of another model names the first differing parameter and both
   shapes; the checkpoint is left in place.
 - **at the call**: export, `load_pretrained`, the eval sweep and the model's own input check refuse before
-  they read or write anything.
-- **at read time** (not in this table): a bad line deeper in a corpus is reported by the input pipeline,
-  naming the file and the line; remote (`gs://`) files are checked when they are opened.
+  they write or compile anything.
+- **at read time** (not in this table): lines after a file's first record are the input pipeline's to check
+  as it reads them; remote (`gs://`) files are checked when they are opened.
 
 Cases marked "saved state kept" also assert that the work directory's bytes are unchanged after the error.
 """
