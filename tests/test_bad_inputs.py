@@ -235,6 +235,15 @@ def _tpu_type(tmp):
     return lambda: preflight.tpu_accelerator("v4-7")
 
 
+def _launch_config(spec: str):
+    def setup(tmp):
+        from launch import preflight
+
+        return lambda: preflight.load_config(spec)
+
+    return setup
+
+
 def _xz(body: bytes) -> bytes:
     return lzma.compress(body)
 
@@ -379,6 +388,10 @@ def catalogue() -> list[Case]:
              r"XLMP_FAULTS: bad entry 'sigterm@after_lunch': the point must be one of", "after_lunch", STARTUP),
         Case("token-id-out-of-range", "id 8002 fed to the 8,002-id tiny model", _token_ids, ValueError,
              r"token id 8002 is outside the vocabulary \[0, 8002\)", "8002", CALL),
+        Case("launch-base-with-sample-vocab", "`launch.preflight --config=configs/base.py` as shipped",
+             _launch_config("configs/base.py"), PreflightError,
+             r"model\.vocab_size=250002 is larger than the data vocabulary", "250002",
+             "launch preflight, on the launching machine"),
         Case("launch-bad-tpu-type", "`launch.tpu --accelerator_type=v4-7`", _tpu_type, PreflightError,
              r"v4-7", "v4-7", "launch preflight, on the launching machine"),
     ]  # fmt: skip
