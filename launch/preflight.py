@@ -131,6 +131,11 @@ def load_config(config: str, overrides: Sequence[str] = ()) -> ml_collections.Co
     try:
         cfg = config_utils.load_config(config, overrides)
         validate_data_config(cfg.data)  # field checks only (no file access: data may live on the cluster)
+        if os.path.isfile(cfg.data.vocab_path):  # one here (the shipped sample's): its size must be the model's
+            from data_pipelines import preflight as data_preflight
+
+            size = data_preflight.vocabulary_size(cfg.data.vocab_path)
+            data_preflight.check_vocab_size(cfg.model.vocab_size, cfg.data.vocab_path, size)
     except ValueError as e:  # ConfigError is one
         raise PreflightError(str(e)) from e
     return cfg

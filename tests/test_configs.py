@@ -64,7 +64,7 @@ def test_overrides_and_json_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("train.stepz=3", 'unknown config field stepz (did you mean "steps"'),
+        ("train.stepz=3", 'unknown config field train.stepz (did you mean "steps"'),
         ("train.steps=abc", "--config.train.steps=abc"),
         ("model.pool.size=1.5", "--config.model.pool.size=1.5"),
         ("train.steps=0", "train.steps must be a positive integer, got 0"),

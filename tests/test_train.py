@@ -317,7 +317,7 @@ def test_cli_errors_are_one_clear_line(tmp_path, compile_cache):
     unknown = subprocess.run(
         _cmd(tmp_path, "--config.train.stepz=3"), env=env, cwd=REPO, capture_output=True, text=True, timeout=120
     )
-    assert unknown.returncode == 2 and "unknown config field stepz" in unknown.stderr, unknown.stderr[-2000:]
+    assert unknown.returncode == 2 and "unknown config field train.stepz" in unknown.stderr, unknown.stderr[-2000:]
     assert not os.listdir(tmp_path)  # nothing was started
 
 

@@ -8,6 +8,7 @@ The resolved config is written as ``DIR/config.json`` and can be read back with 
 from __future__ import annotations
 
 import json
+import math
 import os
 import pathlib
 import re
@@ -81,7 +82,7 @@ def load_config(spec: str = DEFAULT_CONFIG, overrides: Sequence[str] = ()) -> ml
         flag_values(argv)
         config = flag_values.config
     except OVERRIDE_ERRORS as e:
-        raise ConfigError(f"bad config override in {argv[2:]}: {describe_override_error(e)}") from e
+        raise ConfigError(f"bad config override in {argv[2:]}: {describe_override_error(e, argv)}") from e
     validate_config(config)
     return config
 
@@ -89,17 +90,34 @@ def load_config(spec: str = DEFAULT_CONFIG, overrides: Sequence[str] = ()) -> ml
 OVERRIDE_ERRORS = (flags.Error, AttributeError, KeyError, TypeError, ValueError)
 
 
-def describe_override_error(e: Exception) -> str:
-    """One readable line for an ml_collections override failure (unknown field, wrong type)."""
+def describe_override_error(e: Exception, argv: Sequence[str] = ()) -> str:
+    """One readable line for an ml_collections override failure (unknown field, wrong type).
+
+    ml_collections names only the last part of an unknown field (``stepz``); the override in ``argv`` that
+    holds it gives the full path (``train.stepz``).
+    """
     message = " ".join(str(e).replace("\\n", " ").split()).replace("\\'", "'")
     if len(message) > 1 and message[0] == message[-1] == "'":
         message = message[1:-1]
     if isinstance(e, KeyError | AttributeError) or isinstance(e.__cause__ or e.__context__, KeyError | AttributeError):
         hint = re.match(r"^'?([\w.]+)'? Did you mean (.*?)\??$", message)
         message = (
-            f"unknown config field {hint[1]} (did you mean {hint[2]}?)" if hint else "unknown config field " + message
+            f"unknown config field {_full_field(hint[1], argv)} (did you mean {hint[2]}?)"
+            if hint
+            else "unknown config field " + message
         )
     return message
+
+
+def _full_field(name: str, argv: Sequence[str]) -> str:
+    """``config.train.stepz`` for ``stepz`` if one ``--config.`` override in ``argv`` has that part."""
+    for item in argv:
+        if not item.startswith("--config."):
+            continue
+        parts = item.removeprefix("--config.").split("=", 1)[0].split(".")
+        if name in parts:
+            return ".".join(parts[: parts.index(name) + 1])
+    return name
 
 
 def validate_config(config: ml_collections.ConfigDict) -> ModelConfig:
@@ -122,8 +140,7 @@ def validate_config(config: ml_collections.ConfigDict) -> ModelConfig:
             raise ConfigError(f"train.{name} must be a non-negative integer, got {value!r}")
     if train.warmup_steps > train.steps:
         raise ConfigError(f"train.warmup_steps={train.warmup_steps} exceeds train.steps={train.steps}")
-    if train.learning_rate < 0:
-        raise ConfigError(f"train.learning_rate must be >= 0, got {train.learning_rate!r}")
+    _check_train_floats(train)
     if train.batch_size % train.grad_accum_steps:
         raise ConfigError(
             f"train.batch_size={train.batch_size} is not divisible by train.grad_accum_steps={train.grad_accum_steps}"
@@ -134,6 +151,12 @@ def validate_config(config: ml_collections.ConfigDict) -> ModelConfig:
             raise ConfigError(f"mesh.{axis} must be a positive integer or -1 (= the rest), got {value!r}")
     if sum(config.mesh[a] == -1 for a in ("data", "fsdp", "tensor")) > 1:
         raise ConfigError(f"at most one mesh axis may be -1, got mesh={config.mesh.to_dict()}")
+    from data_pipelines.config import validate_data_config
+
+    try:
+        validate_data_config(config.data)  # field values only; files are checked at start-up
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     seq = config.data.seq_length
     if seq > model.max_length:
         raise ConfigError(
@@ -141,6 +164,31 @@ def validate_config(config: ml_collections.ConfigDict) -> ModelConfig:
             f"(model.max_position_embeddings={model.max_position_embeddings} holds {model.max_length} tokens)"
         )
     return model
+
+
+# (field, lowest, highest, whether the lowest itself is allowed); every bound is inclusive but `lowest` may not be.
+_TRAIN_FLOATS = (
+    ("learning_rate", 0.0, math.inf, False),  # 0 trains nothing: a typo, not a run
+    ("weight_decay", 0.0, math.inf, True),
+    ("b1", 0.0, 1.0, True),
+    ("b2", 0.0, 1.0, True),
+    ("eps", 0.0, math.inf, False),
+    ("grad_clip", 0.0, math.inf, True),  # 0 = off
+    ("label_smoothing", 0.0, 1.0, True),
+    ("z_loss", 0.0, math.inf, True),
+    ("peak_flops", 0.0, math.inf, True),  # 0 = the device table
+)
+
+
+def _check_train_floats(train: ml_collections.ConfigDict) -> None:
+    for name, low, high, low_ok in _TRAIN_FLOATS:
+        if name not in train:
+            continue
+        value = train[name]
+        number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        if not number or not (value >= low if low_ok else value > low) or value > high:
+            bounds = f"{'[' if low_ok else '('}{low}, {high}{']' if math.isfinite(high) else ')'}"
+            raise ConfigError(f"train.{name} must be a finite number in {bounds}, got {value!r}")
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> str:

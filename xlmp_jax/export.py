@@ -286,7 +286,10 @@ def load_exported_pool(directory: str, pool: PoolConfig, hidden_size: int) -> di
     path = os.path.join(directory, POOL_WEIGHTS_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{directory!r} has {POOL_CONFIG_FILE} but no {POOL_WEIGHTS_FILE}")
-    arrays = load_file(path)
+    try:
+        arrays = load_file(path)
+    except Exception as e:  # noqa: BLE001 -- safetensors raises its own SafetensorError (and OSError)
+        raise ValueError(f"{path!r} is not a readable safetensors file ({e}); export the checkpoint again") from None
     want = {"keys": (pool.size, hidden_size), "prompts": (pool.size, pool.length, hidden_size)}
     got = {k: tuple(arrays[k].shape) if k in arrays else None for k in want}
     if got != want:

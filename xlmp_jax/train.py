@@ -43,6 +43,11 @@ from xlmp_jax.faults import FaultInjector  # noqa: E402
 from xlmp_jax.preemption import PREEMPTED_EXIT, Preempted, Preemption  # noqa: E402, F401 (PREEMPTED_EXIT: API)
 
 config_utils.ensure_importable()
+# Without --config, ml_collections parses the default config and applies the --config.x overrides while the
+# flag is defined, at import, where a bad override is a traceback; naming the default defers that to
+# _parse_flags, which reports it in one line.
+if __name__ == "__main__" and not any(a == "--config" or a.startswith("--config=") for a in sys.argv[1:]):
+    sys.argv.insert(1, f"--config={config_utils.DEFAULT_CONFIG}")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", config_utils.DEFAULT_CONFIG, "Run config file (configs/<name>.py); override fields with --config.a.b=v."
@@ -260,9 +265,11 @@ def train(
         with Preemption() as armed:
             return train(config, workdir, peak_flops=peak_flops, preemption=armed)
     phases = _StartupPhases(preemption, FaultInjector())
+    from data_pipelines import preflight as data_preflight
     from xlmp_jax import lease
 
     model_config = config_utils.validate_config(config)
+    data_preflight.check_run_data(config)  # vocabulary size, local files' first records, TFDS names
     workdir = prepare_workdir(workdir)
     with lease.hold_workdir(workdir) as held:  # one run per work directory, refused before anything compiles
         return _train_in(config, model_config, workdir, phases, peak_flops, held.check if held else lambda: None)
@@ -525,7 +532,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(argv)
     except config_utils.OVERRIDE_ERRORS as e:
-        _fail(f"bad command line: {config_utils.describe_override_error(e)}")
+        _fail(f"bad command line: {config_utils.describe_override_error(e, argv)}")
 
 
 def _fail(message: str) -> None:
