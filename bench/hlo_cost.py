@@ -81,9 +81,10 @@ def group_size(attrs: str, num_devices: int) -> int:
     """The size of the replica groups of a collective, from its attribute text.
 
     Understands the three spellings XLA prints: explicit lists ``{{0,1},{2,3}}`` (``{}`` = all devices),
-    iota lists ``[groups,size]<=[...]`` and named meshes ``mesh['axis_0'=2,'axis_1'=4] {'axis_1'}``.
+    iota lists ``[groups,size]<=[...]`` and named meshes ``mesh['axis_0'=2,'axis_1'=4] {'axis_1'}`` (optionally
+    with ``device_ids=(...)`` before the braces).
     """
-    m = re.search(r"replica_groups=mesh\[([^\]]*)\]\s*\{([^}]*)\}", attrs)
+    m = re.search(r"replica_groups=mesh\[([^\]]*)\][^{]*\{([^}]*)\}", attrs)  # may name device_ids=(...) between
     if m:
         sizes = {k: int(v) for k, v in re.findall(r"'([^']+)'=(\d+)", m.group(1))}
         axes = re.findall(r"'([^']+)'", m.group(2))

@@ -78,19 +78,21 @@ ENTRY %main {
   %a2a = f32[16,4]{1,0} all-to-all(%p0), channel_id=3, replica_groups={}, dimensions={0}
   %cp = bf16[8]{0} collective-permute(%p1), channel_id=4, source_target_pairs={{0,1},{1,0},{2,2}}
   %ags = (bf16[8]{0}, bf16[64]{0}) all-gather-start(%p1), channel_id=5, replica_groups=mesh['x'=2,'y'=4] {'x','y'}, dimensions={0}
-  ROOT %agd = bf16[64]{0} all-gather-done(%ags)
+  %agd = bf16[64]{0} all-gather-done(%ags)
+  ROOT %ar2 = bf16[8]{0} all-reduce(%p1), channel_id=6, replica_groups=mesh['a'=2,'b'=4], device_ids=([4,2]T(1,0)) {'a'}, to_apply=%add
 }
 """
 
 
 def test_hand_written_hlo_group_spellings():
     by_name = {c["name"]: c for c in hlo_cost.collectives(HAND_HLO, 8)}
-    assert set(by_name) == {"rs", "ar", "a2a", "cp", "ags"}  # the -done half is not counted again
+    assert set(by_name) == {"rs", "ar", "a2a", "cp", "ags", "ar2"}  # the -done half is not counted again
     assert (by_name["rs"]["group"], by_name["rs"]["bytes"]) == (4, 3 / 4 * 16 * 4 * 4)
     assert (by_name["ar"]["group"], by_name["ar"]["bytes"]) == (2, 2 * 1 / 2 * (16 * 4 * 4 + 8 * 2))
     assert (by_name["a2a"]["group"], by_name["a2a"]["bytes"]) == (8, 7 / 8 * 16 * 4 * 4)
     assert by_name["cp"]["bytes"] == 8 * 2 * 2 / 8  # two of the three pairs move data, over 8 devices
     assert (by_name["ags"]["group"], by_name["ags"]["size"]) == (8, 64 * 2)
+    assert (by_name["ar2"]["group"], by_name["ar2"]["bytes"]) == (2, 2 * 1 / 2 * 8 * 2)
 
 
 def test_unknown_element_type_is_named():
