@@ -264,9 +264,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument(
         "--fast_backend", type=int, default=1, help="1: LLVM -O0 (same HLO, faster compile; see FAST_BACKEND)"
     )
+    p.add_argument(
+        "--activation_constraints",
+        type=int,
+        default=1,
+        help="0: trace the model without its activation constraints (steps.ACTIVATION_CONSTRAINTS), to compare",
+    )
     p.add_argument("--json", default=RESULTS, help="where to write the results ('' = nowhere)")
     args = p.parse_args(argv)
     layouts = parse_layouts(args.layouts)
+    from xlmp_jax import steps
+
+    steps.ACTIVATION_CONSTRAINTS = bool(args.activation_constraints)
     n = jax.device_count()
     for lay in layouts:
         if lay[0] * lay[1] * lay[2] != n:
@@ -294,6 +303,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seq_length": args.seq,
         "layers_override": args.layers,
         "compiler_options": FAST_BACKEND if args.fast_backend else {},
+        "activation_constraints": bool(args.activation_constraints),
         "rows": rows,
         "fsdp_vs_data_op_excess": excess,
     }
