@@ -1,0 +1,199 @@
+"""What a compiled (SPMD-partitioned) XLA program communicates and multiplies, read from its HLO text.
+
+``compiled.as_text()`` is the per-device program after partitioning: every collective in it is one that
+each device joins. ``collectives`` lists them with the bytes one device sends, by the ring-algorithm
+convention (n = the size of the collective's replica group, ``size`` = the bytes of the buffer named):
+
+* all-reduce:          2 (n - 1) / n x operand size   (reduce-scatter then all-gather around a ring)
+* all-gather:          (n - 1) / n x output size       (the full, gathered buffer)
+* reduce-scatter:      (n - 1) / n x operand size      (the full, unreduced buffer)
+* all-to-all:          (n - 1) / n x operand size      (keeps its own 1/n)
+* collective-permute:  operand size x (pairs with source != target) / devices  (mean over devices)
+
+Variadic (tuple) collectives count every operand. A collective inside a loop body counts once (the
+train step's loops are the RNG's and hold none). ``dot_flops`` adds up 2 x output x contracted size of
+every ``dot`` by the JAX op that made it (the ``op_name`` metadata), to find which op carries FLOPs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from typing import Any
+
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+
+DTYPE_BYTES = {
+    "pred": 1, "s4": 0.5, "u4": 0.5, "s8": 1, "u8": 1, "f8e4m3fn": 1, "f8e5m2": 1,
+    "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "f32": 4,
+    "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16, "token": 0,
+}  # fmt: skip
+
+# `  [ROOT ]%name = <shape> <opcode>(<operands>)<, attributes>`; a tuple shape holds no "word(".
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%([^\s=]+)\s*=\s*(.+?)\s+([a-z][a-z0-9\-]*)\((.*)$")
+_ARRAY = re.compile(r"\b([a-z][a-z0-9]*)\[([0-9,]*)\]")
+_OPERAND = re.compile(r"%([^\s,()]+)")
+
+
+def shape_dims(shape: str) -> list[tuple[str, tuple[int, ...]]]:
+    """``'(f32[2,3]{1,0}, bf16[])'`` -> ``[('f32', (2, 3)), ('bf16', ())]`` (the arrays of a shape, in order)."""
+    out = []
+    for dtype, dims in _ARRAY.findall(shape):
+        if dtype not in DTYPE_BYTES:
+            raise ValueError(f"unknown HLO element type {dtype!r} in shape {shape!r}")
+        out.append((dtype, tuple(int(d) for d in dims.split(",") if d)))
+    return out
+
+
+def shape_bytes(shape: str) -> float:
+    """Bytes of every array in an HLO shape (a tuple's elements summed)."""
+    return float(sum(DTYPE_BYTES[t] * math.prod(d) for t, d in shape_dims(shape)))
+
+
+def _split_operands(rest: str) -> tuple[str, str]:
+    """``'%a, %b), attr=...'`` -> (``'%a, %b'``, ``'attr=...'``): the operand list ends at its closing paren."""
+    depth = 1
+    for i, ch in enumerate(rest):
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth == 0:
+            return rest[:i], rest[i + 1 :]
+    raise ValueError(f"unbalanced operand list in HLO: {rest[:200]!r}")
+
+
+def instructions(hlo_text: str) -> list[dict[str, Any]]:
+    """Every instruction of every computation: name, shape, opcode, operand names, attribute text."""
+    out = []
+    for line in hlo_text.splitlines():
+        m = _INSTRUCTION.match(line)
+        if not m:
+            continue
+        name, shape, opcode, rest = m.groups()
+        operands, attrs = _split_operands(rest)
+        out.append(
+            {"name": name, "shape": shape, "opcode": opcode, "operands": _OPERAND.findall(operands), "attrs": attrs}
+        )
+    return out
+
+
+def group_size(attrs: str, num_devices: int) -> int:
+    """The size of the replica groups of a collective, from its attribute text.
+
+    Understands the three spellings XLA prints: explicit lists ``{{0,1},{2,3}}`` (``{}`` = all devices),
+    iota lists ``[groups,size]<=[...]`` and named meshes ``mesh['axis_0'=2,'axis_1'=4] {'axis_1'}`` (optionally
+    with ``device_ids=(...)`` before the braces).
+    """
+    m = re.search(r"replica_groups=mesh\[([^\]]*)\][^{]*\{([^}]*)\}", attrs)  # may name device_ids=(...) between
+    if m:
+        sizes = {k: int(v) for k, v in re.findall(r"'([^']+)'=(\d+)", m.group(1))}
+        axes = re.findall(r"'([^']+)'", m.group(2))
+        unknown = [a for a in axes if a not in sizes]
+        if unknown:
+            raise ValueError(f"replica group axes {unknown} not in the mesh {m.group(1)!r}")
+        return math.prod(sizes[a] for a in axes)
+    m = re.search(r"replica_groups=\[([0-9,]+)\]<=", attrs)
+    if m:
+        return int(m.group(1).split(",")[-1])
+    m = re.search(r"replica_groups=\{(\{[0-9,]*\})?", attrs)
+    if m:
+        return len(m.group(1).strip("{}").split(",")) if m.group(1) else num_devices
+    raise ValueError(f"no replica_groups in collective attributes {attrs[:200]!r}")
+
+
+def _permute_share(attrs: str, num_devices: int) -> float:
+    pairs = re.findall(r"\{(\d+),(\d+)\}", attrs.split("source_target_pairs=", 1)[-1].split("}}", 1)[0] + "}")
+    moving = sum(1 for s, t in pairs if s != t)
+    return moving / num_devices
+
+
+def collectives(hlo_text: str, num_devices: int) -> list[dict[str, Any]]:
+    """Each collective of the program: ``op``, ``name``, ``group`` (n), ``size`` (bytes of the buffer
+    the convention names) and ``bytes`` (what one device sends, by the module docstring's convention)."""
+    instrs = instructions(hlo_text)
+    shapes = {i["name"]: i["shape"] for i in instrs}
+    out = []
+    for ins in instrs:
+        opcode = ins["opcode"]
+        base = opcode[: -len("-start")] if opcode.endswith("-start") else opcode
+        if base not in COLLECTIVES:
+            continue
+        try:
+            operand_bytes = sum(shape_bytes(shapes[o]) for o in ins["operands"])
+        except KeyError as e:
+            raise ValueError(f"collective {ins['name']} reads {e.args[0]!r}, not defined in the HLO text") from None
+        if base == "collective-permute":
+            out.append(
+                dict(op=base, name=ins["name"], group=2, size=operand_bytes,
+                     bytes=operand_bytes * _permute_share(ins["attrs"], num_devices))
+            )  # fmt: skip
+            continue
+        n = group_size(ins["attrs"], num_devices)
+        if base == "all-gather":
+            size = shape_bytes(ins["shape"])
+            if opcode.endswith("-start"):  # (operands..., outputs...): the gathered half
+                size -= operand_bytes
+        else:
+            size = operand_bytes
+        factor = 2.0 * (n - 1) / n if base == "all-reduce" else (n - 1) / n
+        out.append(dict(op=base, name=ins["name"], group=n, size=size, bytes=factor * size))
+    return out
+
+
+def collective_bytes(hlo_text: str, num_devices: int) -> dict[str, float]:
+    """Bytes one device sends per run of the program, by collective kind, plus ``total``."""
+    totals = {op: 0.0 for op in COLLECTIVES}
+    for c in collectives(hlo_text, num_devices):
+        totals[c["op"]] += c["bytes"]
+    totals["total"] = sum(totals[op] for op in COLLECTIVES)
+    return totals
+
+
+def dot_flops(hlo_text: str) -> dict[str, float]:
+    """FLOPs of the program's ``dot`` instructions (2 x output elements x contracted size), summed by the
+    JAX op (``op_name`` metadata, else ``'dot (no op_name)'``) that produced them."""
+    instrs = instructions(hlo_text)
+    shapes = {i["name"]: i["shape"] for i in instrs}
+    out: dict[str, float] = defaultdict(float)
+    for ins in instrs:
+        if ins["opcode"] != "dot":
+            continue
+        (_, lhs_dims), *_ = shape_dims(shapes[ins["operands"][0]])
+        m = re.search(r"lhs_contracting_dims=\{([0-9,]*)\}", ins["attrs"])
+        contracted = math.prod(lhs_dims[int(d)] for d in m.group(1).split(",") if d) if m else 1
+        (_, out_dims), *_ = shape_dims(ins["shape"])
+        where = re.search(r'op_name="([^"]*)"', ins["attrs"])
+        out[where.group(1) if where else "dot (no op_name)"] += 2.0 * math.prod(out_dims) * contracted
+    return dict(out)
+
+
+# Element-wise opcodes that XLA's cost analysis counts as one FLOP per output element (transcendentals
+# such as exp/log/tanh are counted apart by XLA, and so are left out here; data movement is free).
+ELEMENTWISE_FLOP_OPS = frozenset(
+    "add subtract multiply divide maximum minimum negate abs compare select clamp sign floor ceil "
+    "round-nearest-even round-nearest-afz and or xor not convert remainder".split()
+)
+
+
+def flops_by_op(hlo_text: str) -> dict[str, float]:
+    """Approximate per-op FLOPs of the program: ``dot_flops`` plus one per element of element-wise
+    arithmetic and one per reduced input element, summed by the JAX op (``op_name``) that made them.
+
+    Close to XLA's own ``cost_analysis()['flops']`` (the totals are compared in the cost table), but
+    attributable: diffing two layouts' tables names the op that one of them spends more on.
+    """
+    instrs = instructions(hlo_text)
+    shapes = {i["name"]: i["shape"] for i in instrs}
+    out: dict[str, float] = defaultdict(float, dot_flops(hlo_text))
+    for ins in instrs:
+        op = ins["opcode"]
+        if op in ELEMENTWISE_FLOP_OPS:
+            flops = float(sum(math.prod(d) for _, d in shape_dims(ins["shape"])))
+        elif op == "reduce":
+            half = len(ins["operands"]) // 2  # (inputs..., init values...)
+            flops = float(sum(math.prod(d) for o in ins["operands"][:half] for _, d in shape_dims(shapes[o])))
+        else:
+            continue
+        where = re.search(r'op_name="([^"]*)"', ins["attrs"])
+        out[where.group(1) if where else f"{op} (no op_name)"] += flops
+    return dict(out)

@@ -1,0 +1,120 @@
+"""The HLO collective-bytes and matmul-FLOPs reader (bench.hlo_cost) and the cost table's formulas.
+
+Collectives come from small jitted functions on the 8 simulated CPU devices of conftest, whose bytes
+follow from their shapes and group sizes by the ring convention of ``bench.hlo_cost``.
+"""
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from bench import cost_table, hlo_cost
+
+try:
+    from jax import shard_map
+except ImportError:  # older JAX
+    from jax.experimental.shard_map import shard_map
+
+
+def _mesh(shape, names):
+    return Mesh(np.array(jax.devices()[: int(np.prod(shape))]).reshape(shape), names)
+
+
+def _hlo(fn, *args) -> str:
+    return jax.jit(fn).lower(*args).compile().as_text()
+
+
+def test_psum_all_reduce_bytes():
+    mesh = _mesh((8,), ("x",))
+    x = jax.device_put(jnp.ones((8, 1024), jnp.float32), NamedSharding(mesh, P("x")))
+    fn = shard_map(lambda a: jax.lax.psum(a, "x"), mesh=mesh, in_specs=P("x"), out_specs=P())
+    found = hlo_cost.collectives(_hlo(fn, x), 8)
+    reduces = [c for c in found if c["op"] == "all-reduce"]
+    assert [(c["group"], c["size"]) for c in reduces] == [(8, 1024 * 4)]
+    assert hlo_cost.collective_bytes(_hlo(fn, x), 8)["all-reduce"] == pytest.approx(2 * 7 / 8 * 1024 * 4)
+
+
+def test_all_reduce_over_a_sub_axis_uses_the_group_size():
+    mesh = _mesh((2, 4), ("a", "b"))
+    # fp32: XLA:CPU promotes a bf16 all-reduce to fp32 (the parser then rightly counts 4 bytes an element)
+    x = jax.device_put(jnp.ones((8, 256), jnp.float32), NamedSharding(mesh, P(("a", "b"))))
+    fn = shard_map(lambda v: jax.lax.psum(v, "b"), mesh=mesh, in_specs=P(("a", "b")), out_specs=P("a"))
+    bytes_ = hlo_cost.collective_bytes(_hlo(fn, x), 8)
+    assert bytes_["all-reduce"] == pytest.approx(2 * 3 / 4 * 256 * 4)
+    assert bytes_["total"] == bytes_["all-reduce"]
+
+
+def test_resharding_to_replicated_is_an_all_gather_of_the_full_buffer():
+    mesh = _mesh((8,), ("x",))
+    x = jax.device_put(jnp.ones((64, 32), jnp.float32), NamedSharding(mesh, P("x")))
+    fn = jax.jit(lambda a: a * 2.0, out_shardings=NamedSharding(mesh, P()))
+    text = fn.lower(x).compile().as_text()
+    gathers = [c for c in hlo_cost.collectives(text, 8) if c["op"] == "all-gather"]
+    assert [(c["group"], c["size"]) for c in gathers] == [(8, 64 * 32 * 4)]
+    assert hlo_cost.collective_bytes(text, 8)["all-gather"] == pytest.approx(7 / 8 * 64 * 32 * 4)
+
+
+def test_sharded_matmul_flops_per_device():
+    mesh = _mesh((8,), ("x",))
+    a = jax.device_put(jnp.ones((64, 32), jnp.float32), NamedSharding(mesh, P("x")))
+    b = jax.device_put(jnp.ones((32, 16), jnp.float32), NamedSharding(mesh, P()))
+    text = _hlo(lambda u, v: u @ v, a, b)
+    assert sum(hlo_cost.dot_flops(text).values()) == 2 * (64 // 8) * 32 * 16
+    assert hlo_cost.collective_bytes(text, 8)["total"] == 0
+
+
+# The three replica-group spellings XLA prints, a collective-permute and an async all-gather.
+HAND_HLO = """
+ENTRY %main {
+  %p0 = f32[16,4]{1,0} parameter(0)
+  %p1 = bf16[8]{0} parameter(1)
+  %rs = f32[4,4]{1,0} reduce-scatter(%p0), channel_id=1, replica_groups={{0,1,2,3},{4,5,6,7}}, dimensions={0}
+  %ar = (f32[16,4]{1,0}, bf16[8]{0}) all-reduce(%p0, %p1), channel_id=2, replica_groups=[4,2]<=[8], to_apply=%add
+  %a2a = f32[16,4]{1,0} all-to-all(%p0), channel_id=3, replica_groups={}, dimensions={0}
+  %cp = bf16[8]{0} collective-permute(%p1), channel_id=4, source_target_pairs={{0,1},{1,0},{2,2}}
+  %ags = (bf16[8]{0}, bf16[64]{0}) all-gather-start(%p1), channel_id=5, replica_groups=mesh['x'=2,'y'=4] {'x','y'}, dimensions={0}
+  %agd = bf16[64]{0} all-gather-done(%ags)
+  ROOT %ar2 = bf16[8]{0} all-reduce(%p1), channel_id=6, replica_groups=mesh['a'=2,'b'=4], device_ids=([4,2]T(1,0)) {'a'}, to_apply=%add
+}
+"""
+
+
+def test_hand_written_hlo_group_spellings():
+    by_name = {c["name"]: c for c in hlo_cost.collectives(HAND_HLO, 8)}
+    assert set(by_name) == {"rs", "ar", "a2a", "cp", "ags", "ar2"}  # the -done half is not counted again
+    assert (by_name["rs"]["group"], by_name["rs"]["bytes"]) == (4, 3 / 4 * 16 * 4 * 4)
+    assert (by_name["ar"]["group"], by_name["ar"]["bytes"]) == (2, 2 * 1 / 2 * (16 * 4 * 4 + 8 * 2))
+    assert (by_name["a2a"]["group"], by_name["a2a"]["bytes"]) == (8, 7 / 8 * 16 * 4 * 4)
+    assert by_name["cp"]["bytes"] == 8 * 2 * 2 / 8  # two of the three pairs move data, over 8 devices
+    assert (by_name["ags"]["group"], by_name["ags"]["size"]) == (8, 64 * 2)
+    assert (by_name["ar2"]["group"], by_name["ar2"]["bytes"]) == (2, 2 * 1 / 2 * 8 * 2)
+
+
+def test_unknown_element_type_is_named():
+    with pytest.raises(ValueError, match="q99"):
+        hlo_cost.shape_bytes("q99[4]")
+
+
+def test_tiny_config_data_parallel_against_the_formulas():
+    """The compiled tiny step's matmuls match the FLOPs formula, and its gradient all-reduce is the
+    formula's plus one more copy of the tied word-embedding gradient (XLA:CPU reduces the lookup's and the
+    decoder's contributions separately; see BENCHMARKS.md)."""
+    args = argparse.Namespace(batch=16, seq=32, layers=0, fast_backend=1)
+    row, _ = cost_table.measure("tiny", (8, 1, 1), args)
+    config = cost_table.run_config("tiny", (8, 1, 1), 16, 32)
+    assert row["dots_over_formula"] == pytest.approx(1.0, abs=0.01)
+    assert row["formula_flops"] == pytest.approx(cost_table.flops_formula(config, 8))
+    embedding = config.model.vocab_size * config.model.hidden_size * 4
+    expected = row["comm_formula"]["dp_grad_all_reduce"] + 2 * 7 / 8 * embedding
+    assert row["comm_bytes"]["all-reduce"] == pytest.approx(expected, rel=0.01)
+    assert row["comm_formula"]["fsdp_weight_all_gather"] == row["comm_formula"]["tp_activation_all_reduce"] == 0
+
+
+def test_bad_layout_is_named():
+    with pytest.raises(ValueError, match="'8,1'"):
+        cost_table.parse_layouts("8,1,1;8,1")
