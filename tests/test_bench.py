@@ -8,13 +8,11 @@ peaks, per-process device counts), so they run as subprocesses with their own en
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
 import numpy as np
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from helpers import REPO
 
 
 def _run(script: str, *args: str) -> dict:

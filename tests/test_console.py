@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from helpers import REPO
 
 from xlmp_jax import console
 from xlmp_jax import train as train_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # TensorFlow / absl C++ log lines, and the words of its CUDA / oneDNN start-up notices.
 NATIVE_LOG = re.compile(r"^[IWEF]\d{4} ")
 NOISE_WORDS = re.compile(r"cuda|onednn|absl::InitializeLog", re.IGNORECASE)
@@ -106,7 +106,7 @@ def test_train_cli_console_has_no_tensorflow_lines(tmp_path):
     env = {
         k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS", "XLA_FLAGS")
     }
-    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""))
+    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
     env.pop("CUDA_VISIBLE_DEVICES", None)
     cmd = [
         sys.executable,

@@ -18,6 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from helpers import REPO
 
 from data_pipelines import languages as language_table
 from xlmp_jax import evaluate
@@ -27,7 +28,6 @@ from xlmp_jax.evals.results import COLUMNS, markdown_summary
 from xlmp_jax.model import XLMP, ModelConfig, init_params
 from xlmp_jax.pool import PoolConfig
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 SMALL_POOL = PoolConfig(size=8, length=2)
 
 

@@ -15,13 +15,13 @@ import sys
 import jax
 import numpy as np
 import pytest
+from helpers import REPO
 
 from xlmp_jax import checkpoint, config_utils, faults
 from xlmp_jax import compile_cache as compile_cache_lib
 from xlmp_jax import train as train_lib
 from xlmp_jax.preemption import Preemption
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A small, fast variant of the tiny config: 1 layer, 8 prompts, 4 languages, 8 rows of 32 tokens, a log line every step.
 FAST = [
     "--config=configs/tiny.py",
@@ -54,7 +54,7 @@ def _env(devices: int, cache: str, **extra) -> dict:
         JAX_COMPILATION_CACHE_DIR=cache,
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-        PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""),
+        PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
     )
     env.update(extra)
     return env
