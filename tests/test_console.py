@@ -101,6 +101,7 @@ def test_progress_without_a_terminal_is_plain_lines_with_eta(monkeypatch, capsys
     assert train_lib._progress(0, 5, active=True).eta(0) == "?"
 
 
+@pytest.mark.slow
 def test_train_cli_console_has_no_tensorflow_lines(tmp_path):
     """A short run in the environment a user has: nothing set to quiet TensorFlow, no GPU."""
     env = {

@@ -499,6 +499,7 @@ def make_corpus(root: pathlib.Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_end_to_end_train_then_sweep_cli(tmp_path):
     """The train CLI writes two tiny runs (XLM-P and baseline, 2 steps) on a local corpus; the sweep CLI
     evaluates both. (Tagging and cell skipping are covered above, without subprocesses, to save time.)"""
