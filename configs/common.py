@@ -1,4 +1,4 @@
-"""Shared builder for the run configs (interface 4 of TEAM.md): one function, six thin config files.
+"""Shared builder for the run configs (see ARCHITECTURE.md): one function, six thin config files.
 
 Every field the trainer reads is present here with a value of the right type, so ml_collections can
 type-check command-line overrides (``--config.train.steps=200``) and reject unknown fields. Values
@@ -61,7 +61,7 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
             stop_after=0,  # stop (with a checkpoint) after this step, e.g. for a scheduler's time limit; 0 = off
             pool_report=False,  # after training: print what the pool learned on held-out lines (sample source)
             data_shards=0,  # input shards (a multiple of the process count); 0 = one per process
-            peak_flops=0.0,  # per device, FLOP/s, for MFU; 0 = look the device up in xlmp_jax.train's table
+            peak_flops=0.0,  # per device, FLOP/s, for MFU; 0 = look the device up in xlmp_jax.metrics.PEAK_FLOPS
             # JAX's persistent compilation cache, so a restart loads its programs; '' = off. A set
             # JAX_COMPILATION_CACHE_DIR environment variable wins (xlmp_jax/compile_cache.py).
             compilation_cache_dir=compile_cache.DEFAULT_DIR,

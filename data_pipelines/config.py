@@ -53,7 +53,7 @@ def default_data_config() -> ml_collections.ConfigDict:
 
 
 def max_predictions(seq_length: int, mlm_rate: float) -> int:
-    """Upper bound on MLM-selected positions per row: ceil(seq_length * mlm_rate) + 1 (TEAM.md interface 3)."""
+    """Upper bound on MLM-selected positions per row: ceil(seq_length * mlm_rate) + 1 (data_pipelines/README.md)."""
     return int(math.ceil(seq_length * mlm_rate)) + 1
 
 

@@ -1,4 +1,4 @@
-"""Training and evaluation batches from a data config (TEAM.md interface 3; format in data_pipelines/README.md).
+"""Training and evaluation batches from a data config (format in data_pipelines/README.md).
 
 Train: the config's SeqIO Mixture (temperature-sampled languages, each host reading its own shard) ->
 per-host batches -> BERT/XLM-R masking, vectorised per batch, with a stateless seed fold_in((seed, process),
@@ -166,7 +166,7 @@ class TrainData:
 def make_train_data(
     data_config, *, global_batch_size: int, process_index: int = 0, process_count: int = 1, seed: int = 0
 ) -> TrainData:
-    """Per-host training batches of `data_config` (interface 3 of TEAM.md)."""
+    """Per-host training batches of `data_config` (format in data_pipelines/README.md)."""
     return TrainData(
         data_config,
         global_batch_size=global_batch_size,
@@ -251,7 +251,7 @@ def make_eval_data(
     languages: Sequence[str] | None = None,
     rows_per_language: int = 0,
 ) -> EvalData:
-    """Held-out batches of `data_config`, same format as training (interface 3 of TEAM.md).
+    """Held-out batches of `data_config`, same format as training (data_pipelines/README.md).
 
     `rows_per_language` > 0 keeps only the first that many rows of each language (all of them when a
     language has fewer); a row's mask is the same either way.

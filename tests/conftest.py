@@ -7,11 +7,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # TensorFlow must not grab a GPU in tests
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
+from helpers import REPO  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE_VOCAB = REPO / "data_pipelines" / "sample_vocab" / "sentencepiece.bpe.model"
 
 

@@ -8,13 +8,12 @@ peaks, per-process device counts), so they run as subprocesses with their own en
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
 import numpy as np
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
+import pytest
+from helpers import REPO
 
 
 def _run(script: str, *args: str) -> dict:
@@ -40,6 +39,7 @@ def _run(script: str, *args: str) -> dict:
     return json.loads(lines[-1][len("RESULT ") :])
 
 
+@pytest.mark.slow
 def test_train_throughput_smoke():
     from bench import train_throughput
 
@@ -55,6 +55,7 @@ def test_train_throughput_smoke():
     assert out["derived"]["tiny"]["ratio_as_users_run_it"] > 0
 
 
+@pytest.mark.slow
 def test_gpu_mfu_smoke_runs_on_cpu():
     out = _run("gpu_mfu.py")
     (r,) = out["results"]
@@ -62,6 +63,7 @@ def test_gpu_mfu_smoke_runs_on_cpu():
     assert r["plan_bytes"] > 0 and out["matmul"]["median"] > 0
 
 
+@pytest.mark.slow
 def test_weak_scaling_smoke():
     out = _run("weak_scaling.py")
     rows = out["results"]
@@ -70,6 +72,7 @@ def test_weak_scaling_smoke():
     assert abs(rows[1]["flops_vs_1"] - 1.0) < 0.25  # per-device work stays flat
 
 
+@pytest.mark.slow
 def test_profile_step_smoke(tmp_path):
     from bench import profile_step
 
@@ -79,6 +82,7 @@ def test_profile_step_smoke(tmp_path):
     assert abs(sum(out["by_category"].values()) - 1.0) < 0.01
 
 
+@pytest.mark.slow
 def test_tuning_ab_smoke_restores_the_tuned_code():
     from bench import tuning_ab
     from xlmp_jax import model, steps
@@ -93,6 +97,7 @@ def test_tuning_ab_smoke_restores_the_tuned_code():
         assert model.add_bias is not tuned[0] and model.Dropout is not tuned[1]
 
 
+@pytest.mark.slow
 def test_cpu_ops_smoke_times_every_op():
     from bench import cpu_ops
 

@@ -10,11 +10,11 @@ import sys
 import jax
 import numpy as np
 import pytest
+from helpers import REPO
 
 from xlmp_jax import checkpoint
 from xlmp_jax import train as train_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 1 layer, 8 prompts, 3 languages, 8 rows of 32 tokens; every step logged, a checkpoint every 2 steps, an eval
 # (one batch) at steps 4 and 8, every checkpoint kept so that each one can be checked.
 ARGS = [
@@ -47,7 +47,7 @@ def _run(workdir, cache, faults: str = "") -> tuple[int, str, str]:
         JAX_COMPILATION_CACHE_DIR=cache,
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-        PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
         XLMP_FAULTS=faults,
     )
     cmd = [sys.executable, "-m", "xlmp_jax.train", *ARGS, f"--workdir={workdir}"]

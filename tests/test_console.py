@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from helpers import REPO
 
 from xlmp_jax import console
 from xlmp_jax import train as train_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # TensorFlow / absl C++ log lines, and the words of its CUDA / oneDNN start-up notices.
 NATIVE_LOG = re.compile(r"^[IWEF]\d{4} ")
 NOISE_WORDS = re.compile(r"cuda|onednn|absl::InitializeLog", re.IGNORECASE)
@@ -101,12 +101,13 @@ def test_progress_without_a_terminal_is_plain_lines_with_eta(monkeypatch, capsys
     assert train_lib._progress(0, 5, active=True).eta(0) == "?"
 
 
+@pytest.mark.slow
 def test_train_cli_console_has_no_tensorflow_lines(tmp_path):
     """A short run in the environment a user has: nothing set to quiet TensorFlow, no GPU."""
     env = {
         k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS", "XLA_FLAGS")
     }
-    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""))
+    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
     env.pop("CUDA_VISIBLE_DEVICES", None)
     cmd = [
         sys.executable,

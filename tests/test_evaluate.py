@@ -18,6 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from helpers import REPO
 
 from data_pipelines import languages as language_table
 from xlmp_jax import evaluate
@@ -27,7 +28,6 @@ from xlmp_jax.evals.results import COLUMNS, markdown_summary
 from xlmp_jax.model import XLMP, ModelConfig, init_params
 from xlmp_jax.pool import PoolConfig
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 SMALL_POOL = PoolConfig(size=8, length=2)
 
 
@@ -499,6 +499,7 @@ def make_corpus(root: pathlib.Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_end_to_end_train_then_sweep_cli(tmp_path):
     """The train CLI writes two tiny runs (XLM-P and baseline, 2 steps) on a local corpus; the sweep CLI
     evaluates both. (Tagging and cell skipping are covered above, without subprocesses, to save time.)"""

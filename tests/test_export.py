@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from helpers import REPO
 from hf_reference import SENTENCES, hf_config, our_config, pad_rows
 
 from xlmp_jax import checkpoint, convert, export
@@ -25,8 +26,6 @@ from xlmp_jax.model import XLMP, ModelConfig, init_params, param_shapes
 from xlmp_jax.pool import PoolConfig
 from xlmp_jax.pretrained import default_layer, load_pretrained
 from xlmp_torch import XLMPForMaskedLM
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Real text in many scripts (plus digits, punctuation, accents, odd whitespace), for the tokenizer check.
 MORE_SENTENCES = [
@@ -385,7 +384,7 @@ def test_import_rejects_other_architectures(hf_dir, tmp_path, sample_vocab):
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, sample_vocab):
     """A work directory with checkpoints at steps 1 and 2, written by xlmp_jax.checkpoint."""
-    sys.path.insert(0, REPO)
+    sys.path.insert(0, str(REPO))
     from configs import tiny
 
     run_config = tiny.get_config()

@@ -403,6 +403,7 @@ def _metrics_steps(workdir) -> list[int]:
         return [json.loads(line)["step"] for line in f if line.strip()]
 
 
+@pytest.mark.slow
 def test_rehearsal_two_processes_checkpoint_and_resume(tmp_path, capsys):
     """2 processes x 2 CPU devices = one 4-device mesh; 4 steps, then a relaunch to 6 resumes at 4."""
     from xlmp_jax import checkpoint

@@ -9,11 +9,10 @@ import sys
 import time
 
 import pytest
+from helpers import REPO
 
 from xlmp_jax import checkpoint, config_utils, lease
 from xlmp_jax import train as train_lib
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Clock:
@@ -138,7 +137,10 @@ def test_second_trainer_cli_exits_2_naming_the_holder(tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()
     env = dict(
-        os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", "")
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS="",
+        PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
     )
     cmd = [
         sys.executable,

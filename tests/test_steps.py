@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from test_sharding import FAST, LANGS, B, T, make_batch, tiny_config
+from helpers import FAST, LANGS, B, T, make_batch, tiny_config
 
 from data_pipelines.config import max_predictions
 from xlmp_jax import flops, metrics, steps

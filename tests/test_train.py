@@ -15,13 +15,13 @@ import sys
 import jax
 import numpy as np
 import pytest
+from helpers import REPO
 
 from xlmp_jax import checkpoint, config_utils, faults
 from xlmp_jax import compile_cache as compile_cache_lib
 from xlmp_jax import train as train_lib
 from xlmp_jax.preemption import Preemption
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A small, fast variant of the tiny config: 1 layer, 8 prompts, 4 languages, 8 rows of 32 tokens, a log line every step.
 FAST = [
     "--config=configs/tiny.py",
@@ -54,7 +54,7 @@ def _env(devices: int, cache: str, **extra) -> dict:
         JAX_COMPILATION_CACHE_DIR=cache,
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-        PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""),
+        PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
     )
     env.update(extra)
     return env
@@ -109,6 +109,7 @@ def _finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[str, str]:
         proc.wait()
 
 
+@pytest.mark.slow
 def test_sigkill_sigterm_and_resume_are_exact(tmp_path, compile_cache):
     """2k steps straight == k steps, SIGKILL mid-training, resume, SIGTERM (saves), resume to 2k.
 
@@ -159,6 +160,7 @@ def _snapshot(workdir) -> dict[str, bytes]:
     return files
 
 
+@pytest.mark.slow
 def test_sigterm_during_startup_stops_at_each_phase_and_touches_nothing(tmp_path, compile_cache):
     """A SIGTERM at every start-up boundary of a resume: exit 143, a line saying so, the work directory intact."""
     workdir = tmp_path / "run"
@@ -174,6 +176,7 @@ def test_sigterm_during_startup_stops_at_each_phase_and_touches_nothing(tmp_path
         assert _snapshot(workdir) == before, phase
 
 
+@pytest.mark.slow
 def test_external_sigterm_after_the_first_line_is_a_clean_stop(tmp_path, compile_cache):
     """The first console line is the readiness signal: a real SIGTERM sent then exits 143, never -15."""
     proc = _popen(tmp_path / "run", "--config.train.steps=2", cache=compile_cache)
@@ -231,6 +234,7 @@ def test_fault_injector_signals_only_at_its_point_and_step():
             preemption.check_startup("data")
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path, compile_cache):
     """2 processes x 4 CPU devices = one 8-device mesh; stop at 2, resume to 4; equal to 1 process x 8 devices."""
     args = ["--config.train.steps=4", "--config.train.checkpoint_every=2"]
@@ -356,6 +360,7 @@ def _cache_files(path) -> set[str]:
     return {f for f in os.listdir(path) if not f.endswith("-atime")}
 
 
+@pytest.mark.slow
 def test_a_restart_loads_every_program_from_the_configured_cache(tmp_path):
     """First run: every program compiles and is written; second run (a fresh workdir): every start-up
     program is a hit and nothing new is written."""

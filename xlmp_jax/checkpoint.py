@@ -1,4 +1,4 @@
-"""Orbax checkpoints of a training run (interface 7 of TEAM.md).
+"""Orbax checkpoints of a training run (see ARCHITECTURE.md).
 
 Layout: ``WORKDIR/checkpoints/<step>/`` holds three items, written together and atomically by an Orbax
 ``CheckpointManager`` (written to a temporary directory, renamed when complete, so a crash mid-save

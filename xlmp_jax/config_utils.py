@@ -1,4 +1,4 @@
-"""Loading, checking and saving run configs (``configs/*.py``, interface 4 of TEAM.md).
+"""Loading, checking and saving run configs (``configs/*.py``; see ARCHITECTURE.md).
 
 Configs are ml_collections ``ConfigDict``s, locked and type-safe: an override of an unknown field or
 with a value of the wrong type fails while the command line is parsed, before JAX compiles anything.

@@ -1,4 +1,4 @@
-"""Device mesh, logical-axis rules and batch placement (interface 5 of TEAM.md).
+"""Device mesh, logical-axis rules and batch placement (see ARCHITECTURE.md, "Where sharding is decided").
 
 The model names the axes of its parameters and activations (``vocab``, ``embed``, ``heads``, ...);
 ``LOGICAL_RULES`` maps those names onto the mesh axes ``('data', 'fsdp', 'tensor')``:

@@ -1,4 +1,4 @@
-"""Train state, optimizer and the jit-compiled, sharded train/eval steps (interface 5 of TEAM.md).
+"""Train state, optimizer and the jit-compiled, sharded train/eval steps (see ARCHITECTURE.md).
 
 * Optimizer: global-norm clipping, then AdamW with XLM-R's betas (0.9, 0.98), eps 1e-6 and weight
   decay 0.01 on weight matrices, embeddings and the pool's keys/prompts, not on biases or LayerNorm
@@ -414,7 +414,7 @@ def make_train_step(
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """The jitted train step ``step(state, batch) -> (state, metrics)``; ``state`` is donated.
 
-    ``batch`` holds global arrays laid out by ``sharding.shard_batch`` (TEAM.md interface 3 format).
+    ``batch`` holds global arrays laid out by ``sharding.shard_batch`` (the batch format of data_pipelines/README.md).
     Metrics (replicated): ``loss`` (mean cross-entropy), ``objective`` (with smoothing/z-loss),
     ``mlm_accuracy``, ``num_predictions``, ``grad_norm`` (before clipping), ``learning_rate`` (of this
     update), ``skipped`` (1 if this step was skipped), ``nan_streak``; per language (arrays of
