@@ -6,6 +6,7 @@ Not a test module (pytest collects nothing here); the test files import it as ``
 
 import pathlib
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -80,3 +81,17 @@ def make_batch(seed: int, rows: int = B) -> dict[str, np.ndarray]:
         weights=weights,
         language=language,
     )
+
+
+# Per-leaf comparison of a run against a reference (the mesh-exactness tests).
+FLOOR = 1e-3  # the denominator's least value: the attention key bias has a zero gradient and stays ~0
+
+
+def leaf_errors(run: dict, ref: dict) -> dict[str, float]:
+    """max|d| / max(max|ref|, FLOOR) for every parameter."""
+    errors = {}
+    for (path, a), b in zip(
+        jax.tree_util.tree_leaves_with_path(ref["params"]), jax.tree.leaves(run["params"]), strict=True
+    ):
+        errors[jax.tree_util.keystr(path)] = float(np.abs(a - b).max() / max(np.abs(a).max(), FLOOR))
+    return errors

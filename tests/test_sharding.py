@@ -10,7 +10,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-from helpers import FAST, LANGS, B, V, make_batch, tiny_config
+from helpers import FAST, LANGS, B, V, leaf_errors, make_batch, tiny_config
 from jax.sharding import PartitionSpec as P
 
 from xlmp_jax import sharding as sh
@@ -116,7 +116,6 @@ MESHES = {
 }
 STEPS = 3  # the first has learning rate 0 (warm-up): steps 2 and 3 move the params
 TOLERANCE = 1e-5  # max|d| / max|ref| per leaf
-FLOOR = 1e-3  # the denominator's least value: the attention key bias has a zero gradient and stays ~0
 
 
 def mesh_test_config() -> ml_collections.ConfigDict:
@@ -153,16 +152,6 @@ def runs():
     out["reduction order"] = _train(config, (1, 1, 1), params0, None)
     out["initial params"] = dict(params=params0)
     return out
-
-
-def leaf_errors(run: dict, ref: dict) -> dict[str, float]:
-    """max|d| / max(max|ref|, FLOOR) for every parameter."""
-    errors = {}
-    for (path, a), b in zip(
-        jax.tree_util.tree_leaves_with_path(ref["params"]), jax.tree.leaves(run["params"]), strict=True
-    ):
-        errors[jax.tree_util.keystr(path)] = float(np.abs(a - b).max() / max(np.abs(a).max(), FLOOR))
-    return errors
 
 
 def test_reduction_order_spread_is_within_the_tolerance(runs):

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_sharding import FAST, LANGS, B, T, leaf_errors, tiny_config
+from helpers import FAST, LANGS, B, T, leaf_errors, tiny_config
 
 from data_pipelines.config import max_predictions
 from xlmp_jax import sharding as sh
