@@ -7,6 +7,9 @@ A cell is (work directory, step, eval, that eval's settings); its key is recorde
 when it finishes, so re-running after adding a checkpoint (or after an interruption) computes only the
 new cells. Outputs: ``results.csv`` / ``results.json`` (one row per checkpoint x eval x language x
 metric), ``summary.md`` (with XLM-P vs baseline when both are swept), ``plots/``, ``tb/``.
+
+The evals are the modules listed in ``xlmp_jax.evals.REGISTRY``; this module is the sweep over them, its CLI, and
+``pool_report`` (the sweep's pool eval of a run's last checkpoint, as the trainer prints it).
 """
 
 from __future__ import annotations
