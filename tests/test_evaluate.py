@@ -24,7 +24,7 @@ from data_pipelines import languages as language_table
 from xlmp_jax import evaluate
 from xlmp_jax.evals import clustering, finetune, heldout, mlm, pool_analysis, retrieval, transfer
 from xlmp_jax.evals.encoder import Encoder, resolve_layer
-from xlmp_jax.evals.results import COLUMNS, markdown_summary
+from xlmp_jax.evals.results import COLUMNS, ResultStore, markdown_summary
 from xlmp_jax.model import XLMP, ModelConfig, init_params
 from xlmp_jax.pool import PoolConfig
 
@@ -452,6 +452,23 @@ def test_registry_names_its_modules_and_gives_the_sweep_config_their_blocks():
     assert config.classification.tfds_train == "xtreme_xnli" and config.tagging.tfds_test == "wikiann"
     with pytest.raises(ValueError, match=r"unknown eval 'nope' \(known: \['classification', "):
         evals.load("nope")
+
+
+def test_registry_transfer_evals_run_in_the_sweep_with_their_own_settings(tmp_path, tiny_params):
+    (tmp_path / "xlmp").mkdir()
+    source = FakeCheckpoints(tiny_params, {"xlmp": (True, [10])})
+    config = sweep_config(tmp_path, ["xlmp"], evals="classification,tagging")
+    for block in (config.classification, config.tagging):
+        block.update(dict(source="sample", languages="de,fr", max_train=16, max_test=5, steps=2, batch_size=4))
+    config.tagging.max_test = 3
+    assert evaluate.run_sweep(config, checkpoints=source)["computed"] == 2
+    table = {(r.eval, r.language, r.metric): r.value for r in ResultStore(config.out).rows}
+    for name, tests in (("classification", 5), ("tagging", 3)):
+        assert table[(name, "de", "examples")] == table[(name, "fr", "examples")] == tests  # its own max_test
+        accuracies = [table[(name, lang, "accuracy")] for lang in ("de", "fr")]
+        assert all(0.0 <= a <= 1.0 for a in accuracies)
+        assert table[(name, "all", "accuracy")] == pytest.approx(np.mean(accuracies))
+        assert np.isfinite([table[(name, "en", "train_loss_first")], table[(name, "en", "train_loss_last")]]).all()
 
 
 def test_markdown_summary_without_baseline_has_no_comparison():

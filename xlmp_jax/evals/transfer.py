@@ -4,6 +4,8 @@ fine-tuning itself is ``finetune``."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 
 from xlmp_jax.evals import finetune
@@ -85,15 +87,7 @@ def finetune_data(
 def run(kind: str, ctx: EvalContext, cfg: ml_collections.ConfigDict) -> list[Row]:
     """Fine-tunes a copy of the checkpoint on English ``kind`` data; rows per test language."""
     train, tests = finetune_data(kind, cfg, ctx.sweep.seed)
-    settings = finetune.FinetuneSettings(
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        warmup_fraction=cfg.warmup_fraction,
-        weight_decay=cfg.weight_decay,
-        max_length=cfg.max_length,
-        representation=cfg.representation,
-        seed=ctx.sweep.seed,
-    )
+    fields = [f.name for f in dataclasses.fields(finetune.FinetuneSettings) if f.name != "seed"]
+    settings = finetune.FinetuneSettings(**{name: cfg[name] for name in fields}, seed=ctx.sweep.seed)
     rows, _ = finetune.zero_shot_eval(ctx.encoder, ctx.tokenizer, kind, train, tests, settings)
     return rows
