@@ -22,9 +22,9 @@ from helpers import REPO
 
 from data_pipelines import languages as language_table
 from xlmp_jax import evaluate
-from xlmp_jax.evals import clustering, finetune, mlm, pool_analysis, retrieval
+from xlmp_jax.evals import clustering, finetune, heldout, mlm, pool_analysis, retrieval, transfer
 from xlmp_jax.evals.encoder import Encoder, resolve_layer
-from xlmp_jax.evals.results import COLUMNS, markdown_summary
+from xlmp_jax.evals.results import COLUMNS, ResultStore, markdown_summary
 from xlmp_jax.model import XLMP, ModelConfig, init_params
 from xlmp_jax.pool import PoolConfig
 
@@ -383,7 +383,7 @@ def test_sweep_skips_computed_cells_and_writes_the_table(tmp_path, tiny_params):
     calls = []
 
     def counting(name):
-        def run(ctx):
+        def run(ctx, cfg):
             calls.append((os.path.basename(ctx.workdir), ctx.step, name))
             return [("de", "score", ctx.step / 100), ("all", "score", 1.0 if ctx.encoder.has_pool else 0.5)]
 
@@ -438,6 +438,37 @@ def test_sweep_bad_input_names_the_value(tmp_path, tiny_params):
     (tmp_path / "en-de.tsv").write_text("one\teins\nbroken line\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"en-de\.tsv:2"):
         evaluate.run_sweep(config, checkpoints=source)
+
+
+def test_registry_names_its_modules_and_gives_the_sweep_config_their_blocks():
+    from xlmp_jax import evals
+
+    config = evaluate_config()
+    for name in evals.REGISTRY:
+        module = evals.load(name)
+        assert module.NAME == name and callable(module.run)
+        assert config[name].to_dict() == module.config().to_dict()
+    assert set(evaluate.split_list(config.evals)) < set(evals.REGISTRY)
+    assert config.classification.tfds_train == "xtreme_xnli" and config.tagging.tfds_test == "wikiann"
+    with pytest.raises(ValueError, match=r"unknown eval 'nope' \(known: \['classification', "):
+        evals.load("nope")
+
+
+def test_registry_transfer_evals_run_in_the_sweep_with_their_own_settings(tmp_path, tiny_params):
+    (tmp_path / "xlmp").mkdir()
+    source = FakeCheckpoints(tiny_params, {"xlmp": (True, [10])})
+    config = sweep_config(tmp_path, ["xlmp"], evals="classification,tagging")
+    for block in (config.classification, config.tagging):
+        block.update(dict(source="sample", languages="de,fr", max_train=16, max_test=5, steps=2, batch_size=4))
+    config.tagging.max_test = 3
+    assert evaluate.run_sweep(config, checkpoints=source)["computed"] == 2
+    table = {(r.eval, r.language, r.metric): r.value for r in ResultStore(config.out).rows}
+    for name, tests in (("classification", 5), ("tagging", 3)):
+        assert table[(name, "de", "examples")] == table[(name, "fr", "examples")] == tests  # its own max_test
+        accuracies = [table[(name, lang, "accuracy")] for lang in ("de", "fr")]
+        assert all(0.0 <= a <= 1.0 for a in accuracies)
+        assert table[(name, "all", "accuracy")] == pytest.approx(np.mean(accuracies))
+        assert np.isfinite([table[(name, "en", "train_loss_first")], table[(name, "en", "train_loss_last")]]).all()
 
 
 def test_markdown_summary_without_baseline_has_no_comparison():
@@ -634,18 +665,18 @@ def test_default_sources_read_the_shipped_sample_layout(tmp_path, monkeypatch):
     kept = [i for i in range(40) if i not in held]
     assert len(held) >= 5 and len(kept) >= 6
 
-    texts = evaluate.validation_texts(evaluate.text_languages(""), 0)
+    texts = heldout.validation_texts(heldout.text_languages(""), 0)
     assert texts == {"de": ["de Line 18 .", "de Line 19 ."], "en": ["en Line 18 .", "en Line 19 ."]}
     config = evaluate_config()
     config.retrieval.max_pairs = 4
-    english, german = evaluate.retrieval_pairs(config.retrieval)["de"]
+    english, german = retrieval.retrieval_pairs(config.retrieval)["de"]
     assert english[3] == f"Hello {held[3]} world" and german[3] == f"Hallo {held[3]} Welt" and len(german) == 4
-    train, tests = evaluate.finetune_data("classification", config.classification, seed=0)
+    train, tests = transfer.finetune_data("classification", config.classification, seed=0)
     assert [ex.label for ex in train] == ["same", "different"] * (len(kept) // 2) + ["same"] * (len(kept) % 2)
     assert set(tests) == {"de"} and len(tests["de"]) == len(held)
     assert train[0].texts == (f"Hello {kept[0]} world", f"world {kept[0]} Hello")
-    train, tests = evaluate.finetune_data("tagging", config.tagging, seed=0)
+    train, tests = transfer.finetune_data("tagging", config.tagging, seed=0)
     assert tests["de"][1] == finetune.Example(("Hallo", str(held[1]), "Welt"), tags=("CAP", "NUM", "CAP"))
     config.retrieval.languages = "fr"
     with pytest.raises(ValueError, match="en-fr.tsv"):
-        evaluate.retrieval_pairs(config.retrieval)
+        retrieval.retrieval_pairs(config.retrieval)

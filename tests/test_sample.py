@@ -154,7 +154,7 @@ def test_zero_overlap_between_evaluation_and_training_on_the_shipped_sample(tmp_
 
     from data_pipelines import tasks
     from data_pipelines.config import default_data_config
-    from xlmp_jax import evaluate
+    from xlmp_jax.evals import retrieval, transfer
 
     cfg = default_data_config()
     cfg.decompress_dir = str(tmp_path)
@@ -171,13 +171,13 @@ def test_zero_overlap_between_evaluation_and_training_on_the_shipped_sample(tmp_
             s for f in src.list_shards("validation") for ln in _file_lines(f) for s in ln.split("\t")
         )
     settings = ml_collections.ConfigDict(dict(tsv="", tsv_dir="", languages="", max_pairs=0))
-    for lang, (english, other) in evaluate.retrieval_pairs(settings).items():
+    for lang, (english, other) in retrieval.retrieval_pairs(settings).items():
         evals[lang] |= _normalised(english) | _normalised(other)
     ft = ml_collections.ConfigDict(
         dict(source="sample", languages="", max_train=0, max_test=0, local_dir="", data_dir="")
     )
     for kind in ("classification", "tagging"):
-        ft_train, ft_tests = evaluate.finetune_data(kind, ft, 0)
+        ft_train, ft_tests = transfer.finetune_data(kind, ft, 0)
         train |= _normalised(ex.texts[0] if kind == "classification" else " ".join(ex.texts) for ex in ft_train)
         for lang, examples in ft_tests.items():
             evals[lang] |= _normalised(

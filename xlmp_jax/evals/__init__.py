@@ -1,7 +1,33 @@
 """Evaluations of XLM-P / XLM-R checkpoints, run over many checkpoints by ``xlmp_jax.evaluate``.
 
-Modules: ``encoder`` (jitted forward passes + tokenisation shared by all evals), ``mlm`` (per-language
-masked-LM loss/accuracy), ``retrieval`` (XTREME Tatoeba-style sentence retrieval), ``pool_analysis``
-(soft language clustering of the prompt pool), ``finetune`` (zero-shot cross-lingual transfer on
-classification and tagging), ``results`` (the tidy result table, summary, plots, TensorBoard).
+Every eval is one module here, listed in ``REGISTRY`` (eval name -> module), with ``NAME``, ``config()`` (its
+settings block: the sweep config's ``c.<NAME>``) and ``run(ctx, cfg) -> rows`` (``context``). The evals:
+``mlm`` (per-language masked-LM loss/accuracy), ``retrieval`` (XTREME Tatoeba-style sentence retrieval),
+``pool`` (soft language clustering of the prompt pool, ``pool_analysis``), ``classification`` and ``tagging``
+(zero-shot cross-lingual transfer, ``transfer`` and ``finetune``). Shared: ``encoder`` (jitted forward passes +
+tokenisation), ``context`` (what a cell's eval gets), ``heldout`` (held-out text), ``clustering`` (chance-
+corrected statistics), ``results`` (the tidy result table, summary, plots, TensorBoard).
+
+Modules are imported on first use (``load``): importing one piece of the package (say ``evals.encoder``) does
+not import every eval's dependencies (matplotlib, scikit-learn, optax).
 """
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+REGISTRY: dict[str, str] = {
+    "mlm": "xlmp_jax.evals.mlm",
+    "retrieval": "xlmp_jax.evals.retrieval",
+    "pool": "xlmp_jax.evals.pool",
+    "classification": "xlmp_jax.evals.classification",
+    "tagging": "xlmp_jax.evals.tagging",
+}
+
+
+def load(name: str) -> ModuleType:
+    """The module of the eval ``name`` (one of ``REGISTRY``)."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown eval {name!r} (known: {sorted(REGISTRY)})")
+    return importlib.import_module(REGISTRY[name])

@@ -10,22 +10,28 @@ training: a query from the clean ids would carry the masked tokens to the head t
 With a pool, the eval also reports how far each sentence's routing moves between its masked form and its
 clean form (the selected positions restored from ``targets``): ``routing_tv``, ``routing_jsd`` (bits) and
 ``routing_top_changed`` (fraction of sentences whose top prompt changes), per language and ``all``.
+
+The sweep's ``mlm`` eval: ``run`` with the settings block ``config()``.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
+from xlmp_jax.evals.context import EvalContext, Row, split_list
 from xlmp_jax.evals.encoder import Encoder, Tokenizer, bucket_length, encode_text
+from xlmp_jax.evals.heldout import sample_languages, validation_texts
 from xlmp_jax.pool import routing_shift
 
-Row = tuple[str, str, float]  # (language, metric, value)
+NAME = "mlm"
 SHIFT_METRICS = ("tv", "jsd", "top_changed")  # reported as routing_<name>
 
 
@@ -176,3 +182,46 @@ def sample_mlm_batches(
             batch["positions"] = (np.cumsum(not_pad, axis=1) * not_pad + tokenizer.pad_id).astype(np.int32)
             batch["language"] = np.full((len(chunk),), index, np.int32)
             yield batch
+
+
+def config() -> ml_collections.ConfigDict:
+    """The sweep config's ``mlm`` block."""
+    return ml_collections.ConfigDict(
+        dict(
+            source="pipeline",  # pipeline (make_eval_data on the checkpoint's data config) | sample (validation lines)
+            languages="",  # '' = the data config's languages (every sample language by default)
+            batch_size=16,
+            max_batches=8,  # batches per language; 0 = the whole validation split
+        )
+    )
+
+
+def run(ctx: EvalContext, cfg: ml_collections.ConfigDict) -> list[Row]:
+    """Per-language MLM rows of one checkpoint on the data config's eval batches or the sample's lines."""
+    data_cfg = ctx.run_config.data
+    languages = split_list(cfg.languages) or split_list(data_cfg.get("languages", ()))
+    limit = cfg.max_batches or None
+    if cfg.source == "pipeline":  # batches' `language` indexes the data config's full language list
+        from data_pipelines.input_pipeline import make_eval_data
+
+        if not languages:  # every language of the data config's source
+            languages = list(make_eval_data(data_cfg, batch_size=cfg.batch_size).languages)
+        parts = [make_eval_data(data_cfg, batch_size=cfg.batch_size, languages=[lang]) for lang in languages]
+        batches = itertools.chain.from_iterable(itertools.islice(iter(p), limit) for p in parts)
+        languages = list(parts[0].languages)
+    elif cfg.source == "sample":
+        languages = languages or sample_languages("")
+        texts = validation_texts(languages, 0)
+        batches = sample_mlm_batches(
+            ctx.tokenizer,
+            texts,
+            seq_length=int(data_cfg.get("seq_length", ctx.sweep.max_length)),
+            mlm_rate=float(data_cfg.get("mlm_rate", 0.15)),
+            mask_id=ctx.tokenizer.mask_id,
+            batch_size=cfg.batch_size,
+            seed=ctx.sweep.seed,
+            max_batches=limit,
+        )
+    else:
+        raise ValueError(f"mlm.source={cfg.source!r} is not 'pipeline' or 'sample'")
+    return mlm_eval(ctx.encoder, batches, languages)

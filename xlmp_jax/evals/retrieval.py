@@ -3,6 +3,8 @@
 Each sentence is embedded by mean-pooling one layer's hidden states over its non-pad tokens (XTREME uses
 a middle layer); every English sentence retrieves the other-language sentence of highest cosine
 similarity and vice versa; top-1 accuracy is reported in both directions.
+
+The sweep's ``retrieval`` eval: ``run`` with the settings block ``config()``.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
+import ml_collections
 import numpy as np
 
+from xlmp_jax.evals.context import EvalContext, Row, split_list
 from xlmp_jax.evals.encoder import Encoder, Tokenizer
 
-Row = tuple[str, str, float]
+NAME = "retrieval"
 
 
 def read_pairs(path: str, max_pairs: int = 0) -> tuple[list[str], list[str]]:
@@ -80,3 +84,58 @@ def retrieval_eval(
         means = [v for _, m, v in rows if m == "acc_mean"]
         rows.append(("all", "acc_mean", float(np.mean(means))))
     return rows
+
+
+def config() -> ml_collections.ConfigDict:
+    """The sweep config's ``retrieval`` block."""
+    return ml_collections.ConfigDict(
+        dict(
+            layer="middle",  # hidden-state index: middle (num_layers // 2, as XTREME) | last | 0..num_layers
+            tsv_dir="",  # folder of en-<lang>.tsv files ('' = the shipped sample's parallel/ folder)
+            tsv="",  # one TSV file instead (its language from the name en-<lang>.tsv, else 'xx')
+            languages="",  # '' = every en-<lang>.tsv found
+            max_pairs=1000,  # per language; 0 = all (XTREME's Tatoeba uses 1000)
+        )
+    )
+
+
+def retrieval_pairs(settings: ml_collections.ConfigDict) -> dict[str, tuple[list[str], list[str]]]:
+    """{language: (english, other)} from one TSV, a folder of en-<lang>.tsv, or the shipped sample's held-out
+    pairs (``sample.read_parallel(lang, "validation")``: never in any training split). Your own TSVs must be
+    kept out of training by you (e.g. with ``sample.normalize`` against your corpus)."""
+    if settings.tsv:
+        name = os.path.basename(settings.tsv)
+        lang = name[3:].split(".")[0] if name.startswith("en-") else "xx"
+        return {lang: read_pairs(settings.tsv, settings.max_pairs)}
+    if settings.tsv_dir:
+        if not os.path.isdir(settings.tsv_dir):
+            raise FileNotFoundError(f"retrieval.tsv_dir {settings.tsv_dir!r} is not a directory")
+        found = {f[3:-4]: os.path.join(settings.tsv_dir, f) for f in os.listdir(settings.tsv_dir)}
+        found = {k: v for k, v in found.items() if os.path.basename(v).startswith("en-") and v.endswith(".tsv")}
+    else:
+        return _sample_retrieval_pairs(split_list(settings.languages), settings.max_pairs)
+    languages = split_list(settings.languages) or sorted(found)
+    missing = [lang for lang in languages if lang not in found]
+    if missing:
+        raise ValueError(f"no parallel TSV en-{missing[0]}.tsv (have: {sorted(found)})")
+    return {lang: read_pairs(found[lang], settings.max_pairs) for lang in languages}
+
+
+def _sample_retrieval_pairs(languages: list[str], max_pairs: int) -> dict[str, tuple[list[str], list[str]]]:
+    from data_pipelines import sample
+
+    have = sample.parallel_languages()
+    missing = [lang for lang in languages if lang not in have]
+    if missing:
+        raise ValueError(f"no parallel TSV en-{missing[0]}.tsv (have: {have})")
+    out = {}
+    for lang in languages or have:
+        pairs = sample.read_parallel(lang, "validation")[: max_pairs or None]
+        out[lang] = ([en.strip() for en, _ in pairs], [other.strip() for _, other in pairs])
+    return out
+
+
+def run(ctx: EvalContext, cfg: ml_collections.ConfigDict) -> list[Row]:
+    """Retrieval rows of one checkpoint on the configured pairs."""
+    pairs = retrieval_pairs(cfg)  # a bad TSV fails before anything is computed
+    return retrieval_eval(ctx.encoder, ctx.tokenizer, pairs, cfg.layer)

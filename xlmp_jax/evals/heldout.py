@@ -1,0 +1,44 @@
+"""Held-out monolingual text for the evals: the last 10 % of each language's lines (``sample.split_lines``),
+of the shipped sample or of a folder of ``<lang>.txt`` files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from xlmp_jax.evals.context import split_list
+
+
+def validation_texts(languages: Sequence[str], max_sentences: int, text_dir: str = "") -> dict[str, list[str]]:
+    """Held-out lines (the last 10 %, ``sample.split_lines``) of each language's monolingual file: the
+    shipped sample's, or ``text_dir/<lang>.txt``. Non-empty lines, at most ``max_sentences`` (0 = all)."""
+    from data_pipelines import sample
+
+    texts = {}
+    for lang in languages:
+        path = os.path.join(text_dir, f"{lang}.txt") if text_dir else sample.mono_path(lang)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no text file for language {lang!r}: {path!r}")
+        with open(path, encoding="utf-8") as f:
+            lines = [line.strip() for line in f]
+        lines = [line for line in sample.split_lines(lines, "validation") if line]
+        texts[lang] = lines[:max_sentences] if max_sentences else lines
+    return texts
+
+
+def text_languages(setting: str, text_dir: str = "") -> list[str]:
+    """The ``languages`` setting, or every ``<lang>.txt`` of ``text_dir``, or every sample language."""
+    if split_list(setting):
+        return split_list(setting)
+    if text_dir:
+        if not os.path.isdir(text_dir):
+            raise FileNotFoundError(f"text_dir {text_dir!r} is not a directory")
+        return sorted(n[: -len(".txt")] for n in os.listdir(text_dir) if n.endswith(".txt"))
+    return sample_languages("")
+
+
+def sample_languages(setting: str) -> list[str]:
+    """The ``languages`` setting, or every language of the shipped sample."""
+    from data_pipelines import sample
+
+    return split_list(setting) or list(sample.languages())

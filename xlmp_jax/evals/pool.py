@@ -1,0 +1,65 @@
+"""The sweep's ``pool`` eval: does the prompt pool cluster held-out lines by language (``pool_analysis``)?
+
+``run`` with the settings block ``config()``; ``report`` turns its rows into the few console lines the trainer
+prints after a run (``train.pool_report``). Not the pool itself: that is ``xlmp_jax.pool``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import ml_collections
+
+from xlmp_jax.evals import pool_analysis
+from xlmp_jax.evals.context import EvalContext, Row
+from xlmp_jax.evals.heldout import text_languages, validation_texts
+
+NAME = "pool"
+
+
+def config() -> ml_collections.ConfigDict:
+    """The sweep config's ``pool`` block."""
+    return ml_collections.ConfigDict(
+        dict(
+            text_dir="",  # folder of <lang>.txt ('' = the shipped sample's mono/); its last 10 % lines are used
+            languages="",  # '' = every language of text_dir / the sample
+            max_sentences=200,  # validation lines per language
+            shuffles=200,  # label shuffles per AMI permutation test (its 99th percentile and p-value)
+            bootstrap_resamples=200,  # input resamples per AMI 95 % bootstrap interval
+            mantel_permutations=999,  # language relabellings per Mantel test (routing vs script/family)
+        )
+    )
+
+
+def run(ctx: EvalContext, cfg: ml_collections.ConfigDict) -> list[Row]:
+    """Pool-clustering rows of one checkpoint; its plots go under ``ctx.artifact_dir``."""
+    texts = validation_texts(text_languages(cfg.languages, cfg.text_dir), cfg.max_sentences, cfg.text_dir)
+    title = f"{os.path.basename(os.path.normpath(ctx.workdir))} step {ctx.step} ({ctx.encoder.model_type})"
+    repeats = pool_analysis.Repeats(cfg.shuffles, cfg.bootstrap_resamples, cfg.mantel_permutations)
+    return pool_analysis.pool_eval(
+        ctx.encoder, ctx.tokenizer, texts, ctx.artifact_dir, title=title, seed=ctx.sweep.seed, repeats=repeats
+    )
+
+
+def report(rows: Mapping[tuple[str, str], float], languages: Sequence[str], plots: str) -> str:
+    """What a run's pool learned, as a few console lines, from the pool eval's ``{(language, metric): value}``
+    (with the chance control); ``plots`` is where its heatmap and dendrogram are."""
+
+    def get(key: tuple[str, str]) -> float:
+        return rows.get(key, float("nan"))
+
+    ami = "ami_prompt_language"
+    top = ", ".join(f"{lang} {int(get((lang, 'top_prompt')))}" for lang in languages if (lang, "top_prompt") in rows)
+    return "\n".join(
+        [
+            f"what the pool learned (held-out lines of {len(languages)} languages):",
+            f"  AMI(top prompt, language) = {get(('all', ami)):.3f}; shuffled languages: 99th percentile "
+            f"{get(('all', ami + '_shuffled_p99')):.3f}, p = {get(('all', ami + '_p_value')):.3g}; "
+            f"vs script {get(('all', 'ami_prompt_script')):.3f}",
+            f"  prompts in use: {get(('all', 'effective_prompts')):.1f} effective; "
+            f"{100 * get(('all', 'pool_fraction_top')):.0f} % of the pool is some input's top prompt",
+            f"  top prompt per language: {top}",
+            f"  plots (routing heatmap, language dendrogram): {plots}",
+        ]
+    )
