@@ -56,7 +56,7 @@ def dense_mlm_rate(seq_length: int) -> float:
 
 def model_config(size: str, *, pool: bool, dtype: str = "float32", **overrides: Any):
     """A ModelConfig for a bench size (project presets plus ``BENCH_SIZES``)."""
-    from xlmp_jax.model import SIZES, ModelConfig
+    from xlmp_jax.model_config import SIZES, ModelConfig
 
     if size in SIZES:
         return ModelConfig.preset(size, pool=pool, dtype=dtype, **overrides)

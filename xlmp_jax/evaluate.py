@@ -33,7 +33,7 @@ if __name__ == "__main__":  # the evals import TensorFlow: the CLI imports it fi
 from xlmp_jax.evals import finetune, mlm, pool_analysis, retrieval
 from xlmp_jax.evals.encoder import Encoder, Tokenizer
 from xlmp_jax.evals.results import Result, ResultStore, write_tensorboard
-from xlmp_jax.model import ModelConfig
+from xlmp_jax.model_config import ModelConfig
 
 Row = tuple[str, str, float]
 
