@@ -28,7 +28,7 @@ RESULT_PREFIX = "RESULT "
 MLM_RATE = 0.15
 MASK_FRACTION_DENSE = None  # sentinel: "every position" (equal-algorithm variant)
 
-# Bench model sizes. "tiny" and "base" are the project's presets (xlmp_jax.model.SIZES); "small" is a
+# Bench model sizes. "tiny" and "base" are the project's presets (xlmp_jax.model_config.SIZES); "small" is a
 # bench-only size between them (a laptop-sized encoder with XLM-R's 250k vocabulary would be all head).
 BENCH_SIZES: dict[str, dict[str, int]] = {
     "small": dict(

@@ -242,7 +242,7 @@ def test_eval_step_routes_the_masked_input_not_the_clean_one(one_device):
 def dot_flops(stablehlo: str) -> float:
     """2 x output size x contracted size, summed over the dot_generals of a lowered StableHLO module.
 
-    A dot whose lhs is a vector is a reduction written as a matrix-vector product (``model.add_bias``'s
+    A dot whose lhs is a vector is a reduction written as a matrix-vector product (``layers.add_bias``'s
     gradient, ``ones @ g``), not model FLOPs, and is left out.
     """
     total = 0.0
