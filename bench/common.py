@@ -28,7 +28,7 @@ RESULT_PREFIX = "RESULT "
 MLM_RATE = 0.15
 MASK_FRACTION_DENSE = None  # sentinel: "every position" (equal-algorithm variant)
 
-# Bench model sizes. "tiny" and "base" are the project's presets (xlmp_jax.model.SIZES); "small" is a
+# Bench model sizes. "tiny" and "base" are the project's presets (xlmp_jax.model_config.SIZES); "small" is a
 # bench-only size between them (a laptop-sized encoder with XLM-R's 250k vocabulary would be all head).
 BENCH_SIZES: dict[str, dict[str, int]] = {
     "small": dict(
@@ -56,7 +56,7 @@ def dense_mlm_rate(seq_length: int) -> float:
 
 def model_config(size: str, *, pool: bool, dtype: str = "float32", **overrides: Any):
     """A ModelConfig for a bench size (project presets plus ``BENCH_SIZES``)."""
-    from xlmp_jax.model import SIZES, ModelConfig
+    from xlmp_jax.model_config import SIZES, ModelConfig
 
     if size in SIZES:
         return ModelConfig.preset(size, pool=pool, dtype=dtype, **overrides)

@@ -268,14 +268,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--activation_constraints",
         type=int,
         default=1,
-        help="0: trace the model without its activation constraints (steps.ACTIVATION_CONSTRAINTS), to compare",
+        help="0: trace the model without its activation constraints (sharding.ACTIVATION_CONSTRAINTS), to compare",
     )
     p.add_argument("--json", default=RESULTS, help="where to write the results ('' = nowhere)")
     args = p.parse_args(argv)
     layouts = parse_layouts(args.layouts)
-    from xlmp_jax import steps
+    from xlmp_jax import sharding
 
-    steps.ACTIVATION_CONSTRAINTS = bool(args.activation_constraints)
+    sharding.ACTIVATION_CONSTRAINTS = bool(args.activation_constraints)
     n = jax.device_count()
     for lay in layouts:
         if lay[0] * lay[1] * lay[2] != n:

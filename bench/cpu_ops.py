@@ -3,9 +3,9 @@
   head matmuls   the three 250k-vocabulary head matmuls of a base step with logits everywhere
                  (forward, d hidden, d table), N = 1024 rows
   bias gradient  the sum of a [1024, 250002] gradient over its rows: as XLA's reduction (``g.sum(0)``)
-                 and as the matrix-vector product ``ones @ g`` (what ``model.add_bias`` uses)
+                 and as the matrix-vector product ``ones @ g`` (what ``layers.add_bias`` uses)
   dropout bits   40.5M keep/drop draws (a base step's count): ``jax.random.bernoulli`` (32-bit
-                 uniforms, flax's Dropout) vs two 16-bit draws per 32-bit word (``model.Dropout``)
+                 uniforms, flax's Dropout) vs two 16-bit draws per 32-bit word (``layers.Dropout``)
 
 XLA CPU flags are compared by rerunning with ``XLA_FLAGS``, e.g.
 ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-reduce python bench/cpu_ops.py``.

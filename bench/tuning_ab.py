@@ -4,10 +4,10 @@ Each arm is the project's train step (``xlmp_jax.steps``) built with some of the
 patching the module functions they live in, then compiled; the timed steps alternate between arms
 (A B A B ...). Tunings that can be undone (all measured on CPU, see BENCHMARKS.md section 6):
 
-  bias_gemv     ``model.add_bias``: the head bias's gradient as ``ones @ g`` (undone: plain ``x + b``,
+  bias_gemv     ``layers.add_bias``: the head bias's gradient as ``ones @ g`` (undone: plain ``x + b``,
                 whose gradient XLA:CPU lowers to a slow YNNPACK reduction over [B, K, V])
-  max_accuracy  ``steps.mlm_loss``: accuracy as ``target_logit >= max`` (undone: plus an ``argmax``)
-  dropout_bits  ``model.Dropout``: 16 random bits per element (undone: ``flax.linen.Dropout``)
+  max_accuracy  ``losses.mlm_loss``: accuracy as ``target_logit >= max`` (undone: plus an ``argmax``)
+  dropout_bits  ``layers.Dropout``: 16 random bits per element (undone: ``flax.linen.Dropout``)
 
   python bench/tuning_ab.py --variant=xlmp_dense --arms=before,after     # all three undone vs none
   python bench/tuning_ab.py --variant=xlmp --arms=no_dropout_bits,after  # one at a time
@@ -39,13 +39,13 @@ def undone(tunings: tuple[str, ...]):
     import flax.linen as nn
     import jax.numpy as jnp
 
-    from xlmp_jax import model, steps
+    from xlmp_jax import layers, losses
 
-    saved = {"add_bias": model.add_bias, "Dropout": model.Dropout, "mlm_loss": steps.mlm_loss}
+    saved = {"add_bias": layers.add_bias, "Dropout": layers.Dropout, "mlm_loss": losses.mlm_loss}
     if "bias_gemv" in tunings:
-        model.add_bias = lambda x, bias: x + bias.astype(x.dtype)
+        layers.add_bias = lambda x, bias: x + bias.astype(x.dtype)
     if "dropout_bits" in tunings:
-        model.Dropout = nn.Dropout
+        layers.Dropout = nn.Dropout
     if "max_accuracy" in tunings:
         tuned = saved["mlm_loss"]
 
@@ -54,11 +54,11 @@ def undone(tunings: tuple[str, ...]):
             out["correct"] = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
             return out
 
-        steps.mlm_loss = mlm_loss_with_argmax
+        losses.mlm_loss = mlm_loss_with_argmax
     try:
         yield
     finally:
-        model.add_bias, model.Dropout, steps.mlm_loss = saved["add_bias"], saved["Dropout"], saved["mlm_loss"]
+        layers.add_bias, layers.Dropout, losses.mlm_loss = saved["add_bias"], saved["Dropout"], saved["mlm_loss"]
 
 
 def main(argv: list[str] | None = None) -> dict:

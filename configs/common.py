@@ -13,7 +13,7 @@ import ml_collections
 
 from data_pipelines.config import default_data_config
 from xlmp_jax import compile_cache
-from xlmp_jax.model import ModelConfig
+from xlmp_jax.model_config import ModelConfig
 from xlmp_jax.pool import PoolConfig
 
 # The pool's training options in every XLM-P config (PoolConfig's own defaults keep the old MLM-only pool):

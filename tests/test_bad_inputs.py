@@ -178,7 +178,7 @@ def _export_over_a_full_folder(tmp):
 
 def _corrupt_pool_export(tmp):
     from xlmp_jax import export, pretrained
-    from xlmp_jax.model import ModelConfig
+    from xlmp_jax.model_config import ModelConfig
     from xlmp_jax.pool import PoolConfig
 
     config = ModelConfig.preset("tiny", pool=PoolConfig(size=8))
@@ -214,7 +214,8 @@ def _faults(tmp):
 def _token_ids(tmp):
     import numpy as np
 
-    from xlmp_jax.model import ModelConfig, check_inputs
+    from xlmp_jax.model import check_inputs
+    from xlmp_jax.model_config import ModelConfig
 
     config = ModelConfig.preset("tiny")
     return lambda: check_inputs(config, np.array([[0, 5, 8002, 2]]))
@@ -224,7 +225,7 @@ def _missing_hf_dir(tmp):
     import jax
 
     from xlmp_jax import export
-    from xlmp_jax.model import ModelConfig
+    from xlmp_jax.model_config import ModelConfig
 
     return lambda: export.load_hf_params(str(tmp / "xlmr-base"), ModelConfig.preset("tiny"), jax.random.key(0))
 

@@ -85,16 +85,16 @@ def test_profile_step_smoke(tmp_path):
 @pytest.mark.slow
 def test_tuning_ab_smoke_restores_the_tuned_code():
     from bench import tuning_ab
-    from xlmp_jax import model, steps
+    from xlmp_jax import layers, losses
 
-    tuned = (model.add_bias, model.Dropout, steps.mlm_loss)
+    tuned = (layers.add_bias, layers.Dropout, losses.mlm_loss)
     out = tuning_ab.main(["--smoke", "--arms=before,after,after@xlmp_nopool"])
     rows = {r["arm"]: r for r in out["results"]}
     assert rows["before"]["undone"] == list(tuning_ab.TUNINGS) and rows["after"]["undone"] == []
     assert all(r["step_s"]["min"] > 0 and np.isfinite(r["first_loss"]) for r in rows.values())
-    assert (model.add_bias, model.Dropout, steps.mlm_loss) == tuned
+    assert (layers.add_bias, layers.Dropout, losses.mlm_loss) == tuned
     with tuning_ab.undone(("bias_gemv", "dropout_bits")):
-        assert model.add_bias is not tuned[0] and model.Dropout is not tuned[1]
+        assert layers.add_bias is not tuned[0] and layers.Dropout is not tuned[1]
 
 
 @pytest.mark.slow

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from xlmp_jax import config_utils
-from xlmp_jax.model import ModelConfig, count_params
+from xlmp_jax.model import count_params
+from xlmp_jax.model_config import ModelConfig
 
 NAMES = ("tiny", "base", "large", "tiny_baseline", "base_baseline", "large_baseline")
 # XLM-R's published sizes (hidden, layers, heads, ffn, vocab) and parameter counts without the pool.

@@ -25,7 +25,8 @@ from xlmp_jax import evaluate
 from xlmp_jax.evals import clustering, finetune, heldout, mlm, pool_analysis, retrieval, transfer
 from xlmp_jax.evals.encoder import Encoder, resolve_layer
 from xlmp_jax.evals.results import COLUMNS, ResultStore, markdown_summary
-from xlmp_jax.model import XLMP, ModelConfig, init_params
+from xlmp_jax.model import XLMP, init_params
+from xlmp_jax.model_config import ModelConfig
 from xlmp_jax.pool import PoolConfig
 
 SMALL_POOL = PoolConfig(size=8, length=2)

@@ -22,7 +22,8 @@ from helpers import REPO
 from hf_reference import SENTENCES, hf_config, our_config, pad_rows
 
 from xlmp_jax import checkpoint, convert, export
-from xlmp_jax.model import XLMP, ModelConfig, init_params, param_shapes
+from xlmp_jax.model import XLMP, init_params, param_shapes
+from xlmp_jax.model_config import ModelConfig
 from xlmp_jax.pool import PoolConfig
 from xlmp_jax.pretrained import default_layer, load_pretrained
 from xlmp_torch import XLMPForMaskedLM

@@ -5,7 +5,8 @@ import pytest
 
 from configs import tiny
 from xlmp_jax import memory
-from xlmp_jax.model import ModelConfig, count_params
+from xlmp_jax.model import count_params
+from xlmp_jax.model_config import ModelConfig
 
 
 def _config(**mesh):

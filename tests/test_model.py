@@ -13,7 +13,9 @@ import transformers
 from hf_reference import SENTENCES, hf_config, our_config, pad_rows
 
 from xlmp_jax import convert
-from xlmp_jax.model import SIZES, XLMP, Dropout, ModelConfig, add_bias, count_params, init_params
+from xlmp_jax.layers import Dropout, add_bias
+from xlmp_jax.model import XLMP, count_params, init_params
+from xlmp_jax.model_config import SIZES, ModelConfig
 from xlmp_jax.pool import PoolConfig
 
 

@@ -9,7 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from xlmp_jax.model import XLMP, EncoderLayer, ModelConfig, init_params
+from xlmp_jax.layers import EncoderLayer
+from xlmp_jax.model import XLMP, init_params
+from xlmp_jax.model_config import ModelConfig
 from xlmp_jax.pool import PoolConfig, PromptPool, diversity_loss, key_matching_loss, routing_shift
 
 B, T, D, M, LP = 5, 9, 16, 12, 3

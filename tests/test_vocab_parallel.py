@@ -15,9 +15,11 @@ import pytest
 from helpers import FAST, LANGS, B, T, leaf_errors, tiny_config
 
 from data_pipelines.config import max_predictions
+from xlmp_jax import losses, steps
 from xlmp_jax import sharding as sh
-from xlmp_jax import steps
-from xlmp_jax.model import XLMP, ModelConfig, init_params, pad_vocab
+from xlmp_jax.model import XLMP, init_params
+from xlmp_jax.model_config import ModelConfig
+from xlmp_jax.vocab_padding import pad_vocab
 
 VOCAB = 1500  # padded to 1536 = 12 x 128: 192 columns per device on 8 tensor shards, 384 on 4
 STEPS = 3
@@ -147,7 +149,7 @@ def test_compiled_step_keeps_the_vocabulary_split(name):
 def test_the_hlo_check_catches_gathered_logits(monkeypatch):
     """The check fails when the loss's logits are gathered over the vocabulary (the former layout)."""
     mesh_whole = lambda mesh: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(sh.BATCH_AXES))  # noqa: E731
-    monkeypatch.setattr(steps, "_logits_sharding", mesh_whole)
+    monkeypatch.setattr(sh, "logits_sharding", mesh_whole)
     with pytest.raises(AssertionError, match="whole vocabulary|logits-sized"):
         check_logits_split(compiled_step_hlo(vocab_config(), (1, 1, 8)), 8)
 
@@ -163,18 +165,18 @@ def test_loss_ignores_padding_columns():
     targets = jnp.asarray(rng.integers(0, 10, (3, 5)), jnp.int32)
     weights = jnp.asarray(rng.integers(0, 2, (3, 5)), jnp.float32)
     for smoothing, z in ((0.0, 0.0), (0.1, 1e-3)):
-        padded = steps.mlm_loss(logits, targets, weights, label_smoothing=smoothing, z_loss=z, vocab_size=10)
-        ref = steps.mlm_loss(jnp.asarray(real), targets, weights, label_smoothing=smoothing, z_loss=z)
+        padded = losses.mlm_loss(logits, targets, weights, label_smoothing=smoothing, z_loss=z, vocab_size=10)
+        ref = losses.mlm_loss(jnp.asarray(real), targets, weights, label_smoothing=smoothing, z_loss=z)
         for key in ("nll", "objective", "correct", "loss"):
             np.testing.assert_allclose(padded[key], ref[key], rtol=1e-6, atol=1e-6, err_msg=key)
         log_p = jax.nn.log_softmax(np.asarray(real), axis=-1)
         want = -np.take_along_axis(np.asarray(log_p), np.asarray(targets)[..., None], -1)[..., 0]
         np.testing.assert_allclose(ref["nll"], want, rtol=1e-6)
         np.testing.assert_array_equal(ref["correct"], np.argmax(real, -1) == np.asarray(targets))
-    grad = jax.grad(lambda x: steps.mlm_loss(x, targets, weights, label_smoothing=0.1, vocab_size=10)["loss"])(logits)
+    grad = jax.grad(lambda x: losses.mlm_loss(x, targets, weights, label_smoothing=0.1, vocab_size=10)["loss"])(logits)
     assert not np.asarray(grad)[..., 10:].any() and np.abs(np.asarray(grad)[..., :10]).max() > 0
     with pytest.raises(ValueError, match="vocab_size=17"):
-        steps.mlm_loss(logits, targets, weights, vocab_size=17)
+        losses.mlm_loss(logits, targets, weights, vocab_size=17)
 
 
 def test_model_masks_padding_even_with_large_padding_weights():

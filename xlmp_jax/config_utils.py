@@ -19,7 +19,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from xlmp_jax.model import ModelConfig
+from xlmp_jax.model_config import ModelConfig
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = str(REPO_ROOT / "configs" / "tiny.py")

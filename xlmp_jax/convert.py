@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from xlmp_jax.model import ModelConfig
+from xlmp_jax.model_config import ModelConfig
 
 Array = np.ndarray
 # (our path, transformers key, to_ours(hf_array, cfg), to_hf(our_array, cfg))

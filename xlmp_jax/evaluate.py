@@ -36,7 +36,7 @@ from xlmp_jax.evals.context import EvalContext, Row, split_list
 from xlmp_jax.evals.encoder import Encoder
 from xlmp_jax.evals.heldout import text_languages
 from xlmp_jax.evals.results import Result, ResultStore, write_tensorboard
-from xlmp_jax.model import ModelConfig
+from xlmp_jax.model_config import ModelConfig
 
 EvalFn = Callable[[EvalContext, ml_collections.ConfigDict], list[Row]]  # an eval module's ``run``
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from xlmp_jax import convert
-from xlmp_jax.model import ModelConfig
+from xlmp_jax.model_config import ModelConfig
 from xlmp_jax.pool import PoolConfig
 
 WEIGHTS_FILE = "model.safetensors"

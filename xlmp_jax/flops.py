@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from xlmp_jax.model import ModelConfig
+from xlmp_jax.model_config import ModelConfig
 
 
 def flops_per_token(model_config: ModelConfig | Mapping[str, Any], seq_length: int, num_predictions: int) -> float:

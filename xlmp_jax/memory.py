@@ -35,7 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xlmp_jax.model import ModelConfig, init_params
+from xlmp_jax.model import init_params
+from xlmp_jax.model_config import ModelConfig
 
 GIB = 2**30
 

@@ -21,7 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xlmp_jax.model import XLMP, ModelConfig, check_inputs, pad_vocab
+from xlmp_jax.model import XLMP, check_inputs
+from xlmp_jax.model_config import ModelConfig
+from xlmp_jax.vocab_padding import pad_vocab
 
 _MIN_BUCKET = 16
 

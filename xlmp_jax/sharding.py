@@ -16,6 +16,7 @@ mesh axis does not divide is kept whole instead: see ``fit_spec``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -185,6 +186,31 @@ def logical_shardings(boxed_tree: Any, mesh: Mesh, rules: Sequence = LOGICAL_RUL
         shapes,
         is_leaf=lambda x: isinstance(x, PartitionSpec),
     )
+
+
+# The model's activation constraints (nn.with_logical_constraint) act only under a global mesh; they pin
+# the activations' layout instead of leaving it to XLA's sharding propagation. False only to compare.
+ACTIVATION_CONSTRAINTS = True
+
+
+def activation_rules(mesh: Mesh) -> contextlib.ExitStack:
+    """Context for tracing the model inside jit: its logical constraints resolve onto ``mesh``."""
+    stack = contextlib.ExitStack()
+    if ACTIVATION_CONSTRAINTS:
+        stack.enter_context(jax.sharding.use_abstract_mesh(mesh.abstract_mesh))
+        stack.enter_context(nn.logical_axis_rules(LOGICAL_RULES))
+    return stack
+
+
+def logits_sharding(mesh: Mesh) -> NamedSharding:
+    """Logits [B, K, Vp] for the loss: rows split like the batch, the (padded) vocabulary over ``vocab``'s
+    mesh axis (``LOGICAL_RULES``: tensor), so no device ever holds a whole [B, K, Vp] block.
+
+    ``losses.mlm_loss`` reduces over the split vocabulary with maxes and sums only. (Wrong gradients once
+    seen with the vocabulary split here came from the head's unpinned decoder input, since constrained to
+    (batch, length, embed) in ``layers.MLMHead``, not from the split loss.)
+    """
+    return nn.logical_to_mesh_sharding(PartitionSpec("batch", "length", "vocab"), mesh, LOGICAL_RULES)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -15,7 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xlmp_jax.model import XLMP, ModelConfig, pad_vocab
+from xlmp_jax.model import XLMP
+from xlmp_jax.model_config import ModelConfig
+from xlmp_jax.vocab_padding import pad_vocab
 
 
 class Tokenizer(Protocol):

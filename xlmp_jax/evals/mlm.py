@@ -29,6 +29,7 @@ import numpy as np
 from xlmp_jax.evals.context import EvalContext, Row, split_list
 from xlmp_jax.evals.encoder import Encoder, Tokenizer, bucket_length, encode_text
 from xlmp_jax.evals.heldout import sample_languages, validation_texts
+from xlmp_jax.losses import mlm_loss
 from xlmp_jax.pool import routing_shift
 
 NAME = "mlm"
@@ -40,11 +41,9 @@ def _mlm_sums(model, params, input_ids, attention_mask, positions, targets, weig
     """Per-row sums of loss, correct predictions and weight over the K highest-weight positions."""
     top_w, top_i = jax.lax.top_k(weights, num_predictions)
     out = model.apply({"params": params}, input_ids, attention_mask, positions, mlm_positions=top_i, deterministic=True)
-    logits = out["logits"][..., : model.config.vocab_size].astype(jnp.float32)  # vocabulary padding cut off
     labels = jnp.take_along_axis(targets, top_i, axis=1)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
-    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    terms = mlm_loss(out["logits"], labels, top_w, vocab_size=model.config.vocab_size)  # the train step's loss
+    nll, correct = terms["nll"], terms["correct"]
     selected = top_w > 0  # where(), not a product: an all-padding filler row may hold NaNs
     loss = jnp.where(selected, nll * top_w, 0.0).sum(axis=1)
     return loss, jnp.where(selected, correct * top_w, 0.0).sum(axis=1), top_w.sum(axis=1)
