@@ -23,8 +23,8 @@ from helpers import REPO
 from data_pipelines import languages as language_table
 from xlmp_jax import evaluate
 from xlmp_jax.evals import clustering, finetune, mlm, pool_analysis, retrieval
-from xlmp_jax.evals.encoder import Encoder, resolve_layer
 from xlmp_jax.evals.results import COLUMNS, markdown_summary
+from xlmp_jax.hf.encoder import Encoder, resolve_layer
 from xlmp_jax.model import XLMP, ModelConfig, init_params
 from xlmp_jax.pool import PoolConfig
 
@@ -85,7 +85,7 @@ def test_layer_selection():
     assert resolve_layer("last", 12) == 12
     assert resolve_layer("8", 12) == 8
     assert resolve_layer(-1, 2) == 2
-    with pytest.raises(ValueError, match="layer 13"):
+    with pytest.raises(ValueError, match="layer=13"):
         resolve_layer(13, 12)
     with pytest.raises(ValueError, match="'top'"):
         resolve_layer("top", 12)

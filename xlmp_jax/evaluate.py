@@ -31,8 +31,8 @@ if __name__ == "__main__":  # the evals import TensorFlow: the CLI imports it fi
     console.import_tensorflow(hide_gpus=True)
 
 from xlmp_jax.evals import finetune, mlm, pool_analysis, retrieval
-from xlmp_jax.evals.encoder import Encoder, Tokenizer
 from xlmp_jax.evals.results import Result, ResultStore, write_tensorboard
+from xlmp_jax.hf.encoder import Encoder, Tokenizer
 from xlmp_jax.model import ModelConfig
 
 Row = tuple[str, str, float]

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xlmp_jax.evals.encoder import Encoder, Tokenizer, bucket_length, encode_text
+from xlmp_jax.hf.encoder import Encoder, Tokenizer, bucket_length, encode_text
 from xlmp_jax.pool import routing_shift
 
 Row = tuple[str, str, float]  # (language, metric, value)

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from xlmp_jax.evals.encoder import Encoder, Tokenizer
+from xlmp_jax.hf.encoder import Encoder, Tokenizer
 
 Row = tuple[str, str, float]
 
