@@ -12,7 +12,7 @@ Vocabulary padding: the word embeddings and the decoder bias have ``padded_vocab
 (``vocab_size`` rounded up to ``vocab_multiple``) so that the ``vocab`` axis splits evenly over a
 tensor-parallel mesh axis; the padding rows start at zero, are never looked up (ids are checked
 against ``vocab_size``) and their logits are masked to the lowest value (``vocab_mask``).
-Conversions to and from transformers strip and re-add them (``convert``, ``pad_vocab``).
+Conversions to and from transformers strip and re-add them (``hf.names``, ``pad_vocab``).
 
 Prompt positions: the retrieved prompt vectors are prepended *after* the embedding LayerNorm and get
 no position or token-type embedding (a prompt is a set of learned vectors, not text). The input's own
