@@ -294,12 +294,12 @@ def make_torch_step(model_cfg, *, batch_size: int, seq_length: int, threads: int
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
 
-    from xlmp_jax import export
+    from xlmp_jax.hf.layout import hf_config_dict
 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
-    hf_cfg = XLMRobertaConfig(**export.hf_config_dict(model_cfg))  # the same architecture as ours
+    hf_cfg = XLMRobertaConfig(**hf_config_dict(model_cfg))  # the same architecture as ours
     model = XLMRobertaForMaskedLM(hf_cfg)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)

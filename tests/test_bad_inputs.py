@@ -168,7 +168,7 @@ def _checkpoint_of_another_size(tmp):
 
 
 def _export_over_a_full_folder(tmp):
-    from xlmp_jax import export
+    from xlmp_jax.hf import export
 
     (tmp / "work").mkdir()
     (tmp / "work" / "out").mkdir()
@@ -177,18 +177,18 @@ def _export_over_a_full_folder(tmp):
 
 
 def _corrupt_pool_export(tmp):
-    from xlmp_jax import export, pretrained
+    from xlmp_jax.hf import layout, load
     from xlmp_jax.model_config import ModelConfig
     from xlmp_jax.pool import PoolConfig
 
     config = ModelConfig.preset("tiny", pool=PoolConfig(size=8))
     out = tmp / "work"
     out.mkdir()
-    (out / "config.json").write_text(json.dumps(export.hf_config_dict(config)))
-    (out / export.POOL_CONFIG_FILE).write_text(json.dumps(export.pool_config_dict(config)))
+    (out / "config.json").write_text(json.dumps(layout.hf_config_dict(config)))
+    (out / layout.POOL_CONFIG_FILE).write_text(json.dumps(layout.pool_config_dict(config)))
     (out / "model.safetensors").write_bytes(b"weights would be here")
-    (out / export.POOL_WEIGHTS_FILE).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00cut off")
-    return lambda: pretrained.load_pretrained(str(out))
+    (out / layout.POOL_WEIGHTS_FILE).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00cut off")
+    return lambda: load.load_pretrained(str(out))
 
 
 def _sweep(**values):
@@ -224,10 +224,10 @@ def _token_ids(tmp):
 def _missing_hf_dir(tmp):
     import jax
 
-    from xlmp_jax import export
+    from xlmp_jax.hf import load
     from xlmp_jax.model_config import ModelConfig
 
-    return lambda: export.load_hf_params(str(tmp / "xlmr-base"), ModelConfig.preset("tiny"), jax.random.key(0))
+    return lambda: load.load_hf_params(str(tmp / "xlmr-base"), ModelConfig.preset("tiny"), jax.random.key(0))
 
 
 def _tpu_type(tmp):

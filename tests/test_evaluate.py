@@ -23,8 +23,8 @@ from helpers import REPO
 from data_pipelines import languages as language_table
 from xlmp_jax import evaluate
 from xlmp_jax.evals import clustering, finetune, heldout, mlm, pool_analysis, retrieval, transfer
-from xlmp_jax.evals.encoder import Encoder, resolve_layer
 from xlmp_jax.evals.results import COLUMNS, ResultStore, markdown_summary
+from xlmp_jax.hf.encoder import Encoder, resolve_layer
 from xlmp_jax.model import XLMP, init_params
 from xlmp_jax.model_config import ModelConfig
 from xlmp_jax.pool import PoolConfig
@@ -81,12 +81,33 @@ def test_retrieval_is_perfect_when_embeddings_match(encoder):
     assert retrieval.top1_accuracy(a, b) == (1.0, 1.0)
 
 
+def test_embed_ids_gives_each_row_its_own_outputs_whatever_the_batching(encoder, tiny_params):
+    """Rows are batched longest first and put back in order: each row's outputs match a direct forward
+    pass of that row alone (layer 1 mean-pooled over its tokens; the pool's own query and weights)."""
+    rng = np.random.default_rng(3)
+    rows = random_rows(rng, 11, low=1, high=29)  # 11 rows in batches of 8: a padded last batch
+    out = encoder.embed_ids(rows, layer=1)
+    assert out["embedding"].shape == (11, encoder.config.hidden_size) and out["weights"].shape == (11, 8)
+    model = XLMP(encoder.config)
+    for i, row in enumerate(rows):
+        ids = np.asarray([row], np.int32)
+        ref = model.apply({"params": tiny_params[True]}, ids, np.ones_like(ids), output_hidden_states=True)
+        np.testing.assert_allclose(out["embedding"][i], np.mean(ref["all_hidden_states"][1][0], axis=0), atol=1e-5)
+        np.testing.assert_allclose(out["query"][i], ref["pool"]["query"][0], atol=1e-5)
+        np.testing.assert_allclose(out["weights"][i], ref["pool"]["weights"][0], atol=1e-5)
+    baseline = Encoder(small_config(False), tiny_params[False], batch_size=8, max_length=32)
+    plain = baseline.embed_ids(rows, layer=0)
+    np.testing.assert_array_equal(plain["query"], plain["embedding"])  # the baseline's query: layer 0 pooled
+    with pytest.raises(ValueError, match="no tokenizer"):
+        baseline.encode(["Hello"])
+
+
 def test_layer_selection():
     assert resolve_layer("middle", 12) == 6
     assert resolve_layer("last", 12) == 12
     assert resolve_layer("8", 12) == 8
     assert resolve_layer(-1, 2) == 2
-    with pytest.raises(ValueError, match="layer 13"):
+    with pytest.raises(ValueError, match="layer=13"):
         resolve_layer(13, 12)
     with pytest.raises(ValueError, match="'top'"):
         resolve_layer("top", 12)

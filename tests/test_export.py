@@ -21,11 +21,14 @@ import transformers
 from helpers import REPO
 from hf_reference import SENTENCES, hf_config, our_config, pad_rows
 
-from xlmp_jax import checkpoint, convert, export
+from xlmp_jax import checkpoint
+from xlmp_jax import export as export_cli
+from xlmp_jax.hf import export, layout, load, names
+from xlmp_jax.hf.encoder import default_layer
+from xlmp_jax.hf.load import load_pretrained
 from xlmp_jax.model import XLMP, init_params, param_shapes
 from xlmp_jax.model_config import ModelConfig
 from xlmp_jax.pool import PoolConfig
-from xlmp_jax.pretrained import default_layer, load_pretrained
 from xlmp_torch import XLMPForMaskedLM
 
 # Real text in many scripts (plus digits, punctuation, accents, odd whitespace), for the tokenizer check.
@@ -129,7 +132,7 @@ def test_export_layout(exported, sample_vocab):
     assert hf["model_type"] == "xlm-roberta" and hf["architectures"] == ["XLMRobertaForMaskedLM"]
     assert (hf["vocab_size"], hf["hidden_size"], hf["num_hidden_layers"]) == (sample_vocab.vocab_size, 64, 2)
     pool = json.load(open(os.path.join(path, "prompt_pool.json")))
-    assert pool == {"format": export.POOL_FORMAT, "hidden_size": 64, **vars(POOLS["soft"])}
+    assert pool == {"format": layout.POOL_FORMAT, "hidden_size": 64, **vars(POOLS["soft"])}
     from safetensors.numpy import load_file
 
     arrays = load_file(os.path.join(path, "prompt_pool.safetensors"))
@@ -251,7 +254,7 @@ def test_exported_pool_config_records_the_clustering_options(exported):
     with open(os.path.join(path, "prompt_pool.json")) as f:
         saved = json.load(f)
     assert (saved["prompt_init_std"], saved["key_loss_weight"], saved["diversity_loss_weight"]) == (1.0, 0.5, 0.1)
-    assert export.read_exported_config(path).pool == config.pool
+    assert layout.read_exported_config(path).pool == config.pool
     torch_config = XLMPForMaskedLM.from_pretrained(path).pool.config  # training-only fields are not its concern
     assert not hasattr(torch_config, "key_loss_weight") and torch_config.pooling == config.pool.pooling
 
@@ -261,7 +264,7 @@ def test_torch_pool_rejects_first_pooling():
 
     with pytest.raises(ValueError, match=r"pooling='first' is not supported: it gives every input the same query"):
         PromptPoolConfig.from_dict(
-            {"format": export.POOL_FORMAT, "size": 8, "length": 2, "hidden_size": 64, "pooling": "first"}
+            {"format": layout.POOL_FORMAT, "size": 8, "length": 2, "hidden_size": 64, "pooling": "first"}
         )
 
 
@@ -297,7 +300,7 @@ def hf_dir(tmp_path_factory, sample_vocab):
 def test_import_logits_equal_transformers(hf_dir, real_batch):
     path, model = hf_dir
     config = our_config(model.config)
-    params = export.load_hf_params(path, config, jax.random.key(0))
+    params = load.load_hf_params(path, config, jax.random.key(0))
     ids, mask = real_batch
     with torch.no_grad():
         ref = model(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask).long()).logits
@@ -311,8 +314,8 @@ def test_import_with_fresh_pool(hf_dir):
     pool = PoolConfig(size=8, length=2)
     config = our_config(model.config, pool=pool)
     rng = jax.random.key(3)
-    params = export.load_hf_params(path, config, rng)
-    baseline = export.load_hf_params(path, our_config(model.config), rng)
+    params = load.load_hf_params(path, config, rng)
+    baseline = load.load_hf_params(path, our_config(model.config), rng)
     assert set(params) == set(baseline) | {"pool"}
     jax.tree.map(np.testing.assert_array_equal, {k: v for k, v in params.items() if k != "pool"}, baseline)
     fresh = nn.unbox(jax.jit(init_params, static_argnums=0)(config, rng))["params"]["pool"]
@@ -344,7 +347,7 @@ def test_export_strips_and_import_re_adds_the_vocab_padding(exported, real_batch
     np.testing.assert_array_equal(
         state["roberta.embeddings.word_embeddings.weight"], params["embeddings"]["word_embeddings"][:vocab]
     )
-    back = export.load_hf_encoder(path, config, None)
+    back = load.load_hf_encoder(path, config, None)
     assert back["embeddings"]["word_embeddings"].shape == (padded, config.hidden_size)
     np.testing.assert_array_equal(
         back["embeddings"]["word_embeddings"][:vocab], state["roberta.embeddings.word_embeddings.weight"]
@@ -366,17 +369,17 @@ def test_import_rejects_other_architectures(hf_dir, tmp_path, sample_vocab):
     bert = tmp_path / "bert"
     transformers.BertConfig(vocab_size=sample_vocab.vocab_size, hidden_size=32).save_pretrained(str(bert))
     with pytest.raises(ValueError, match=rf"{bert}.*model_type='bert'"):
-        export.load_hf_params(str(bert), config, jax.random.key(0))
+        load.load_hf_params(str(bert), config, jax.random.key(0))
     wider = dataclasses.replace(config, hidden_size=64)
     with pytest.raises(ValueError, match=rf"{path}.*hidden_size=32.*model\.hidden_size=64"):
-        export.load_hf_params(path, wider, jax.random.key(0))
+        load.load_hf_params(path, wider, jax.random.key(0))
     deeper = dataclasses.replace(config, num_layers=3)
     with pytest.raises(ValueError, match=r"num_hidden_layers=2.*model\.num_layers=3"):
-        export.load_hf_params(path, deeper, jax.random.key(0))
+        load.load_hf_params(path, deeper, jax.random.key(0))
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        export.load_hf_params(str(tmp_path / "nowhere"), config, jax.random.key(0))
+        load.load_hf_params(str(tmp_path / "nowhere"), config, jax.random.key(0))
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        export.load_hf_params(str(tmp_path), config, jax.random.key(0))
+        load.load_hf_params(str(tmp_path), config, jax.random.key(0))
 
 
 # -- checkpoints: export CLI, load_pretrained, errors ---------------------------------------------
@@ -418,14 +421,14 @@ def test_export_cli_end_to_end(workdir, real_batch, tmp_path, capsys):
     got, _ = _ours(config, params[1], ids, mask)
     assert np.abs(got - ref).max() <= 1e-4
     # the same CLI in-process: a non-empty OUT is refused, naming it; --overwrite replaces it
-    assert export.main([f"--workdir={path}", f"--out={out}"]) == 1
+    assert export_cli.main([f"--workdir={path}", f"--out={out}"]) == 1
     assert f"{out}" in capsys.readouterr().err
     (out / "stale.txt").write_text("old")
-    assert export.main([f"--workdir={path}", f"--out={out}", "--overwrite"]) == 0
+    assert export_cli.main([f"--workdir={path}", f"--out={out}", "--overwrite"]) == 0
     assert not (out / "stale.txt").exists()  # the latest step (2) replaced the old export
     keys = XLMPForMaskedLM.from_pretrained(str(out)).pool.keys.detach().numpy()
     np.testing.assert_array_equal(keys, params[2]["pool"]["keys"])
-    assert export.main([f"--workdir={path}", "--step=9", f"--out={tmp_path / 'other'}"]) == 1
+    assert export_cli.main([f"--workdir={path}", "--step=9", f"--out={tmp_path / 'other'}"]) == 1
     assert "step 9 not in" in capsys.readouterr().err
 
 
@@ -501,4 +504,4 @@ def test_hf_state_dict_keys_are_transformers(exported):
         keys = set(f.keys())
     with torch.device("meta"):
         reference = transformers.XLMRobertaForMaskedLM(transformers.AutoConfig.from_pretrained(path))
-    assert keys == set(reference.state_dict()) - set(convert.TIED_HF_KEYS)
+    assert keys == set(reference.state_dict()) - set(names.TIED_HF_KEYS)

@@ -12,7 +12,7 @@ import torch
 import transformers
 from hf_reference import SENTENCES, hf_config, our_config, pad_rows
 
-from xlmp_jax import convert
+from xlmp_jax.hf import names
 from xlmp_jax.layers import Dropout, add_bias
 from xlmp_jax.model import XLMP, count_params, init_params
 from xlmp_jax.model_config import SIZES, ModelConfig
@@ -37,7 +37,7 @@ def hf_model(sample_vocab):
 @pytest.mark.parametrize("attention", ["fused", "explicit"])
 def test_logits_match_transformers(hf_model, real_batch, attention):
     cfg = our_config(hf_model.config, attention=attention)
-    params = convert.from_hf_state_dict(hf_model.state_dict(), cfg)
+    params = names.from_hf_state_dict(hf_model.state_dict(), cfg)
     mask = (real_batch != 1).astype(np.int32)
     ours = XLMP(cfg).apply({"params": params}, jnp.asarray(real_batch), jnp.asarray(mask))
     with torch.no_grad():
@@ -84,7 +84,7 @@ def test_cudnn_attention_passes_padding_as_key_lengths(hf_model, real_batch, mon
 
 def test_sparse_head_equals_dense_head(hf_model, real_batch):
     cfg = our_config(hf_model.config)
-    params = {"params": convert.from_hf_state_dict(hf_model.state_dict(), cfg)}
+    params = {"params": names.from_hf_state_dict(hf_model.state_dict(), cfg)}
     ids = jnp.asarray(real_batch)
     dense = XLMP(cfg).apply(params, ids)["logits"]
     picks = jnp.array([[1, 3], [2, 2], [1, 4], [5, 1], [0, 2], [3, 1]])
@@ -95,7 +95,7 @@ def test_sparse_head_equals_dense_head(hf_model, real_batch):
 def test_conversion_round_trips(hf_model):
     cfg = our_config(hf_model.config)
     state = {k: v.numpy() for k, v in hf_model.state_dict().items()}
-    back = convert.to_hf_state_dict(convert.from_hf_state_dict(state, cfg), cfg)
+    back = names.to_hf_state_dict(names.from_hf_state_dict(state, cfg), cfg)
     assert set(back) == set(state)
     for key, value in state.items():
         np.testing.assert_array_equal(back[key], value, err_msg=key)
@@ -106,7 +106,7 @@ def test_conversion_names_missing_key(hf_model):
     state = dict(hf_model.state_dict())
     del state["roberta.encoder.layer.1.output.dense.weight"]
     with pytest.raises(ValueError, match=r"roberta\.encoder\.layer\.1\.output\.dense\.weight"):
-        convert.from_hf_state_dict(state, cfg)
+        names.from_hf_state_dict(state, cfg)
 
 
 @pytest.mark.parametrize("size", sorted(SIZES))

@@ -33,9 +33,9 @@ if __name__ == "__main__":  # the evals import TensorFlow: the CLI imports it fi
 from xlmp_jax import evals as registry
 from xlmp_jax.evals import pool as pool_eval
 from xlmp_jax.evals.context import EvalContext, Row, split_list
-from xlmp_jax.evals.encoder import Encoder
 from xlmp_jax.evals.heldout import text_languages
 from xlmp_jax.evals.results import Result, ResultStore, write_tensorboard
+from xlmp_jax.hf.encoder import Encoder
 from xlmp_jax.model_config import ModelConfig
 
 EvalFn = Callable[[EvalContext, ml_collections.ConfigDict], list[Row]]  # an eval module's ``run``

@@ -8,9 +8,13 @@ Layout of one forward pass:
   [pool]       drop the Lp prompt positions again                 -> [B, T, D]
   MLM head   = LN(GELU(dense(h))) @ word_embeddings.T + bias       (decoder tied to the embeddings)
 
-Vocabulary padding: the word embeddings and the decoder bias have ``padded_vocab_size`` rows, the
-padding's logits masked (``xlmp_jax.vocab_padding``). The blocks (embeddings, attention, layer, head)
-are in ``xlmp_jax.layers``; the hyper-parameters in ``xlmp_jax.model_config``.
+Vocabulary padding: the word embeddings and the decoder bias have ``padded_vocab_size`` rows
+(``vocab_size`` rounded up to ``vocab_multiple``) so that the ``vocab`` axis splits evenly over a
+tensor-parallel mesh axis; the padding rows start at zero, are never looked up (ids are checked
+against ``vocab_size``) and their logits are masked to the lowest value (``xlmp_jax.vocab_padding``).
+Conversions to and from transformers strip and re-add them (``hf.names``, ``pad_vocab``). The blocks
+(embeddings, attention, layer, head) are in ``xlmp_jax.layers``; the hyper-parameters in
+``xlmp_jax.model_config``.
 
 Prompt positions: the retrieved prompt vectors are prepended *after* the embedding LayerNorm and get
 no position or token-type embedding (a prompt is a set of learned vectors, not text). The input's own

@@ -326,9 +326,9 @@ def _train_in(
         else:
             start = 0
             if config.init_from_hf:
-                from xlmp_jax import export
+                from xlmp_jax.hf.load import load_hf_params
 
-                params = export.load_hf_params(config.init_from_hf, model_config, jax.random.key(tcfg.seed + 1))
+                params = load_hf_params(config.init_from_hf, model_config, jax.random.key(tcfg.seed + 1))
                 state, shardings = steps.create_train_state(config, mesh, jax.random.key(tcfg.seed), params=params)
                 _say(f"initialised from the transformers checkpoint {config.init_from_hf}")
         phases.end("restore")

@@ -8,7 +8,7 @@ settings block: the sweep config's ``c.<NAME>``) and ``run(ctx, cfg) -> rows`` (
 tokenisation), ``context`` (what a cell's eval gets), ``heldout`` (held-out text), ``clustering`` (chance-
 corrected statistics), ``results`` (the tidy result table, summary, plots, TensorBoard).
 
-Modules are imported on first use (``load``): importing one piece of the package (say ``evals.encoder``) does
+Modules are imported on first use (``load``): importing one piece of the package (say ``evals.clustering``) does
 not import every eval's dependencies (matplotlib, scikit-learn, optax).
 """
 

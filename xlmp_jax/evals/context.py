@@ -13,7 +13,7 @@ from typing import Any
 
 import ml_collections
 
-from xlmp_jax.evals.encoder import Encoder, Tokenizer
+from xlmp_jax.hf.encoder import Encoder, Tokenizer
 
 Row = tuple[str, str, float]  # (language, metric, value)
 

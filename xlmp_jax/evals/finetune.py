@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from xlmp_jax.evals.encoder import Encoder, Tokenizer, encode_pair, encode_text, unwrap_params
+from xlmp_jax.hf.encoder import Encoder, Tokenizer, encode_pair, encode_text, unwrap_params
 
 Row = tuple[str, str, float]
 KINDS = ("classification", "tagging")

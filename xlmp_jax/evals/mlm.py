@@ -27,8 +27,8 @@ import ml_collections
 import numpy as np
 
 from xlmp_jax.evals.context import EvalContext, Row, split_list
-from xlmp_jax.evals.encoder import Encoder, Tokenizer, bucket_length, encode_text
 from xlmp_jax.evals.heldout import sample_languages, validation_texts
+from xlmp_jax.hf.encoder import Encoder, Tokenizer, bucket_length, encode_text
 from xlmp_jax.losses import mlm_loss
 from xlmp_jax.pool import routing_shift
 

@@ -30,7 +30,7 @@ from sklearn.metrics import normalized_mutual_info_score  # noqa: E402
 
 from data_pipelines import languages as language_table  # noqa: E402
 from xlmp_jax.evals import clustering  # noqa: E402
-from xlmp_jax.evals.encoder import Encoder, Tokenizer  # noqa: E402
+from xlmp_jax.hf.encoder import Encoder, Tokenizer  # noqa: E402
 
 Row = tuple[str, str, float]
 

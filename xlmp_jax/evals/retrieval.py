@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from xlmp_jax.evals.context import EvalContext, Row, split_list
-from xlmp_jax.evals.encoder import Encoder, Tokenizer
+from xlmp_jax.hf.encoder import Encoder, Tokenizer
 
 NAME = "retrieval"
 
