@@ -123,8 +123,8 @@ class TrainData:
         read = grain.ReadOptions(num_threads=_PREFETCH_THREADS, prefetch_buffer_size=_PREFETCH_BATCHES)
         self._iterator = iter(self.dataset.to_iter_dataset(read))
 
-    def batch(self, index: int) -> dict[str, np.ndarray]:
-        """Batch `index` of this host (a pure function of the index: what makes resuming exact)."""
+    def locate(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(language id, row) of each example of batch `index` of this host."""
         lang, k = self._schedule.lookup(int(index) * self.batch_size, self.batch_size)
         n = self._n[lang]
         epoch, pos = k // n, k % n
@@ -132,7 +132,11 @@ class TrainData:
             for lid, ep in {(int(a), int(e)) for a, e in zip(lang, epoch, strict=True)}:
                 sel = (lang == lid) & (epoch == ep)
                 pos[sel] = mixing.permute(pos[sel], int(self._n[lid]), self.seed, self.process_index, lid, ep)
-        row = self._lo[lang] + pos
+        return lang, self._lo[lang] + pos
+
+    def batch(self, index: int) -> dict[str, np.ndarray]:
+        """Batch `index` of this host (a pure function of the index: what makes resuming exact)."""
+        lang, row = self.locate(index)
         t, pad = self.seq_length, self.vocab.pad_id
         ids = np.full((self.batch_size, t), pad, np.int32)
         positions = np.full((self.batch_size, t), pad, np.int32)

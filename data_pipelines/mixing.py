@@ -4,9 +4,9 @@ Both maps are pure functions of (seed, indices), so an input position is one int
 index) however many languages are mixed: a checkpoint stores that integer, not shuffle buffers.
 
 - `Schedule`: a deterministic temperature interleave. Language l's k-th example sits at the virtual time
-  (k + u_l) / rate_l (u_l a seeded phase in [0, 1)); examples are taken in time order. Over any window of
-  n examples a language gets n * rate_l of them to within +-1 (smoother than i.i.d. draws, same rates), and
-  the example at index j is found without replaying indices < j.
+  (k + u_l) / rate_l (u_l a seeded phase in [0, 1)); examples are taken in time order. Among the first n
+  examples a language has n * rate_l of them to within 1 + rate_l * L (L languages; far tighter than i.i.d.
+  draws, same rates), and the example at index j is found without replaying indices < j.
 - `permute`: a keyed random permutation of [0, n) evaluated element-wise (a 4-round Feistel network with
   cycle walking), so a language's rows are reshuffled every epoch with O(1) memory.
 """

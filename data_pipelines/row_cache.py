@@ -62,6 +62,10 @@ class LineStream:
 
 
 def _file_key(path: str) -> str:
+    """Path, size and modification time (ns and inode for local files, where gfile's stat is coarser)."""
+    if os.path.exists(path):
+        st = os.stat(path)
+        return f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
     import tensorflow as tf
 
     st = tf.io.gfile.stat(path)
