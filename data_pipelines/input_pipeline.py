@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterator, Sequence
 
 import grain
@@ -203,9 +204,9 @@ class TrainData:
             meta = json.load(f)
         if meta.get("format") != STATE_FORMAT:
             raise LegacyDataStateError(
-                f"{path}: an input state of the old tf.data pipeline (format {meta.get('format', 'tf.data')!r}, "
-                f"not {STATE_FORMAT!r}); its position cannot be continued. The model state can still be "
-                "restored: set config.train.restore_data=False to resume the weights with a fresh input stream"
+                f"input state written by the old tf.data pipeline (format {meta.get('format', 'tf.data')!r}, not "
+                f"{STATE_FORMAT!r}) cannot be continued: {path}. The model state can still be restored: "
+                "config.train.restore_data=False resumes the weights and continues the input at that step"
             )
         mine = self._meta()
         for key in ("mixture", "seed", "batch_size", "process_count"):
@@ -216,6 +217,14 @@ class TrainData:
         self._iterator.set_state(meta["iterator"])
         self.batches_seen = meta["batches_seen"]
         self.stats = dict(meta["stats"])
+
+    def skip_to(self, batch_index: int) -> None:
+        """Continues at batch `batch_index` (O(1): batches are a function of their index); counters restart."""
+        if batch_index < 0:
+            raise ValueError(f"batch_index={batch_index}: expected >= 0")
+        self._iterator.set_state({"next_index": int(batch_index)})
+        self.batches_seen = int(batch_index)
+        self.stats = dict.fromkeys(prep.STAT_KEYS, 0)
 
 
 class _NumpyMasker:
@@ -341,6 +350,39 @@ def balanced_rows_per_language(num_batches: int, batch_size: int, num_languages:
     if num_batches <= 0:
         return 0
     return max(1, num_batches * batch_size // num_languages)
+
+
+class BalancedEvalData:
+    """`make_balanced_eval_data`, read when first needed: `start()` reads it in a background thread (so start-up
+    does not wait for the SeqIO/tf.data eval graphs); iterating waits for that read (or does it) and re-raises
+    its error, if any. Iterable again and again."""
+
+    def __init__(self, data_config, *, batch_size: int, num_batches: int):
+        self._args = (data_config, batch_size, num_batches)
+        self._batches: list[dict[str, np.ndarray]] | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _read(self) -> None:
+        cfg, batch_size, num_batches = self._args
+        try:
+            self._batches = make_balanced_eval_data(cfg, batch_size=batch_size, num_batches=num_batches)
+        except BaseException as e:  # noqa: BLE001 -- handed to the caller of __iter__
+            self._error = e
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None and self._batches is None:
+                self._thread = threading.Thread(target=self._read, name="balanced-eval-data", daemon=True)
+                self._thread.start()
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        self.start()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return iter(self._batches)
 
 
 def make_balanced_eval_data(data_config, *, batch_size: int, num_batches: int) -> list[dict[str, np.ndarray]]:

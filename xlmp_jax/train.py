@@ -217,6 +217,11 @@ class ShardedTrainData:
         for shard in self.shards:
             shard.restore(directory)
 
+    def skip_to(self, batch_index: int) -> None:
+        """Continues every shard at batch `batch_index` without a saved position (its counters restart at 0)."""
+        for shard in self.shards:
+            shard.skip_to(batch_index)
+
 
 def _batches(data) -> Iterator[dict]:
     while True:
@@ -300,11 +305,10 @@ def _train_in(
     data = ShardedTrainData(config.data, global_batch_size=tcfg.batch_size, num_shards=tcfg.data_shards, seed=tcfg.seed)
     eval_data = None
     if tcfg.eval_every:
-        from data_pipelines.input_pipeline import make_balanced_eval_data
+        from data_pipelines.input_pipeline import BalancedEvalData
 
-        eval_data = make_balanced_eval_data(
-            config.data, batch_size=tcfg.eval_batch_size, num_batches=tcfg.eval_batches
-        )  # built once: every trained language, equal rows
+        # every trained language, equal rows; read in a background thread once the first step has run
+        eval_data = BalancedEvalData(config.data, batch_size=tcfg.eval_batch_size, num_batches=tcfg.eval_batches)
     phases.end("data")
 
     state, shardings = steps.create_train_state(config, mesh, jax.random.key(tcfg.seed))
@@ -312,10 +316,13 @@ def _train_in(
 
     ckpt = checkpoint.Checkpointer(workdir, keep=tcfg.keep_checkpoints, faults=phases.faults)
     try:
-        restored = ckpt.restore_latest(state, data)
+        restored = ckpt.restore_latest(state, data if tcfg.restore_data else None)
         if restored is not None:
             state, start = restored
             _say(f"resumed from {ckpt.directory / str(start)} (step {start})")
+            if not tcfg.restore_data:
+                data.skip_to(start)
+                _say(f"train.restore_data=False: the input position was not restored; input continues at batch {start}")
         else:
             start = 0
             if config.init_from_hf:
@@ -393,6 +400,8 @@ def _train_loop(run: _Run, state, start: int, last_step: int, *, peak_flops: flo
             if first:  # one sync, to keep the first step's dispatch out of the throughput numbers
                 jax.block_until_ready(acc)
                 _say(f"first step took {time.perf_counter() - window_start:.1f}s")
+                if eval_data is not None:
+                    eval_data.start()  # off the start-up path: ready (or nearly) by the first eval
                 window_start, window_steps, first = time.perf_counter(), 0, False
             fault("after_step", step)
             run.check_lease()  # before this step's writes: another run may own the work directory now
