@@ -257,3 +257,46 @@ def test_second_start_reads_the_cache(corpus, tmp_path, monkeypatch):
     again = next(make_train_data(cfg, global_batch_size=8, seed=9))
     for k in BATCH_KEYS:
         np.testing.assert_array_equal(first[k], again[k])
+
+
+def _write_sources(root, kind):
+    """A small stand-in of each real-corpus format, two languages: the lines carry document breaks."""
+    import lzma
+
+    import tensorflow as tf
+
+    docs = {
+        lang: [f"{lang} doc {i} " + " ".join(["word"] * (i % 9 + 1)) + f"\nsecond line {i}" for i in range(40)]
+        for lang in ("en", "fr")
+    }
+    for lang, ds in docs.items():
+        if kind == "cc100_xz":
+            with lzma.open(os.path.join(root, f"{lang}.txt.xz"), "wt", encoding="utf-8") as f:
+                f.write("".join(d + "\n\n" for d in ds))
+        elif kind == "jsonl":
+            with open(os.path.join(root, f"{lang}.jsonl"), "w", encoding="utf-8") as f:
+                f.write("".join(json.dumps({"text": d}) + "\n" for d in ds))
+        else:
+            for split, part in (("train", ds[:36]), ("validation", ds[36:])):
+                with tf.io.TFRecordWriter(os.path.join(root, f"{lang}-{split}.tfrecord-00000-of-00001")) as w:
+                    for d in part:
+                        feat = {"text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[d.encode()]))}
+                        w.write(tf.train.Example(features=tf.train.Features(feature=feat)).SerializeToString())
+
+
+@pytest.mark.parametrize("kind", ["cc100_xz", "jsonl", "tfrecord"])
+def test_cached_rows_of_real_corpus_formats(corpus, tmp_path, kind):
+    root = tmp_path / kind
+    root.mkdir()
+    _write_sources(str(root), kind)
+    source = {"cc100_xz": "cc100", "jsonl": "jsonl", "tfrecord": "tfrecord"}[kind]
+    cfg = text_config(corpus, tmp_path, source=source, path=str(root), packing="complete_doc", languages=("en", "fr"))
+    spec = tasks.mixture_spec(cfg)
+    for lid in range(2):
+        want = seqio_rows(spec, lid)
+        rows = row_cache.load_or_build(spec, lid, cfg)
+        assert len(rows) == len(want) > 0
+        for i, w in enumerate(want):
+            n = int((w["input_ids"] != 1).sum())
+            np.testing.assert_array_equal(rows.ids[rows.offsets[i] : rows.offsets[i + 1]], w["input_ids"][:n])
+    assert next(make_train_data(cfg, global_batch_size=4))["input_ids"].shape == (4, 32)
