@@ -134,7 +134,7 @@ def _tfds_documents(name: str, split: str, data_dir: str | None) -> Iterator[tup
     import tensorflow_datasets as tfds
 
     builder = tfds.builder(name, data_dir=data_dir)
-    fmt = str(getattr(builder.info, "file_format", "") or "")
+    fmt = str(getattr(builder.info, "file_format", "") or "").lower()  # e.g. FileFormat.ARRAY_RECORD
     if "array_record" in fmt:
         source = tfds.data_source(name, split=split, data_dir=data_dir)
         for i in range(len(source)):
