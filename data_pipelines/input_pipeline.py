@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Iterator, Sequence
 
 import grain
@@ -353,35 +352,18 @@ def balanced_rows_per_language(num_batches: int, batch_size: int, num_languages:
 
 
 class BalancedEvalData:
-    """`make_balanced_eval_data`, read when first needed: `start()` reads it in a background thread (so start-up
-    does not wait for the SeqIO/tf.data eval graphs); iterating waits for that read (or does it) and re-raises
-    its error, if any. Iterable again and again."""
+    """`make_balanced_eval_data`, read at the first iteration (so start-up does not wait for the SeqIO/tf.data
+    eval graphs) and kept in memory; iterable again and again. Not read in a background thread: a TF graph
+    still being built in a daemon thread when a preempted run exits aborts the process."""
 
     def __init__(self, data_config, *, batch_size: int, num_batches: int):
         self._args = (data_config, batch_size, num_batches)
         self._batches: list[dict[str, np.ndarray]] | None = None
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def _read(self) -> None:
-        cfg, batch_size, num_batches = self._args
-        try:
-            self._batches = make_balanced_eval_data(cfg, batch_size=batch_size, num_batches=num_batches)
-        except BaseException as e:  # noqa: BLE001 -- handed to the caller of __iter__
-            self._error = e
-
-    def start(self) -> None:
-        with self._lock:
-            if self._thread is None and self._batches is None:
-                self._thread = threading.Thread(target=self._read, name="balanced-eval-data", daemon=True)
-                self._thread.start()
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        self.start()
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        if self._batches is None:
+            cfg, batch_size, num_batches = self._args
+            self._batches = make_balanced_eval_data(cfg, batch_size=batch_size, num_batches=num_batches)
         return iter(self._batches)
 
 

@@ -307,7 +307,7 @@ def _train_in(
     if tcfg.eval_every:
         from data_pipelines.input_pipeline import BalancedEvalData
 
-        # every trained language, equal rows; read in a background thread once the first step has run
+        # every trained language, equal rows; read at the first eval (off the start-up path)
         eval_data = BalancedEvalData(config.data, batch_size=tcfg.eval_batch_size, num_batches=tcfg.eval_batches)
     phases.end("data")
 
@@ -400,8 +400,6 @@ def _train_loop(run: _Run, state, start: int, last_step: int, *, peak_flops: flo
             if first:  # one sync, to keep the first step's dispatch out of the throughput numbers
                 jax.block_until_ready(acc)
                 _say(f"first step took {time.perf_counter() - window_start:.1f}s")
-                if eval_data is not None:
-                    eval_data.start()  # off the start-up path: ready (or nearly) by the first eval
                 window_start, window_steps, first = time.perf_counter(), 0, False
             fault("after_step", step)
             run.check_lease()  # before this step's writes: another run may own the work directory now
