@@ -331,3 +331,15 @@ def test_tfds_array_record_is_read_through_a_data_source(corpus, tmp_path, monke
     want = sorted([[0, *spec.vocab.encode(line), 2] for line in doc.split("\n")] for doc in docs)
     got = [rows.ids[rows.offsets[i] : rows.offsets[i + 1]].tolist() for i in range(len(rows))]
     assert len(got) == 60 and sorted(got[i : i + 2] for i in range(0, 60, 2)) == want
+
+
+def test_balanced_eval_data_is_read_at_first_use_once(monkeypatch):
+    from data_pipelines import input_pipeline
+
+    calls = []
+    fake = [{"input_ids": np.zeros((2, 4), np.int32)}]
+    monkeypatch.setattr(input_pipeline, "make_balanced_eval_data", lambda *a, **k: calls.append(k) or fake)
+    ev = input_pipeline.BalancedEvalData(default_data_config(), batch_size=2, num_batches=3)
+    assert calls == []  # nothing read at start-up
+    assert list(ev) == fake and list(ev) == fake
+    assert calls == [{"batch_size": 2, "num_batches": 3}]
