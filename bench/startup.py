@@ -34,7 +34,8 @@ def _run_train(workdir: str, cache: str, overrides: list[str], steps: int) -> di
     """Launches the train CLI; seconds to its "first step took" line, its phase summary, its exit code."""
     cmd = [
         sys.executable, "-m", "xlmp_jax.train", "--config=configs/tiny.py", f"--workdir={workdir}",
-        f"--config.train.steps={steps}", "--config.train.checkpoint_every=2", "--config.train.eval_every=0",
+        f"--config.train.steps={steps}", "--config.train.warmup_steps=1", "--config.train.checkpoint_every=2",
+        "--config.train.eval_every=0",
         "--config.train.pool_report=False", "--config.train.log_every=2", f"--config.data.decompress_dir={cache}",
         *overrides,
     ]  # fmt: skip
