@@ -61,6 +61,9 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
             stop_after=0,  # stop (with a checkpoint) after this step, e.g. for a scheduler's time limit; 0 = off
             pool_report=False,  # after training: print what the pool learned on held-out lines (sample source)
             data_shards=0,  # input shards (a multiple of the process count); 0 = one per process
+            # resume the input position with the weights; False: weights only, the input continues at batch
+            # <step> (for a checkpoint whose input state cannot be read, e.g. one of the old tf.data pipeline)
+            restore_data=True,
             peak_flops=0.0,  # per device, FLOP/s, for MFU; 0 = look the device up in xlmp_jax.metrics.PEAK_FLOPS
             # JAX's persistent compilation cache, so a restart loads its programs; '' = off. A set
             # JAX_COMPILATION_CACHE_DIR environment variable wins (xlmp_jax/compile_cache.py).

@@ -1,10 +1,13 @@
 """Training and evaluation batches from a data config (format in data_pipelines/README.md).
 
-Train: the config's SeqIO Mixture (temperature-sampled languages, each host reading its own shard) ->
-per-host batches -> BERT/XLM-R masking, vectorised per batch, with a stateless seed fold_in((seed, process),
-batch index) -> prefetch. Everything is TensorFlow ops, so the iterator position (shuffle buffers, sampler
-state, read offsets) is saved exactly with `tf.train.Checkpoint(iterator=...)`; a resumed job continues with
-the next unseen batch without replaying the stream.
+Train (grain, index-based): each language's train rows are tokenised once into a memory-mapped cache
+(`row_cache`); a stateless index map (`mixing`) says which language and which row every example of this host
+is (temperature rates, a fresh row order every epoch, per-host row ranges); a grain `MapDataset` over batch
+indices gathers the rows and masks them in NumPy with a seed of (seed, process, batch index), and grain's
+iterator prefetches in threads. The input position is therefore one integer: `save` writes a small JSON
+(whatever the number of languages) and a resumed job continues with the next unseen batch, bit for bit.
+
+Eval: SeqIO tasks through tf.data (finite, deterministic; built when first needed).
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 
+import grain
 import numpy as np
 import seqio
 import tensorflow as tf
 
+from data_pipelines import masking, mixing, row_cache, tasks
 from data_pipelines import preprocessors as prep
-from data_pipelines import tasks
 from data_pipelines.config import max_predictions, validate_data_config
 from data_pipelines.vocab import XLMRVocabulary
 
@@ -72,6 +76,15 @@ def _options() -> tf.data.Options:
     return opts
 
 
+STATE_FORMAT = "xlmp-grain-index-1"
+_ENDLESS = 2**62  # batch indices of the endless grain MapDataset
+_PREFETCH_THREADS, _PREFETCH_BATCHES = 2, 8
+
+
+class LegacyDataStateError(ValueError):
+    """The input state was written by the old tf.data pipeline (its shuffle buffers): it cannot be continued."""
+
+
 class TrainData:
     """Endless per-host training batches (dicts of NumPy arrays, see README); `save`/`restore` the position."""
 
@@ -81,6 +94,8 @@ class TrainData:
             raise ValueError(f"global_batch_size={global_batch_size} is not divisible by process_count={process_count}")
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index={process_index} is outside [0, process_count={process_count})")
+        if seed < 0:
+            raise ValueError(f"seed={seed}: expected an int >= 0")
         self.config = data_config
         self.spec = tasks.mixture_spec(data_config)
         self.languages: list[str] = list(self.spec.languages)
@@ -90,44 +105,74 @@ class TrainData:
         self.process_index, self.process_count, self.seed = process_index, process_count, seed
         self.batches_seen = 0
         self.stats = dict.fromkeys(prep.STAT_KEYS, 0)  # summed over the batches handed out
-        self.dataset = self._build()
-        self._iterator = iter(self.dataset)
+        self._rows = [row_cache.load_or_build(self.spec, lid, data_config) for lid in range(len(self.languages))]
+        lo, hi = [], []
+        for lang, rows in zip(self.languages, self._rows, strict=True):  # this host's contiguous share of rows
+            a, b = len(rows) * process_index // process_count, len(rows) * (process_index + 1) // process_count
+            if a == b:
+                raise ValueError(
+                    f"data.languages entry {lang!r} has {len(rows)} training rows, fewer than process_count="
+                    f"{process_count}: host {process_index} would get none"
+                )
+            lo.append(a)
+            hi.append(b)
+        self._lo, self._n = np.array(lo, np.int64), np.array(hi, np.int64) - np.array(lo, np.int64)
+        self._schedule = mixing.Schedule(np.array([self.spec.rates[x] for x in self.languages]), seed)
+        self._masker = _NumpyMasker(data_config, self.vocab)
+        self.dataset = grain.MapDataset.range(_ENDLESS).map(self.batch)
+        read = grain.ReadOptions(num_threads=_PREFETCH_THREADS, prefetch_buffer_size=_PREFETCH_BATCHES)
+        self._iterator = iter(self.dataset.to_iter_dataset(read))
 
-    def _build(self) -> tf.data.Dataset:
-        cfg = self.config
-        mixture = seqio.get_mixture_or_task(self.spec.name)
-        ds = mixture.get_dataset(
-            sequence_length=None,
-            split="train",
-            shuffle=cfg.shuffle_buffer > 0,
-            seed=self.seed,
-            shard_info=seqio.ShardInfo(index=self.process_index, num_shards=self.process_count),
-            num_epochs=None,
-            trim_output_features=False,
-            try_in_mem_cache=False,
-            log_mixing_proportions=False,
-        )
-        ds = ds.batch(self.batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        masker = _masker(cfg, self.vocab, _base_seed(self.seed, self.process_index))
-        ds = ds.enumerate().map(masker, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-        return ds.with_options(_options())
+    def locate(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(language id, row) of each example of batch `index` of this host."""
+        lang, k = self._schedule.lookup(int(index) * self.batch_size, self.batch_size)
+        n = self._n[lang]
+        epoch, pos = k // n, k % n
+        if self.config.shuffle_buffer > 0:  # a fresh order of each language's rows every epoch
+            for lid, ep in {(int(a), int(e)) for a, e in zip(lang, epoch, strict=True)}:
+                sel = (lang == lid) & (epoch == ep)
+                pos[sel] = mixing.permute(pos[sel], int(self._n[lid]), self.seed, self.process_index, lid, ep)
+        return lang, self._lo[lang] + pos
+
+    def batch(self, index: int) -> dict[str, np.ndarray]:
+        """Batch `index` of this host (a pure function of the index: what makes resuming exact)."""
+        lang, row = self.locate(index)
+        t, pad = self.seq_length, self.vocab.pad_id
+        ids = np.full((self.batch_size, t), pad, np.int32)
+        positions = np.full((self.batch_size, t), pad, np.int32)
+        stats = np.zeros(len(prep.STAT_KEYS), np.int64)
+        for i, (lid, r) in enumerate(zip(lang, row, strict=True)):
+            rows = self._rows[lid]
+            a, b = int(rows.offsets[r]), int(rows.offsets[r + 1])
+            m, restart = b - a, int(rows.restart[r])
+            ids[i, :m] = rows.ids[a:b]
+            j = np.arange(m)
+            positions[i, :m] = np.where(j < restart, j, j - restart) + pad + 1
+            stats += rows.stats[r]
+        rng = np.random.default_rng([self.seed, self.process_index, int(index)])
+        out = self._masker(ids, rng)
+        out.update(attention_mask=(ids != pad).astype(np.int32), positions=positions, language=lang.astype(np.int32))
+        out.update({key: np.int64(v) for key, v in zip(prep.STAT_KEYS, stats, strict=True)})
+        return out
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        batch = {k: v.numpy() for k, v in next(self._iterator).items()}
+        batch = dict(next(self._iterator))
         for k in prep.STAT_KEYS:
-            self.stats[k] += int(batch.pop(k).sum())
+            self.stats[k] += int(batch.pop(k))
         self.batches_seen += 1
         return batch
 
     # ----- iterator position -----------------------------------------------------------------------------------
-    def _prefix(self, directory: str) -> str:
-        return os.path.join(directory, f"input_pipeline-{self.process_index:05d}-of-{self.process_count:05d}")
+    def _path(self, directory: str) -> str:
+        name = f"input_pipeline-{self.process_index:05d}-of-{self.process_count:05d}.json"
+        return os.path.join(directory, name)
 
     def _meta(self) -> dict:
         return {
+            "format": STATE_FORMAT,
             "mixture": self.spec.name,
             "seed": self.seed,
             "batch_size": self.batch_size,
@@ -137,30 +182,67 @@ class TrainData:
             "stats": self.stats,
         }
 
+    def get_state(self) -> dict:
+        """This host's whole input position (a few hundred bytes as JSON, whatever the number of languages)."""
+        return dict(self._meta(), iterator={"next_index": self.batches_seen})
+
     def save(self, directory: str) -> None:
-        """Writes this host's iterator state (tf.data checkpoint) and a small JSON of counters to `directory`."""
+        """Writes this host's input position (`get_state`) as one small JSON file in `directory`."""
         tf.io.gfile.makedirs(directory)
-        path = tf.train.Checkpoint(iterator=self._iterator).write(self._prefix(directory))
-        meta = dict(self._meta(), checkpoint=os.path.basename(path))
-        with tf.io.gfile.GFile(self._prefix(directory) + ".json", "w") as f:
-            json.dump(meta, f)
+        tmp = self._path(directory) + ".tmp"
+        with tf.io.gfile.GFile(tmp, "w") as f:
+            json.dump(self.get_state(), f)
+        tf.io.gfile.rename(tmp, self._path(directory), overwrite=True)
 
     def restore(self, directory: str) -> None:
         """Continues from the position saved in `directory` by a TrainData of the same config/seed/sharding."""
-        meta_path = self._prefix(directory) + ".json"
-        if not tf.io.gfile.exists(meta_path):
+        path = self._path(directory)
+        if not tf.io.gfile.exists(path):
             raise FileNotFoundError(f"no input-pipeline state for process {self.process_index} in {directory!r}")
-        with tf.io.gfile.GFile(meta_path) as f:
+        with tf.io.gfile.GFile(path) as f:
             meta = json.load(f)
+        if meta.get("format") != STATE_FORMAT:
+            raise LegacyDataStateError(
+                f"input state written by the old tf.data pipeline (format {meta.get('format', 'tf.data')!r}, not "
+                f"{STATE_FORMAT!r}) cannot be continued: {path}. The model state can still be restored: "
+                "config.train.restore_data=False resumes the weights and continues the input at that step"
+            )
         mine = self._meta()
         for key in ("mixture", "seed", "batch_size", "process_count"):
             if meta[key] != mine[key]:
                 raise ValueError(
                     f"input-pipeline state in {directory!r} has {key}={meta[key]!r}, this pipeline {mine[key]!r}"
                 )
-        tf.train.Checkpoint(iterator=self._iterator).read(os.path.join(directory, meta["checkpoint"])).assert_consumed()
+        self._iterator.set_state(meta["iterator"])
         self.batches_seen = meta["batches_seen"]
         self.stats = dict(meta["stats"])
+
+    def skip_to(self, batch_index: int) -> None:
+        """Continues at batch `batch_index` (O(1): batches are a function of their index); counters restart."""
+        if batch_index < 0:
+            raise ValueError(f"batch_index={batch_index}: expected >= 0")
+        self._iterator.set_state({"next_index": int(batch_index)})
+        self.batches_seen = int(batch_index)
+        self.stats = dict.fromkeys(prep.STAT_KEYS, 0)
+
+
+class _NumpyMasker:
+    """rows [b, T] + a per-batch rng -> input_ids/targets/weights (the config's masking recipe)."""
+
+    def __init__(self, cfg, vocab: XLMRVocabulary):
+        self.word_starts = masking.word_start_table(vocab) if cfg.whole_word_masking else None
+        self.kw = dict(
+            vocab_size=vocab.vocab_size,
+            mask_id=vocab.mask_id,
+            special_ids=(vocab.bos_id, vocab.pad_id, vocab.eos_id, vocab.mask_id),
+            mlm_rate=cfg.mlm_rate,
+            max_predictions=max_predictions(cfg.seq_length, cfg.mlm_rate),
+            mask_prob=cfg.mask_prob,
+            random_prob=cfg.random_prob,
+        )
+
+    def __call__(self, ids: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return masking.mask_tokens(ids, rng, word_starts=self.word_starts, **self.kw)
 
 
 def make_train_data(
@@ -267,6 +349,22 @@ def balanced_rows_per_language(num_batches: int, batch_size: int, num_languages:
     if num_batches <= 0:
         return 0
     return max(1, num_batches * batch_size // num_languages)
+
+
+class BalancedEvalData:
+    """`make_balanced_eval_data`, read at the first iteration (so start-up does not wait for the SeqIO/tf.data
+    eval graphs) and kept in memory; iterable again and again. Not read in a background thread: a TF graph
+    still being built in a daemon thread when a preempted run exits aborts the process."""
+
+    def __init__(self, data_config, *, batch_size: int, num_batches: int):
+        self._args = (data_config, batch_size, num_batches)
+        self._batches: list[dict[str, np.ndarray]] | None = None
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        if self._batches is None:
+            cfg, batch_size, num_batches = self._args
+            self._batches = make_balanced_eval_data(cfg, batch_size=batch_size, num_batches=num_batches)
+        return iter(self._batches)
 
 
 def make_balanced_eval_data(data_config, *, batch_size: int, num_batches: int) -> list[dict[str, np.ndarray]]:

@@ -139,8 +139,9 @@ class TextLinesSource(seqio.DataSource):
     split are disjoint and cover it exactly.
     """
 
-    def __init__(self, files: list[str]):
+    def __init__(self, files: list[str], origins: dict[str, str] | None = None):
         self._files = list(files)
+        self._origins = dict(origins or {})  # decompressed copy -> the file it came from (named in errors)
         self._counts = {f: count_lines(f) for f in self._files}
         for f, n in self._counts.items():
             if n == 0:
@@ -154,6 +155,10 @@ class TextLinesSource(seqio.DataSource):
 
     def list_shards(self, split: str) -> list[str]:
         return self._files
+
+    def train_ranges(self) -> list[tuple[str, str, int, int]]:
+        """(file, name to show, first line, end line) of the train split, for the row cache."""
+        return [(f, self._origins.get(f, f), *split_range(self._counts[f], "train")) for f in self._files]
 
     def get_dataset(self, split="train", shuffle=True, seed=None, shard_info=None, **unused) -> tf.data.Dataset:
         del shuffle, seed  # rows are shuffled after they are built; reading stays in order
@@ -194,6 +199,10 @@ class SplitFilesSource(seqio.DataSource):
 
     def list_shards(self, split: str) -> list[str]:
         return self._files[split]
+
+    def train_ranges(self) -> list[tuple[str, str, int, int]]:
+        """(file, name to show, first line, end line) of the train split, for the row cache."""
+        return [(f, f, 0, self._counts[f]) for f in self._files["train"]]
 
     def get_dataset(self, split="train", shuffle=True, seed=None, shard_info=None, **unused) -> tf.data.Dataset:
         del shuffle, seed  # rows are shuffled after they are built; reading stays in order
@@ -303,13 +312,14 @@ def mono_source(cfg, lang: str) -> SourceSpec:
         src = sample_mono_source(cfg, lang)
         return SourceSpec(src, "lines", src.num_input_examples("train"))
     if cfg.source in ("text", "cc100"):
-        files = _local_files(cfg, lang, TEXT_EXTENSIONS)
-        files = [_materialize(f, cfg) if f.endswith(".xz") else f for f in files]
-        src = TextLinesSource(files)
+        originals = _local_files(cfg, lang, TEXT_EXTENSIONS)
+        files = [_materialize(f, cfg) if f.endswith(".xz") else f for f in originals]
+        src = TextLinesSource(files, dict(zip(files, originals, strict=True)))
         return SourceSpec(src, "lines", src.num_input_examples("train"))
     if cfg.source == "jsonl":
-        files = [_materialize(f, cfg, jsonl_field=cfg.text_field) for f in _local_files(cfg, lang, JSONL_EXTENSIONS)]
-        src = TextLinesSource(files)
+        originals = _local_files(cfg, lang, JSONL_EXTENSIONS)
+        files = [_materialize(f, cfg, jsonl_field=cfg.text_field) for f in originals]
+        src = TextLinesSource(files, {f: f"{o} (as text lines in {f})" for f, o in zip(files, originals, strict=True)})
         return SourceSpec(src, "lines", src.num_input_examples("train"))
     if cfg.source == "tfrecord":
         if "{lang}" in cfg.path:

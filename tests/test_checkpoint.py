@@ -255,3 +255,33 @@ def test_checkpoint_written_before_vocab_padding_is_padded_on_restore(tmp_path, 
     emb = restored.params["embeddings"]["word_embeddings"]
     assert emb.sharding == fresh.params["embeddings"]["word_embeddings"].sharding
     assert {s.data.shape[0] for s in emb.addressable_shards} == {padded // 2}  # split over tensor
+
+
+class OldTfDataIterator(FakeIterator):
+    """Writes what the old tf.data pipeline wrote: a JSON of counters naming a tf.train.Checkpoint."""
+
+    def save(self, directory):
+        meta = {"mixture": "xlmp_x", "seed": 0, "batch_size": 8, "process_index": 0, "process_count": 1,
+                "batches_seen": 3, "stats": {}, "checkpoint": "input_pipeline-00000-of-00001-1"}  # fmt: skip
+        with open(os.path.join(directory, "input_pipeline-00000-of-00001.json"), "w") as f:
+            json.dump(meta, f)
+
+
+def test_old_tfdata_input_state_is_refused_but_the_model_state_restores(tmp_path, state8):
+    from data_pipelines.config import default_data_config
+    from data_pipelines.input_pipeline import make_train_data
+
+    saved = _perturbed(state8, 3)
+    ckpt = checkpoint.Checkpointer(str(tmp_path))
+    ckpt.save(3, saved, data=OldTfDataIterator())
+    ckpt.close()
+    cfg = default_data_config()
+    cfg.languages, cfg.seq_length = ("en", "fr"), 32
+    data = make_train_data(cfg, global_batch_size=8)
+    with pytest.raises(checkpoint.DataStateError, match=r"LegacyDataStateError.*old tf\.data.*restore_data=False"):
+        checkpoint.Checkpointer(str(tmp_path)).restore_latest(state8, data)
+    restored, step = checkpoint.Checkpointer(str(tmp_path)).restore_latest(state8)  # what restore_data=False does
+    assert step == 3
+    _assert_trees_equal(restored.params, saved.params)
+    data.skip_to(step)
+    np.testing.assert_array_equal(next(data)["input_ids"], data.batch(3)["input_ids"])

@@ -362,7 +362,8 @@ class Checkpointer:
                 raise DataStateError(
                     f"{where}: the train state is readable but the input iterator's position is not "
                     f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); did config.data or "
-                    "the input pipeline change since it was saved? The checkpoint is left in place."
+                    "the input pipeline change since it was saved? The checkpoint is left in place; "
+                    "config.train.restore_data=False restores its model state and continues the input at that step."
                 ) from e
         return state
 

@@ -222,6 +222,11 @@ class ShardedTrainData:
         for shard in self.shards:
             shard.restore(directory)
 
+    def skip_to(self, batch_index: int) -> None:
+        """Continues every shard at batch `batch_index` without a saved position (its counters restart at 0)."""
+        for shard in self.shards:
+            shard.skip_to(batch_index)
+
 
 def _batches(data) -> Iterator[dict]:
     while True:
@@ -307,11 +312,10 @@ def _train_in(
     data = ShardedTrainData(config.data, global_batch_size=tcfg.batch_size, num_shards=tcfg.data_shards, seed=tcfg.seed)
     eval_data = None
     if tcfg.eval_every:
-        from data_pipelines.input_pipeline import make_balanced_eval_data
+        from data_pipelines.input_pipeline import BalancedEvalData
 
-        eval_data = make_balanced_eval_data(
-            config.data, batch_size=tcfg.eval_batch_size, num_batches=tcfg.eval_batches
-        )  # built once: every trained language, equal rows
+        # every trained language, equal rows; read at the first eval (off the start-up path)
+        eval_data = BalancedEvalData(config.data, batch_size=tcfg.eval_batch_size, num_batches=tcfg.eval_batches)
     phases.end("data")
 
     state, shardings = steps.create_train_state(config, mesh, jax.random.key(tcfg.seed))
@@ -319,10 +323,13 @@ def _train_in(
 
     ckpt = checkpoint.Checkpointer(workdir, keep=tcfg.keep_checkpoints, faults=phases.faults)
     try:
-        restored = ckpt.restore_latest(state, data)
+        restored = ckpt.restore_latest(state, data if tcfg.restore_data else None)
         if restored is not None:
             state, start = restored
             _say(f"resumed from {ckpt.directory / str(start)} (step {start})")
+            if not tcfg.restore_data:
+                data.skip_to(start)
+                _say(f"train.restore_data=False: the input position was not restored; input continues at batch {start}")
         else:
             start = 0
             if config.init_from_hf:

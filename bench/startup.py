@@ -1,0 +1,189 @@
+"""Start-up, resume, input-state size, checkpoint save time and input throughput of the grain training input.
+
+    python -m bench.startup                      # everything; writes bench/results/startup.json
+    python -m bench.startup --skip_runs          # only the in-process figures (throughput, state size, save)
+
+Start-up figures run the real CLI (`python -m xlmp_jax.train --config=configs/tiny.py`, 2 steps, no eval, CPU)
+and time the wall clock from launching it to its "first step took" line:
+  sample114_cold   all 114 sample languages (`--config.data.languages=()`), empty token cache
+  sample114_warm   the same with the token cache of the first run (a new work directory)
+  sample114_resume the warm run's work directory again with 4 steps: restores step 2 (weights + input)
+  synthetic500     500 synthetic languages of small text files (data.source=text), empty token cache
+In-process: `TrainData` throughput (tokens/s of one host, every position counted) at seq 512 x batch 8 and
+x 2048 (the base run's global batch, as section 7 of BENCHMARKS.md) for 114 and 500 languages, the saved input-state size, and the save time of a tiny-model checkpoint (+ input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(REPO, "bench", "results", "startup.json")
+_ENV = {"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _run_train(workdir: str, cache: str, overrides: list[str], steps: int) -> dict:
+    """Launches the train CLI; seconds to its "first step took" line, its phase summary, its exit code."""
+    cmd = [
+        sys.executable, "-m", "xlmp_jax.train", "--config=configs/tiny.py", f"--workdir={workdir}",
+        f"--config.train.steps={steps}", "--config.train.warmup_steps=1", "--config.train.checkpoint_every=2",
+        "--config.train.eval_every=0",
+        "--config.train.pool_report=False", "--config.train.log_every=2", f"--config.data.decompress_dir={cache}",
+        *overrides,
+    ]  # fmt: skip
+    env = dict(os.environ, **_ENV, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first, phases, tail = None, "", []
+    for line in proc.stdout:
+        tail = (tail + [line.rstrip()])[-20:]
+        if "first step took" in line and first is None:
+            first = time.perf_counter() - t0
+        if "start-up" in line or "startup" in line or "phases" in line:
+            phases = line.strip()
+    rc = proc.wait()
+    out = {"seconds_to_first_step": round(first, 1) if first else None, "rc": rc, "phases": phases}
+    if rc:
+        out["tail"] = tail
+    return out
+
+
+def _synthetic_corpus(root: str, n: int) -> str:
+    """`n` languages, 120 lines each, of sample-vocabulary words (small files, as a long tail looks)."""
+    os.makedirs(root, exist_ok=True)
+    words = "the quick brown fox jumps over a lazy dog while seven cats watch quietly from home".split()
+    rng = random.Random(0)
+    for i in range(n):
+        with open(os.path.join(root, f"x{i:03d}.txt"), "w", encoding="utf-8") as f:
+            for j in range(120):
+                f.write(" ".join(rng.choices(words, k=rng.randint(4, 40))) + (f" {i} {j}\n"))
+                if j % 10 == 9:
+                    f.write("\n")
+    return root
+
+
+def _data_config(cache: str, path: str = ""):
+    from data_pipelines.config import default_data_config
+
+    cfg = default_data_config()
+    cfg.decompress_dir = cache
+    if path:
+        cfg.source, cfg.path = "text", path
+    return cfg
+
+
+def _throughput(cfg, batch_size: int, seconds: float) -> dict:
+    """Steady-state tokens/s of one host's `TrainData` (seq 512): batches after 5 warm-up ones, for `seconds`."""
+    from data_pipelines.input_pipeline import make_train_data
+
+    cfg.seq_length = 512
+    t0 = time.perf_counter()
+    data = make_train_data(cfg, global_batch_size=batch_size, seed=0)
+    build = time.perf_counter() - t0
+    for _ in range(5):
+        next(data)
+    t0 = time.perf_counter()
+    real = batches = 0
+    while time.perf_counter() - t0 < seconds:
+        real += int(next(data)["attention_mask"].sum())
+        batches += 1
+    dt = time.perf_counter() - t0
+    tokens = batches * batch_size * 512
+    return {
+        "languages": len(data.languages),
+        "batch": f"{batch_size}x512",
+        "build_seconds": round(build, 2),  # warm token cache after the CLI runs (cold with --skip_runs, b=8)
+        "tokens_per_s": round(tokens / dt),
+        "non_pad_share": round(real / tokens, 3),
+        "batches": batches,
+    }
+
+
+def _state_and_save(cache: str) -> dict:
+    """Input-state size (114 languages) and the save time of a tiny-model checkpoint with it."""
+    import jax
+
+    from data_pipelines.input_pipeline import make_train_data
+    from xlmp_jax import checkpoint, config_utils, sharding, steps
+
+    config = config_utils.load_config("configs/tiny.py", ["data.languages=()", f"data.decompress_dir={cache}"])
+    data = make_train_data(config.data, global_batch_size=config.train.batch_size, seed=0)
+    for _ in range(3):
+        next(data)
+    mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
+    state, _ = steps.create_train_state(config, mesh, jax.random.key(0))
+    work = tempfile.mkdtemp(prefix="xlmp_bench_save_")
+    try:
+        ckpt = checkpoint.Checkpointer(work)
+        times = []
+        for step in (1, 2, 3):
+            t0 = time.perf_counter()
+            ckpt.save(step, state, data=data, config=config)
+            ckpt.wait()
+            times.append(time.perf_counter() - t0)
+        ckpt.close()
+        data_dir = os.path.join(work, "checkpoints", "3", "data")
+        if not os.path.isdir(data_dir):
+            data_dir = next(os.path.join(r, d) for r, ds, _ in os.walk(work) for d in ds if d == "data")
+        size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(data_dir) for f in fs)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "languages": len(data.languages),
+        "data_state_bytes": size,
+        "save_seconds": [round(t, 2) for t in times],
+        "note": "first save includes Orbax's first-use set-up",
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--skip_runs", action="store_true", help="only the in-process figures")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds of batches timed for throughput")
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[8, 2048], help="per-host batches (x 512)")
+    parser.add_argument("--out", default=OUT)
+    args = parser.parse_args(argv)
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+    os.environ.update(_ENV)
+    root = tempfile.mkdtemp(prefix="xlmp_bench_startup_")
+    syn = _synthetic_corpus(os.path.join(root, "syn500"), 500)
+    result: dict = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpus": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    try:
+        if not args.skip_runs:
+            all114 = ["--config.data.languages=()"]
+            c114 = os.path.join(root, "cache114")
+            result["sample114_cold"] = _run_train(os.path.join(root, "w1"), c114, all114, 2)
+            result["sample114_warm"] = _run_train(os.path.join(root, "w2"), c114, all114, 2)
+            result["sample114_resume"] = _run_train(os.path.join(root, "w2"), c114, all114, 4)
+            syn_args = ["--config.data.source=text", f"--config.data.path={syn}", "--config.data.languages=()"]
+            result["synthetic500"] = _run_train(os.path.join(root, "w3"), os.path.join(root, "c500"), syn_args, 2)
+        c114, c500 = os.path.join(root, "cache114"), os.path.join(root, "c500")
+        for b in args.batch_sizes:
+            result[f"throughput_114_b{b}"] = _throughput(_data_config(c114), b, args.seconds)
+            result[f"throughput_500_b{b}"] = _throughput(_data_config(c500, syn), b, args.seconds)
+        result["checkpoint_114"] = _state_and_save(c114)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Stateless index maps for the training mixture: which language and which row is example j of a host.
+
+Both maps are pure functions of (seed, indices), so an input position is one integer (the next example's
+index) however many languages are mixed: a checkpoint stores that integer, not shuffle buffers.
+
+- `Schedule`: a deterministic temperature interleave. Language l's k-th example sits at the virtual time
+  (k + u_l) / rate_l (u_l a seeded phase in [0, 1)); examples are taken in time order. Among the first n
+  examples a language has n * rate_l of them to within 1 + rate_l * L (L languages; far tighter than i.i.d.
+  draws, same rates), and the example at index j is found without replaying indices < j.
+- `permute`: a keyed random permutation of [0, n) evaluated element-wise (a 4-round Feistel network with
+  cycle walking), so a language's rows are reshuffled every epoch with O(1) memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a bijective avalanche on uint64 (wraps around by design)."""
+    x = x.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _key(*parts: int) -> np.uint64:
+    h = np.uint64(0x9E3779B97F4A7C15)
+    for p in parts:
+        h = _mix64(np.asarray(h ^ np.uint64(int(p) & 0xFFFFFFFFFFFFFFFF)))[()]
+    return np.uint64(h)
+
+
+def permute(index: np.ndarray, n: int, *key: int) -> np.ndarray:
+    """pi(index) for a random permutation pi of [0, n) chosen by `key` (ints); vectorised over `index`."""
+    index = np.asarray(index, np.uint64)
+    if n <= 1:
+        return np.zeros_like(index, np.int64)
+    half = max(1, ((n - 1).bit_length() + 1) // 2)  # 2 * half bits cover n (domain < 4n: few walks)
+    lo_mask = np.uint64((1 << half) - 1)
+    keys = [_key(*key, r) for r in range(4)]
+
+    def feistel(x: np.ndarray) -> np.ndarray:
+        left, right = x >> np.uint64(half), x & lo_mask
+        for k in keys:
+            left, right = right, left ^ (_mix64(right ^ k) & lo_mask)
+        return (left << np.uint64(half)) | right
+
+    out = feistel(index)
+    todo = out >= np.uint64(n)
+    while todo.any():  # cycle walking: stays a permutation of [0, n)
+        out[todo] = feistel(out[todo])
+        todo = out >= np.uint64(n)
+    return out.astype(np.int64)
+
+
+class Schedule:
+    """Example index -> (language, k: that language's how-many-th example), for rates summing to 1."""
+
+    def __init__(self, rates: np.ndarray, seed: int):
+        rates = np.asarray(rates, np.float64)
+        if rates.ndim != 1 or not len(rates) or (rates <= 0).any() or abs(rates.sum() - 1.0) > 1e-6:
+            raise ValueError(f"mixing rates must be positive and sum to 1, got {rates.tolist()[:8]}...")
+        self.rates = rates
+        self.phase = (_mix64(np.arange(len(rates), dtype=np.uint64) ^ _key(seed, 0x5EED)) >> np.uint64(11)).astype(
+            np.float64
+        ) / float(1 << 53)
+        self.num = len(rates)
+
+    def _time(self, lang: np.ndarray, k: np.ndarray) -> np.ndarray:
+        return (k + self.phase[lang]) / self.rates[lang]
+
+    def _count(self, t: float) -> np.ndarray:
+        """Per language: how many of its examples have virtual time < t (exact for the float `_time`)."""
+        lang = np.arange(self.num)
+        c = np.maximum(np.ceil(t * self.rates - self.phase), 0).astype(np.int64)
+        c = np.where((c > 0) & (self._time(lang, c - 1) >= t), c - 1, c)  # float rounding: fix by +-1
+        c = np.where(self._time(lang, c) < t, c + 1, c)
+        return c
+
+    def lookup(self, start: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(language, k) of examples start .. start + size - 1, in order."""
+        t_lo = float(max(start - self.num, 0))  # fewer than `start` examples come before t_lo
+        t_hi = float(start + size + self.num)  # at least `start + size` examples come before t_hi
+        c_lo, c_hi = self._count(t_lo), self._count(t_hi)
+        n = c_hi - c_lo
+        lang = np.repeat(np.arange(self.num), n)
+        k = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(c_lo, n)
+        order = np.lexsort((lang, self._time(lang, k)))
+        first = start - int(c_lo.sum())
+        pick = order[first : first + size]
+        return lang[pick], k[pick]
