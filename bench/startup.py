@@ -4,11 +4,13 @@
     python -m bench.startup --skip_runs          # only the in-process figures (throughput, state size, save)
 
 Start-up figures run the real CLI (`python -m xlmp_jax.train --config=configs/tiny.py`, 2 steps, no eval, CPU)
-and time the wall clock from launching it to its "first step took" line:
-  sample114_cold   all 114 sample languages (`--config.data.languages=()`), empty token cache
-  sample114_warm   the same with the token cache of the first run (a new work directory)
+and time the wall clock from launching it to its "first step took" line. "Cold" is an empty token cache and an
+empty JAX compilation cache (a fresh folder each), as on a new machine:
+  tiny_cold        the main job's config as shipped (20 languages), cold
+  sample114_cold   all 114 sample languages (`--config.data.languages=()`), cold
+  sample114_warm   the same with the token and compilation caches of the first run (a new work directory)
   sample114_resume the warm run's work directory again with 4 steps: restores step 2 (weights + input)
-  synthetic500     500 synthetic languages of small text files (data.source=text), empty token cache
+  synthetic500     500 synthetic languages of small text files (data.source=text), cold
 In-process: `TrainData` throughput (tokens/s of one host, every position counted) at seq 512 x batch 8 and
 x 2048 (the base run's global batch, as section 7 of BENCHMARKS.md) for 114 and 500 languages, the saved input-state size, and the save time of a tiny-model checkpoint (+ input).
 """
@@ -30,8 +32,9 @@ OUT = os.path.join(REPO, "bench", "results", "startup.json")
 _ENV = {"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-def _run_train(workdir: str, cache: str, overrides: list[str], steps: int) -> dict:
-    """Launches the train CLI; seconds to its "first step took" line, its phase summary, its exit code."""
+def _run_train(workdir: str, cache: str, jax_cache: str, overrides: list[str], steps: int) -> dict:
+    """Launches the train CLI (token cache `cache`, JAX compilation cache `jax_cache`); seconds to its "first
+    step took" line, its phase summary, its exit code."""
     cmd = [
         sys.executable, "-m", "xlmp_jax.train", "--config=configs/tiny.py", f"--workdir={workdir}",
         f"--config.train.steps={steps}", "--config.train.warmup_steps=1", "--config.train.checkpoint_every=2",
@@ -40,6 +43,7 @@ def _run_train(workdir: str, cache: str, overrides: list[str], steps: int) -> di
         *overrides,
     ]  # fmt: skip
     env = dict(os.environ, **_ENV, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env["JAX_COMPILATION_CACHE_DIR"] = jax_cache  # wins over the config's default (~/.cache/xlmp/jax)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     first, phases, tail = None, "", []
@@ -164,12 +168,15 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         if not args.skip_runs:
             all114 = ["--config.data.languages=()"]
-            c114 = os.path.join(root, "cache114")
-            result["sample114_cold"] = _run_train(os.path.join(root, "w1"), c114, all114, 2)
-            result["sample114_warm"] = _run_train(os.path.join(root, "w2"), c114, all114, 2)
-            result["sample114_resume"] = _run_train(os.path.join(root, "w2"), c114, all114, 4)
+            c114, j114 = os.path.join(root, "cache114"), os.path.join(root, "jax114")
+            tiny = (os.path.join(root, "cache20"), os.path.join(root, "jax20"))
+            result["tiny_cold"] = _run_train(os.path.join(root, "w0"), *tiny, [], 2)
+            result["sample114_cold"] = _run_train(os.path.join(root, "w1"), c114, j114, all114, 2)
+            result["sample114_warm"] = _run_train(os.path.join(root, "w2"), c114, j114, all114, 2)
+            result["sample114_resume"] = _run_train(os.path.join(root, "w2"), c114, j114, all114, 4)
             syn_args = ["--config.data.source=text", f"--config.data.path={syn}", "--config.data.languages=()"]
-            result["synthetic500"] = _run_train(os.path.join(root, "w3"), os.path.join(root, "c500"), syn_args, 2)
+            c500, j500 = os.path.join(root, "c500"), os.path.join(root, "jax500")
+            result["synthetic500"] = _run_train(os.path.join(root, "w3"), c500, j500, syn_args, 2)
         c114, c500 = os.path.join(root, "cache114"), os.path.join(root, "c500")
         for b in args.batch_sizes:
             result[f"throughput_114_b{b}"] = _throughput(_data_config(c114), b, args.seconds)

@@ -593,7 +593,7 @@ def test_end_to_end_train_then_sweep_cli(tmp_path):
         for r in json.loads((runs["tiny"] / "pool_report" / "results.json").read_text())
     }
     printed = re.search(
-        r"AMI\(top prompt, language\) = (-?[\d.]+); shuffled languages: 99th percentile ([\d.]+)", logs[0]
+        r"AMI\(top prompt, language\) = (-?[\d.]+); shuffled languages: 99th percentile (-?[\d.]+)", logs[0]
     )
     assert printed, logs[0][-2000:]
     assert float(printed.group(1)) == pytest.approx(report[("all", "ami_prompt_language")], abs=5e-4)
