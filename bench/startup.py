@@ -32,7 +32,7 @@ OUT = os.path.join(REPO, "bench", "results", "startup.json")
 _ENV = {"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-def _run_train(workdir: str, cache: str, jax_cache: str, overrides: list[str], steps: int) -> dict:
+def _run_train(workdir: str, cache: str, jax_cache: str, overrides: list[str], steps: int, repo: str = REPO) -> dict:
     """Launches the train CLI (token cache `cache`, JAX compilation cache `jax_cache`); seconds to its "first
     step took" line, its phase summary, its exit code."""
     cmd = [
@@ -42,10 +42,10 @@ def _run_train(workdir: str, cache: str, jax_cache: str, overrides: list[str], s
         "--config.train.pool_report=False", "--config.train.log_every=2", f"--config.data.decompress_dir={cache}",
         *overrides,
     ]  # fmt: skip
-    env = dict(os.environ, **_ENV, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, **_ENV, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env["JAX_COMPILATION_CACHE_DIR"] = jax_cache  # wins over the config's default (~/.cache/xlmp/jax)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     first, phases, tail = None, "", []
     for line in proc.stdout:
         tail = (tail + [line.rstrip()])[-20:]
@@ -154,6 +154,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds of batches timed for throughput")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[8, 2048], help="per-host batches (x 512)")
     parser.add_argument("--out", default=OUT)
+    parser.add_argument(
+        "--runs",
+        default="tiny_cold,sample114_cold,sample114_warm,sample114_resume,synthetic500",
+        help="which CLI start-ups to time (comma-separated; the warm and resume runs need sample114_cold)",
+    )
+    parser.add_argument(
+        "--repo",
+        default=REPO,
+        help="run the CLI start-ups in this checkout (e.g. an older commit, for a before/after); in-process "
+        "figures are then skipped",
+    )
     args = parser.parse_args(argv)
     if REPO not in sys.path:
         sys.path.insert(0, REPO)
@@ -166,22 +177,32 @@ def main(argv: list[str] | None = None) -> dict:
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     try:
+        runs = set(args.runs.split(","))
         if not args.skip_runs:
             all114 = ["--config.data.languages=()"]
             c114, j114 = os.path.join(root, "cache114"), os.path.join(root, "jax114")
             tiny = (os.path.join(root, "cache20"), os.path.join(root, "jax20"))
-            result["tiny_cold"] = _run_train(os.path.join(root, "w0"), *tiny, [], 2)
-            result["sample114_cold"] = _run_train(os.path.join(root, "w1"), c114, j114, all114, 2)
-            result["sample114_warm"] = _run_train(os.path.join(root, "w2"), c114, j114, all114, 2)
-            result["sample114_resume"] = _run_train(os.path.join(root, "w2"), c114, j114, all114, 4)
+            if "tiny_cold" in runs:
+                result["tiny_cold"] = _run_train(os.path.join(root, "w0"), *tiny, [], 2, args.repo)
+            if "sample114_cold" in runs:
+                result["sample114_cold"] = _run_train(os.path.join(root, "w1"), c114, j114, all114, 2, args.repo)
+            if "sample114_warm" in runs:
+                result["sample114_warm"] = _run_train(os.path.join(root, "w2"), c114, j114, all114, 2, args.repo)
+            if "sample114_resume" in runs:
+                result["sample114_resume"] = _run_train(os.path.join(root, "w2"), c114, j114, all114, 4, args.repo)
             syn_args = ["--config.data.source=text", f"--config.data.path={syn}", "--config.data.languages=()"]
             c500, j500 = os.path.join(root, "c500"), os.path.join(root, "jax500")
-            result["synthetic500"] = _run_train(os.path.join(root, "w3"), c500, j500, syn_args, 2)
+            if "synthetic500" in runs:
+                result["synthetic500"] = _run_train(os.path.join(root, "w3"), c500, j500, syn_args, 2, args.repo)
         c114, c500 = os.path.join(root, "cache114"), os.path.join(root, "c500")
+        if os.path.realpath(args.repo) != os.path.realpath(REPO):
+            result["repo"] = os.path.realpath(args.repo)
+            args.batch_sizes = []  # the in-process figures are this checkout's
         for b in args.batch_sizes:
             result[f"throughput_114_b{b}"] = _throughput(_data_config(c114), b, args.seconds)
             result[f"throughput_500_b{b}"] = _throughput(_data_config(c500, syn), b, args.seconds)
-        result["checkpoint_114"] = _state_and_save(c114)
+        if "repo" not in result:
+            result["checkpoint_114"] = _state_and_save(c114)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

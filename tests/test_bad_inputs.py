@@ -41,6 +41,7 @@ DOC = REPO / "RELIABILITY.md"
 LOAD = "config load"
 STARTUP = "start-up, before compile"
 CALL = "at the call, before any work"
+READ = "reading: the token-cache build"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +104,27 @@ def _text_source(*overrides: str, files: dict[str, bytes]):
 
 def _jsonl_source(*overrides: str, files: dict[str, bytes]):
     return _local_source("jsonl", *overrides, files=files)
+
+
+def _deep_text_line(tmp: pathlib.Path):
+    """A text corpus whose first lines are fine and whose fifth is Latin-1: the start-up check passes, the
+    training input's token-cache build stops on that line."""
+    data = tmp / "data"
+    data.mkdir()
+    lines = [b"line %d is fine\n" % i for i in range(1, 41)]
+    lines[4] = b"caf\xe9 au lait\n"  # line 5: in the train split (the last lines are held out)
+    (data / "en.txt").write_bytes(b"".join(lines))
+    config = _config("data.source=text", f"data.path={data}", "data.languages=('en',)",
+                     f"data.decompress_dir={tmp / 'cache'}", "data.seq_length=32")  # fmt: skip
+
+    def call():
+        from data_pipelines import preflight
+        from data_pipelines.input_pipeline import make_train_data
+
+        preflight.check_run_data(config)  # passes: the first record is UTF-8
+        return next(make_train_data(config.data, global_batch_size=8))
+
+    return call
 
 
 def _mesh(mesh: dict):
@@ -252,16 +274,17 @@ def _xz(body: bytes) -> bytes:
 def _errors():
     """Error types, imported late (the module must import without JAX for --help)."""
     from data_pipelines.preflight import DataPreflightError
+    from data_pipelines.row_cache import ContentError
     from launch.preflight import PreflightError
     from xlmp_jax.checkpoint import IncompatibleCheckpointError
     from xlmp_jax.config_utils import ConfigError
     from xlmp_jax.train import TrainError
 
-    return ConfigError, DataPreflightError, IncompatibleCheckpointError, TrainError, PreflightError
+    return ConfigError, DataPreflightError, IncompatibleCheckpointError, TrainError, PreflightError, ContentError
 
 
 def catalogue() -> list[Case]:
-    ConfigError, DataError, Incompatible, TrainError, PreflightError = _errors()  # noqa: N806
+    ConfigError, DataError, Incompatible, TrainError, PreflightError, ContentError = _errors()  # noqa: N806
     return [
         # --- the config: fields, types, ranges (config_utils.load_config / validate_config) ---
         Case("unknown-field", "`train.stepz=3` (a typo)", _load("train.stepz=3"), ConfigError,
@@ -338,6 +361,8 @@ def catalogue() -> list[Case]:
              r"en\.txt: the file is empty", "en.txt", STARTUP),
         Case("text-not-utf8", "`en.txt` in Latin-1 (`caf\\xe9`)", _text_source(files={"en.txt": b"caf\xe9 au lait\n"}),
              DataError, r"en\.txt:1: not UTF-8 text \(byte b'\\xe9' at offset 3", "en.txt:1", STARTUP),
+        Case("text-not-utf8-deep", "`en.txt` of 40 lines whose fifth is Latin-1", _deep_text_line,
+             ContentError, r"en\.txt:5: not valid UTF-8 \(byte 3: b'\\xe9", "en.txt:5", READ),
         Case("xz-not-utf8", "`en.txt.xz` whose first line is Latin-1",
              _text_source(files={"en.txt.xz": _xz(b"na\xefve\nok\n")}), DataError,
              r"en\.txt\.xz:1: not UTF-8 text", "en.txt.xz:1", STARTUP),
@@ -480,8 +505,9 @@ When each check runs:
   shapes; the checkpoint is left in place.
 - **at the call**: export, `load_pretrained`, the eval sweep and the model's own input check refuse before
   they write or compile anything.
-- **at read time** (not in this table): lines after a file's first record are the input pipeline's to check
-  as it reads them; remote (`gs://`) files are checked when they are opened.
+- **reading: the token-cache build** (`data_pipelines.row_cache`, the first time a language's train rows are
+  tokenised, before the first step): a line after a file's first record that is not UTF-8 stops the build
+  naming the file and the line; remote (`gs://`) files are checked when they are opened.
 
 Cases marked "saved state kept" also assert that the work directory's bytes are unchanged after the error.
 """
