@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import jax
 import numpy as np
 
-from xlmp_jax.trainer import TrainError
+
+class ShardCountError(ValueError):
+    """``train.data_shards`` does not fit the process count or the batch."""
 
 
 class ShardedTrainData:
@@ -24,7 +24,7 @@ class ShardedTrainData:
         pc, pi = jax.process_count(), jax.process_index()
         num_shards = num_shards or pc
         if num_shards % pc or global_batch_size % num_shards:
-            raise TrainError(
+            raise ShardCountError(
                 f"train.data_shards={num_shards} must be a multiple of the process count {pc} and divide "
                 f"train.batch_size={global_batch_size}"
             )
@@ -64,12 +64,3 @@ class ShardedTrainData:
         """Continues every shard at batch `batch_index` without a saved position (its counters restart at 0)."""
         for shard in self.shards:
             shard.skip_to(batch_index)
-
-
-def batches(data) -> Iterator[dict]:
-    """``data``'s batches, a ``TrainError`` (not ``StopIteration``) if it ends before the run does."""
-    while True:
-        try:
-            yield next(data)
-        except StopIteration:
-            raise TrainError("the training data ran out before train.steps") from None

@@ -14,7 +14,7 @@ import itertools
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
@@ -134,9 +134,14 @@ def _train_in(
     phases.end("config")
 
     _hide_accelerators_from_tensorflow()
-    from data_pipelines.sharded import ShardedTrainData
+    from data_pipelines.sharded import ShardCountError, ShardedTrainData
 
-    data = ShardedTrainData(config.data, global_batch_size=tcfg.batch_size, num_shards=tcfg.data_shards, seed=tcfg.seed)
+    try:
+        data = ShardedTrainData(
+            config.data, global_batch_size=tcfg.batch_size, num_shards=tcfg.data_shards, seed=tcfg.seed
+        )
+    except ShardCountError as e:  # a setting of the run, reported as the trainer's other setting errors
+        raise TrainError(str(e)) from e
     eval_data = None
     if tcfg.eval_every:
         from data_pipelines.input_pipeline import BalancedEvalData
@@ -197,9 +202,17 @@ class _Run(NamedTuple):
     check_lease: Callable[[], None]
 
 
+def _batches(data) -> Iterator[dict]:
+    """``data``'s batches, a ``TrainError`` (not ``StopIteration``) if it ends before the run does."""
+    while True:
+        try:
+            yield next(data)
+        except StopIteration:
+            raise TrainError("the training data ran out before train.steps") from None
+
+
 def _train_loop(run: _Run, state, start: int, last_step: int, *, peak_flops: float) -> dict[str, float]:
     """Steps ``start + 1 .. last_step``: the first batch and the compiled step are start-up's last phases."""
-    from data_pipelines import sharded as sharded_data
     from data_pipelines.config import max_predictions
     from xlmp_jax import compile_cache, flops, metrics, sharding, steps
 
@@ -208,7 +221,7 @@ def _train_loop(run: _Run, state, start: int, last_step: int, *, peak_flops: flo
     )  # fmt: skip
     tcfg, languages = config.train, list(data.languages)
     main_process = jax.process_index() == 0
-    batches = sharded_data.batches(data)
+    batches = _batches(data)
     first_batch = sharding.shard_batch(next(batches), mesh)
     phases.end("first_batch")
     # Compiled ahead of the first step, so that a SIGTERM during compilation stops before any step is taken.
