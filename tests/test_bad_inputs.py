@@ -148,10 +148,10 @@ def _batch_over_mesh(tmp):
 
 
 def _workdir_through_a_file(tmp):
-    from xlmp_jax import train
+    from xlmp_jax import trainer
 
     (tmp / "notes.txt").write_text("a file, not a folder\n")
-    return lambda: train.prepare_workdir(str(tmp / "notes.txt" / "work"))
+    return lambda: trainer.prepare_workdir(str(tmp / "notes.txt" / "work"))
 
 
 _STATES: dict[tuple[str, ...], Any] = {}
@@ -278,7 +278,7 @@ def _errors():
     from launch.preflight import PreflightError
     from xlmp_jax.checkpoint import IncompatibleCheckpointError
     from xlmp_jax.config_utils import ConfigError
-    from xlmp_jax.train import TrainError
+    from xlmp_jax.trainer import TrainError
 
     return ConfigError, DataPreflightError, IncompatibleCheckpointError, TrainError, PreflightError, ContentError
 
@@ -496,7 +496,7 @@ When each check runs:
 - **config load** (`xlmp_jax.config_utils.load_config`, the trainer's flag parsing, `launch.preflight`):
   unknown fields (with a "did you mean"), wrong types, ranges of every `train`, `model`, `mesh` and `data`
   field. Nothing is read from disk but the config file.
-- **start-up, before compile** (`xlmp_jax.train.train`, before the work directory is created or locked):
+- **start-up, before compile** (`xlmp_jax.trainer.train`, before the work directory is created or locked):
   `data_pipelines.preflight.check_run_data` — the vocabulary file and its size against `model.vocab_size`
   (both directions: they must be equal), each language's local files (exist, not empty, first record UTF-8,
   JSON lines with `data.text_field`), TFDS names (local registry, no network); then the work directory, the

@@ -1,4 +1,4 @@
-"""The in-training eval set (`make_balanced_eval_data`) and its summary (`train.run_eval`): every trained language
+"""The in-training eval set (`make_balanced_eval_data`) and its summary (`trainer.run_eval`): every trained language
 gets the same number of held-out rows, and `eval/loss` is the mean of the per-language losses."""
 
 import math
@@ -10,8 +10,7 @@ from test_data_fixtures import make_corpus, train_spm
 
 from data_pipelines.config import default_data_config
 from data_pipelines.input_pipeline import balanced_rows_per_language, make_balanced_eval_data, make_eval_data
-from xlmp_jax import metrics
-from xlmp_jax import train as train_lib
+from xlmp_jax import metrics, trainer
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +78,7 @@ def test_eval_loss_is_the_mean_of_the_language_losses(cfg):
     languages = ["en", "fr", "ru"]
     batches = make_balanced_eval_data(cfg, batch_size=4, num_batches=3)
     config = ml_collections.ConfigDict({"train": {"eval_batch_size": 4}, "model": {"pad_token_id": 1}})
-    scalars, _ = train_lib.run_eval(config, _fake_eval_step(3), None, batches, languages)
+    scalars, _ = trainer.run_eval(config, _fake_eval_step(3), None, batches, languages)
     for lid, lang in enumerate(languages):
         assert scalars[f"eval/loss/{lang}"] == pytest.approx(1.0 + lid)
     assert scalars["eval/loss"] == pytest.approx(2.0)  # (1 + 2 + 3) / 3

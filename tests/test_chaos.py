@@ -1,5 +1,5 @@
 """Chaos resume: a tiny run killed at named points (inside a save, inside an eval, between a step and its metrics),
-restarted each time, ends bit-identical to an uninterrupted run (xlmp_jax/faults.py points, xlmp_jax/train.py)."""
+restarted each time, ends bit-identical to an uninterrupted run (xlmp_jax/faults.py points, xlmp_jax/trainer.py)."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""The console a person reads (xlmp_jax/console.py, train's progress): no TensorFlow C++ chatter, a progress bar."""
+"""The console a person reads (xlmp_jax/console.py, with train's progress): no TensorFlow C++ chatter, a progress bar."""
 
 import io
 import os
@@ -10,7 +10,6 @@ import pytest
 from helpers import REPO
 
 from xlmp_jax import console
-from xlmp_jax import train as train_lib
 
 # TensorFlow / absl C++ log lines, and the words of its CUDA / oneDNN start-up notices.
 NATIVE_LOG = re.compile(r"^[IWEF]\d{4} ")
@@ -77,7 +76,7 @@ class _Pty(io.StringIO):
 def test_progress_bar_on_a_terminal_shows_step_loss_tokens_and_eta(monkeypatch, capsys):
     pty = _Pty()
     monkeypatch.setattr(sys, "stderr", pty)
-    progress = train_lib._progress(start=0, total=10, active=True)
+    progress = console.Progress(start=0, total=10, active=True)
     assert progress.bar is not None
     progress.update(4)
     progress.log(4, {"loss": 7.25, "tokens_per_s": 1234.5, "learning_rate": 1e-3})
@@ -91,14 +90,14 @@ def test_progress_bar_on_a_terminal_shows_step_loss_tokens_and_eta(monkeypatch, 
 
 def test_progress_without_a_terminal_is_plain_lines_with_eta(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stderr", io.StringIO())
-    progress = train_lib._progress(start=2, total=12, active=True)
+    progress = console.Progress(start=2, total=12, active=True)
     assert progress.bar is None
     progress.began -= 10.0  # 10 s for steps 3..7: 5 steps left take another 10 s
     progress.log(7, {"loss": 3.5, "tokens_per_s": 99.0})
     progress.close()
     assert capsys.readouterr().out == "step 7: loss=3.5000, tokens_per_s=99.0, eta=0:00:10\n"
     assert sys.stderr.getvalue() == ""
-    assert train_lib._progress(0, 5, active=True).eta(0) == "?"
+    assert console.Progress(0, 5, active=True).eta(0) == "?"
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The train CLI and loop (xlmp_jax/train.py): exact resume after SIGKILL, multi-host, bad input.
+"""The train CLI and loop (xlmp_jax/train.py, trainer.py): exact resume after SIGKILL, multi-host, bad input.
 
 The CLI runs are subprocesses (each sets its own JAX environment); they share a persistent compilation
 cache, so only the first run of each program pays XLA's compile time.
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from helpers import REPO
 
-from xlmp_jax import checkpoint, config_utils, faults
+from xlmp_jax import checkpoint, config_utils, faults, trainer
 from xlmp_jax import compile_cache as compile_cache_lib
 from xlmp_jax import train as train_lib
 from xlmp_jax.preemption import Preemption
@@ -302,7 +302,7 @@ def test_bad_mesh_or_batch_names_the_value(tmp_path, overrides, message):
 def test_unwritable_workdir_names_it(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    with pytest.raises(train_lib.TrainError, match=f"work directory '{blocker}/run' is not writable"):
+    with pytest.raises(trainer.TrainError, match=f"work directory '{blocker}/run' is not writable"):
         train_lib.train(_config(), str(blocker / "run"))
 
 

@@ -14,16 +14,21 @@ the console. ``TF_ENABLE_ONEDNN_OPTS=0`` (unless set) keeps TensorFlow off oneDN
 are integer and string ops, and oneDNN's only visible effect there is an error-level line about
 DT_INT64 on CPUs without AVX-512. ``quiet_library_logs`` keeps Orbax's and TensorFlow's INFO lines
 (``Restoring checkpoint from ...``) out of the absl log on the console.
+
+The training run's own lines are here too: ``say`` (process 0's story of the run, above the bar) and
+``Progress`` (a tqdm bar on a terminal, plain ``step N: ...`` lines elsewhere).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -139,3 +144,81 @@ def bar_geometry(stream: Any) -> dict[str, Any]:
     if size.columns > 0 and size.lines > 0:
         return {"dynamic_ncols": True}
     return {"ncols": 100, "nrows": 20}
+
+
+def say(message: str) -> None:
+    """Process 0's console (the run's story: mesh, resume, compile time); absl log elsewhere."""
+    import jax
+    from absl import logging as absl_logging
+
+    if jax.process_index() == 0:
+        from tqdm import tqdm
+
+        tqdm.write(f"xlmp_jax.train: {message}", file=sys.stdout)  # above the progress bar, if one is drawn
+        sys.stdout.flush()
+    absl_logging.info(message)
+
+
+class Progress:
+    """Process 0's progress: a tqdm bar (step, loss, tokens/s, ETA) on a terminal, plain lines otherwise.
+
+    Every log step also prints one line (``step N: loss=...``); without a terminal on stderr (a log file,
+    a pipe) there is no bar and that line ends with the ETA. Silent off process 0.
+    """
+
+    def __init__(self, start: int, total: int, active: bool):
+        self.active, self.start, self.total = active, start, total
+        self.began = time.perf_counter()
+        self.postfix: dict[str, str] = {}
+        self.bar = None
+        if active and is_terminal(sys.stderr):
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total,
+                initial=start,
+                desc="train",
+                unit="step",
+                file=sys.stderr,
+                **bar_geometry(sys.stderr),
+            )
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def log(self, step: int, scalars: dict[str, float]) -> None:
+        if not self.active:
+            return
+        keys = [k for k in ("loss", "mlm_accuracy", "eval/loss", "eval/mlm_accuracy") if k in scalars]
+        keys += [k for k in ("learning_rate", "grad_norm", "tokens_per_s", "mfu") if k in scalars]
+        line = f"step {step}: " + ", ".join(f"{k}={format_scalar(scalars[k])}" for k in keys)
+        short = {"loss": "loss", "eval/loss": "eval_loss", "tokens_per_s": "tok/s"}
+        self.postfix.update({name: format_scalar(scalars[k]) for k, name in short.items() if k in scalars})
+        if self.bar is not None:
+            self.bar.set_postfix(self.postfix, refresh=False)
+            self.bar.write(line, file=sys.stdout)
+        else:
+            print(f"{line}, eta={self.eta(step)}", flush=True)
+
+    def eta(self, step: int) -> str:
+        """Remaining time at this run's average pace since the loop began ('?' before any step)."""
+        done, elapsed = step - self.start, time.perf_counter() - self.began
+        if done <= 0 or elapsed <= 0:
+            return "?"
+        seconds = round(max(self.total - step, 0) * elapsed / done)
+        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def format_scalar(v: float) -> str:
+    """A logged number for the console: 4 decimals below 10, 1 above, 3 significant digits when tiny or huge."""
+    if not math.isfinite(v):
+        return str(v)
+    if v and (abs(v) >= 1e5 or abs(v) < 1e-3):
+        return f"{v:.3g}"
+    return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
