@@ -30,7 +30,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.tfds_data_dir = ""  # TFDS data_dir for mc4/wiki40b ('' = TFDS's default, e.g. ~/tensorflow_datasets or gs://)
     c.mc4_tfds_name = "c4/multilingual:3.1.0"  # TFDS name of mC4; train split '<lang>', validation '<lang>-validation'
     c.wiki40b_tfds_name = "wiki40b/{lang}:1.3.0"  # TFDS name of Wiki-40B, one config per language
-    c.decompress_dir = ""  # where .xz files are decompressed once (tf.data cannot read xz); '' = a temp folder
+    c.decompress_dir = ""  # local folder: .xz/JSONL copies and the training token cache; '' = a temp folder
     # --- mixing languages ---
     c.alpha = 0.3  # temperature sampling: rate_l proportional to n_l**alpha (XLM-R / mT5 use 0.3)
     c.sizes = ml_collections.ConfigDict()  # n_l overrides, e.g. sizes.en = 1e9; unset = counted from the source
@@ -81,6 +81,8 @@ def validate_data_config(cfg: ml_collections.ConfigDict) -> None:
         _fail("alpha", cfg.alpha, "expected a number in [0, 1]")
     if not (isinstance(cfg.seq_length, int) and cfg.seq_length >= 8):
         _fail("seq_length", cfg.seq_length, "expected an int >= 8")
+    if "://" in str(cfg.decompress_dir):
+        _fail("decompress_dir", cfg.decompress_dir, "the token cache is memory-mapped: expected a local folder")
     if cfg.packing not in PACKING_MODES:
         _fail("packing", cfg.packing, f"expected one of {PACKING_MODES}")
     if not (0.0 < cfg.mlm_rate < 1.0):

@@ -363,6 +363,8 @@ def catalogue() -> list[Case]:
              DataError, r"en\.txt:1: not UTF-8 text \(byte b'\\xe9' at offset 3", "en.txt:1", STARTUP),
         Case("text-not-utf8-deep", "`en.txt` of 40 lines whose fifth is Latin-1", _deep_text_line,
              ContentError, r"en\.txt:5: not valid UTF-8 \(byte 3: b'\\xe9", "en.txt:5", READ),
+        Case("remote-token-cache", "`data.decompress_dir=gs://bucket/cache`", _load("data.decompress_dir=gs://bucket/cache"),
+             ConfigError, r"data\.decompress_dir='gs://bucket/cache'.*local folder", "gs://bucket/cache"),
         Case("xz-not-utf8", "`en.txt.xz` whose first line is Latin-1",
              _text_source(files={"en.txt.xz": _xz(b"na\xefve\nok\n")}), DataError,
              r"en\.txt\.xz:1: not UTF-8 text", "en.txt.xz:1", STARTUP),
