@@ -31,7 +31,8 @@ from bench.common import REPO, machine_info
 from configs.common import POOL_TRAINING
 
 # Shared by both arms: the tiny model on the main job's 20 languages, TLM on the *training* pairs (the
-# retrieval pairs are held out), a smaller shuffle buffer for a quicker start. Our choice.
+# retrieval pairs are held out) (`shuffle_buffer` > 0: a full reshuffle each epoch;
+# the value is kept from the tf.data days, when it sized a buffer). Our choice.
 EXPERIMENT = [
     "--config.train.steps=800",
     "--config.train.eval_every=0",

@@ -47,7 +47,9 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.parallel_path = ""  # folder of en-<lang>.tsv / .jsonl pairs ('' = the sample's parallel/ folder)
     c.parallel_languages = ()  # the <lang> of en-<lang> pairs; () = every pair found
     # --- tf.data ---
-    c.shuffle_buffer = 10_000  # rows per task shuffle buffer (after sequence building). Our choice
+    # training order: 0 = each language's rows in file order; > 0 = a fresh full permutation of them every epoch
+    # (index-based, so the size no longer matters; kept as a switch for old configs)
+    c.shuffle_buffer = 10_000
     c.vocab_path = _SAMPLE_VOCAB_PATH  # SentencePiece model (XLM-R id layout); XLM-R's own file works as is
     return c
 
