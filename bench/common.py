@@ -95,6 +95,10 @@ def synthetic_batch(
     )
 
 
+# Length of the step's per-language metric arrays in the benches: room for CC-100's 116 languages.
+LANGUAGES = 128
+
+
 def stats(values: Sequence[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
@@ -212,7 +216,7 @@ def torch_matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> dict[str, floa
 
 # ------------------------------------------------------------------------------------- xlmp steps
 def run_config(model_cfg, *, batch_size: int, seq_length: int, mlm_rate: float, mesh: dict | None = None):
-    """A run ConfigDict (interface 4) for the bench: the project's base config with the bench's model."""
+    """A run ConfigDict for the bench: the project's base config with the bench's model."""
     import dataclasses
 
     import ml_collections
@@ -253,18 +257,20 @@ def make_xlmp_step(
     """
     import jax
 
-    from xlmp_jax import sharding, steps
+    from xlmp_jax import config_utils, optim, sharding, state, steps
 
     mlm_rate = dense_mlm_rate(seq_length) if dense_head else MLM_RATE
     batch = synthetic_batch(batch_size, seq_length, model_cfg.vocab_size)
     devices = jax.devices()[:num_devices] if num_devices else jax.devices()
     config = run_config(model_cfg, batch_size=batch_size, seq_length=seq_length, mlm_rate=mlm_rate, mesh=mesh)
-    device_mesh = sharding.make_mesh(config.mesh, devices=devices)
-    state, shardings = steps.create_train_state(config, device_mesh, jax.random.key(0))
-    train_step = steps.make_train_step(config, device_mesh, shardings)
+    run = config_utils.resolve(config)
+    device_mesh = sharding.make_mesh(run.mesh, devices=devices)
+    optimizer = optim.make_optimizer(run.train)
+    train_state, shardings = state.create_train_state(run.model, optimizer.tx, device_mesh, jax.random.key(0))
+    train_step = steps.make_train_step(run, optimizer, device_mesh, shardings, num_languages=LANGUAGES)
     device_batch = sharding.shard_batch(batch, device_mesh)
-    compiled = train_step.lower(state, device_batch).compile()
-    holder = {"state": state}
+    compiled = train_step.lower(train_state, device_batch).compile()
+    holder = {"state": train_state}
 
     def step():
         holder["state"], out = compiled(holder["state"], device_batch)

@@ -49,9 +49,11 @@ LAYOUTS = ((8, 1, 1), (1, 8, 1), (1, 1, 8), (2, 2, 2), (2, 4, 1), (1, 2, 4))
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cost_table.json")
 
 
-def run_config(name: str, layout: tuple[int, int, int], batch_size: int, seq_length: int, layers: int = 0):
+def run_config(name: str, layout: tuple[int, int, int], batch_size: int, seq_length: int, layers: int = 0) -> Any:
     """``configs/<name>.py`` with the layout's mesh, ``batch_size`` rows of ``seq_length`` tokens, no
-    gradient accumulation, and (``layers`` > 0) that many encoder layers."""
+    gradient accumulation, and (``layers`` > 0) that many encoder layers, resolved (a ``RunConfig``)."""
+    from xlmp_jax import config_utils
+
     config = importlib.import_module(f"configs.{name}").get_config()
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = layout
     config.mesh.dcn_data = 1
@@ -60,30 +62,22 @@ def run_config(name: str, layout: tuple[int, int, int], batch_size: int, seq_len
     config.data.seq_length = seq_length
     if layers:
         config.model.num_layers = layers
-    return config
+    return config_utils.resolve(config)
 
 
-def abstract_inputs(config: Any, mesh: jax.sharding.Mesh) -> tuple[Any, Any, dict]:
+def abstract_inputs(run: Any, tx: Any, mesh: jax.sharding.Mesh) -> tuple[Any, Any, dict]:
     """(state shardings, abstract sharded state, abstract sharded batch) for the train step.
 
-    ``create_train_state`` under ``jax.eval_shape`` traces its init without running it; the shardings
-    it computes on the way (plain Python objects) are kept, so the bench builds state exactly as
-    training does without allocating 0.3-0.6 B parameters and their Adam moments.
+    ``state.abstract_train_state`` traces the init without running it, so the bench builds state exactly
+    as training does without allocating 0.3-0.6 B parameters and their Adam moments.
     """
     from bench.common import synthetic_batch
-    from xlmp_jax import sharding, steps
+    from xlmp_jax import sharding
+    from xlmp_jax import state as train_state
 
-    kept: dict[str, Any] = {}
-
-    def init(key):
-        state, kept["shardings"] = steps.create_train_state(config, mesh, key)
-        return state
-
-    shapes = jax.eval_shape(init, jax.random.key(0))
-    shardings = kept["shardings"]
-    state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, shardings)
-    rows = int(config.train.batch_size)
-    example = synthetic_batch(1, int(config.data.seq_length), int(config.model.vocab_size))  # names and dtypes
+    state, shardings = train_state.abstract_train_state(run.model, tx, mesh)
+    rows = run.train.batch_size
+    example = synthetic_batch(1, run.data.seq_length, run.model.vocab_size)  # names and dtypes
     placed = sharding.batch_sharding(mesh)
     batch = {k: jax.ShapeDtypeStruct((rows, *v.shape[1:]), v.dtype, sharding=placed) for k, v in example.items()}
     return shardings, state, batch
@@ -94,25 +88,34 @@ def abstract_inputs(config: Any, mesh: jax.sharding.Mesh) -> tuple[Any, Any, dic
 FAST_BACKEND = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
-def compile_step(config: Any, compiler_options: dict[str, Any] | None = None) -> Any:
-    """The compiled train step of ``config`` on all devices (the trainer's mesh, state and step builders)."""
-    from xlmp_jax import sharding, steps
+def compile_step(run: Any, compiler_options: dict[str, Any] | None = None) -> Any:
+    """The compiled train step of ``run`` on all devices (the trainer's mesh, state and step builders)."""
+    from bench.common import LANGUAGES
+    from xlmp_jax import optim, sharding, steps
 
-    mesh = sharding.make_mesh(config.mesh)
-    shardings, state, batch = abstract_inputs(config, mesh)
-    step = steps.make_train_step(config, mesh, shardings, compiler_options=compiler_options)
+    mesh = sharding.make_mesh(run.mesh)
+    optimizer = optim.make_optimizer(run.train)
+    shardings, state, batch = abstract_inputs(run, optimizer.tx, mesh)
+    step = steps.make_train_step(
+        run,
+        optimizer,
+        mesh,
+        shardings,
+        num_languages=len(run.data.languages) or LANGUAGES,
+        compiler_options=compiler_options,
+    )
     return step.lower(state, batch).compile()
 
 
-def flops_formula(config: Any, num_devices: int) -> float:
+def flops_formula(run: Any, num_devices: int) -> float:
     """Model FLOPs per device and step: ``flops.flops_per_token`` x tokens / devices, plus remat's recompute."""
     from data_pipelines.config import max_predictions
-    from xlmp_jax import flops, steps
+    from xlmp_jax import flops
 
-    model = steps.model_config(config)
-    t = int(config.data.seq_length)
-    k = min(t, max_predictions(t, float(config.data.mlm_rate)))
-    rows = int(config.train.batch_size)
+    model = run.model
+    t = run.data.seq_length
+    k = min(t, max_predictions(t, run.data.mlm_rate))
+    rows = run.train.batch_size
     total = flops.flops_per_token(model, t, k) * rows * t
     s = t + (model.pool.length if model.pool is not None else 0)
     d, f, n = model.hidden_size, model.intermediate_size, model.num_layers
@@ -124,19 +127,19 @@ def flops_formula(config: Any, num_devices: int) -> float:
     return total / num_devices
 
 
-def comm_formula(config: Any, num_devices: int) -> dict[str, float]:
+def comm_formula(run: Any, num_devices: int) -> dict[str, float]:
     """Bytes one device sends per step by the module docstring's formulas, by term, plus ``total``."""
-    from xlmp_jax import memory, steps
+    from xlmp_jax import memory
 
-    model = steps.model_config(config)
-    d, f, t = int(config.mesh.data), int(config.mesh.fsdp), int(config.mesh.tensor)
+    model = run.model
+    d, f, t = run.mesh.data, run.mesh.fsdp, run.mesh.tensor
     if d * f * t != num_devices:
         raise ValueError(f"layout data={d} fsdp={f} tensor={t} is not {num_devices} devices")
     _, per_device, tensor_only = memory.param_table(model, {"data": d, "fsdp": f, "tensor": t})
     pb = jnp.dtype(model.param_dtype).itemsize
     cb = jnp.dtype(model.dtype).itemsize
-    rows = int(config.train.batch_size) // (d * f)
-    s = int(config.data.seq_length) + (model.pool.length if model.pool is not None else 0)
+    rows = run.train.batch_size // (d * f)
+    s = run.data.seq_length + (model.pool.length if model.pool is not None else 0)
     fsdp_split = (tensor_only - per_device) * pb  # (f - 1) / f of the FSDP-split weights, in bytes
     terms = {
         "dp_grad_all_reduce": 2.0 * (d - 1) / d * per_device * pb,

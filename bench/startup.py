@@ -116,21 +116,22 @@ def _state_and_save(cache: str) -> dict:
     import jax
 
     from data_pipelines.input_pipeline import make_train_data
-    from xlmp_jax import checkpoint, config_utils, sharding, steps
+    from xlmp_jax import checkpoint, config_utils, optim, sharding
+    from xlmp_jax import state as train_state
 
-    config = config_utils.load_config("configs/tiny.py", ["data.languages=()", f"data.decompress_dir={cache}"])
-    data = make_train_data(config.data, global_batch_size=config.train.batch_size, seed=0)
+    run = config_utils.load_run("configs/tiny.py", ["data.languages=()", f"data.decompress_dir={cache}"])
+    data = make_train_data(run.data, global_batch_size=run.train.batch_size, seed=0)
     for _ in range(3):
         next(data)
-    mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
-    state, _ = steps.create_train_state(config, mesh, jax.random.key(0))
+    mesh = sharding.make_mesh(run.mesh, jax.devices()[:1])
+    state, _ = train_state.create_train_state(run.model, optim.make_optimizer(run.train).tx, mesh, jax.random.key(0))
     work = tempfile.mkdtemp(prefix="xlmp_bench_save_")
     try:
         ckpt = checkpoint.Checkpointer(work)
         times = []
         for step in (1, 2, 3):
             t0 = time.perf_counter()
-            ckpt.save(step, state, data=data, config=config)
+            ckpt.save(step, state, data=data, config=run.resolved)
             ckpt.wait()
             times.append(time.perf_counter() - t0)
         ckpt.close()

@@ -30,10 +30,12 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Sequence
-
-import ml_collections
+from typing import TYPE_CHECKING
 
 from launch.common import LaunchError, split_overrides
+
+if TYPE_CHECKING:
+    from xlmp_jax.run_config import RunConfig
 
 _V5E_V6E_SIZES = (1, 4, 8, 16, 32, 64, 128, 256)
 
@@ -118,19 +120,17 @@ def cpu_accelerator(num_processes: int, devices_per_process: int) -> Accelerator
     return Accelerator(name, num_processes * devices_per_process, 1, num_processes)
 
 
-def load_config(config: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-    """The config the trainer will see: ``configs/<x>.py`` + ``--config.x=v`` overrides, checked.
+def load_config(config: str, overrides: Sequence[str] = ()) -> RunConfig:
+    """The run the trainer will see: ``configs/<x>.py`` + ``--config.x=v`` overrides, resolved.
 
-    Goes through ``xlmp_jax.config_utils.load_config`` (ml_collections ``config_flags``, the trainer's
-    loader), so an unknown field or a wrong type fails here exactly as it would in the job; the data
-    block is checked by ``data_pipelines.config.validate_data_config``.
+    Goes through ``xlmp_jax.config_utils.load_run`` (ml_collections ``config_flags``, then ``resolve``: the
+    trainer's loader), so an unknown field, a wrong type or a bad value fails here exactly as it would in
+    the job (field checks only: the data may live on the cluster, so no file is opened but the vocabulary).
     """
-    from data_pipelines.config import validate_data_config
     from xlmp_jax import config_utils
 
     try:
-        cfg = config_utils.load_config(config, overrides)
-        validate_data_config(cfg.data)  # field checks only (no file access: data may live on the cluster)
+        cfg = config_utils.load_run(config, overrides)
         if os.path.isfile(cfg.data.vocab_path):  # one here (the shipped sample's): its size must be the model's
             from data_pipelines import preflight as data_preflight
 
@@ -141,37 +141,33 @@ def load_config(config: str, overrides: Sequence[str] = ()) -> ml_collections.Co
     return cfg
 
 
-def resolve_mesh(config: ml_collections.ConfigDict, accelerator: Accelerator) -> dict[str, int]:
+def resolve_mesh(config: RunConfig, accelerator: Accelerator) -> dict[str, int]:
     """The mesh the trainer will build on ``accelerator``: ``{'dcn_data', 'data', 'fsdp', 'tensor'}`` sizes."""
     from xlmp_jax import sharding
 
-    dcn = config.mesh.get("dcn_data", 1)
-    if dcn == -1:
-        dcn = accelerator.num_slices
+    dcn = config.mesh.dcn_data
     if accelerator.num_slices > 1 and dcn != accelerator.num_slices:
         raise PreflightError(
             f"mesh.dcn_data={dcn} but the job has {accelerator.num_slices} slices: set "
             f"--config.mesh.dcn_data={accelerator.num_slices} so the data axis spans the slices"
         )
-    if dcn < 1 or accelerator.num_devices % dcn:
+    if accelerator.num_devices % dcn:
         raise PreflightError(
             f"mesh.dcn_data={dcn} does not divide the {accelerator.num_devices} devices of {accelerator.name}"
         )
     try:
-        data, fsdp, tensor = sharding.mesh_shape(config.mesh, accelerator.num_devices // dcn)
+        data, fsdp, tensor = sharding.slice_shape(config.mesh, accelerator.num_devices // dcn)
     except ValueError as e:
         raise PreflightError(f"the mesh does not fit {accelerator.name}: {e}") from e
     return {"dcn_data": dcn, "data": data, "fsdp": fsdp, "tensor": tensor}
 
 
-def check_batch(config: ml_collections.ConfigDict, mesh: dict[str, int], accelerator: Accelerator) -> None:
+def check_batch(config: RunConfig, mesh: dict[str, int], accelerator: Accelerator) -> None:
     """``train.batch_size`` (per micro-batch) must split over data x fsdp and over the processes."""
-    batch, accum = config.train.batch_size, config.train.get("grad_accum_steps", 1)
+    batch, accum = config.train.batch_size, config.train.grad_accum_steps
     # The rule of xlmp_jax.sharding.check_batch_size, on the mesh shape alone: that function asks JAX for
     # the process count, which would start a backend (and claim GPUs) on the machine that only launches.
     dp = mesh["dcn_data"] * mesh["data"] * mesh["fsdp"]
-    if accum < 1 or batch % accum:
-        raise PreflightError(f"train.batch_size={batch} is not divisible by train.grad_accum_steps={accum}")
     micro = batch // accum
     if micro % dp:
         what = f"train.batch_size={batch}" + (f" / train.grad_accum_steps={accum} = {micro}" if accum > 1 else "")
@@ -237,7 +233,7 @@ def check_workdir(workdir: str, *, dry_run: bool = False, remote: bool = False) 
 
 @dataclasses.dataclass
 class Report:
-    config: ml_collections.ConfigDict
+    config: RunConfig
     mesh: dict[str, int]
     notes: list[str]
 

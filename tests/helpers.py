@@ -10,7 +10,14 @@ import jax
 import ml_collections
 import numpy as np
 
+from configs.common import mesh_config, train_config
 from data_pipelines.config import default_data_config, max_predictions
+from xlmp_jax import config_utils
+from xlmp_jax.model_config import ModelConfig
+from xlmp_jax.optim import make_optimizer
+from xlmp_jax.run_config import MeshConfig
+from xlmp_jax.state import create_train_state
+from xlmp_jax.steps import make_eval_step, make_train_step
 
 REPO = pathlib.Path(__file__).resolve().parents[1]  # the repository root: cwd and PYTHONPATH of CLI subprocesses
 
@@ -36,25 +43,39 @@ def tiny_config(**train) -> ml_collections.ConfigDict:
     )
     c.data = default_data_config()
     c.data.seq_length = T
-    c.train = ml_collections.ConfigDict(
-        dict(
-            steps=20,
-            batch_size=B,
-            learning_rate=1e-3,
-            warmup_steps=2,
-            weight_decay=0.01,
-            b1=0.9,
-            b2=0.98,
-            eps=1e-6,
-            grad_clip=1.0,
-            grad_accum_steps=1,
-            label_smoothing=0.0,
-            z_loss=0.0,
-        )
+    c.train = train_config(
+        **{**dict(steps=20, batch_size=B, learning_rate=1e-3, warmup_steps=2, grad_clip=1.0), **train}
     )
-    c.train.update(train)
-    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, dcn_data=1))
+    c.mesh = mesh_config()
+    c.init_from_hf = ""
     return c
+
+
+def mesh_of(**axes: int) -> MeshConfig:
+    """``MeshConfig`` of the given axes (``dcn_data`` 1 unless given)."""
+    return MeshConfig(**{"dcn_data": 1, **axes})
+
+
+def init_state(config: ml_collections.ConfigDict, mesh, rng, **kwargs):
+    """``state.create_train_state`` for a test's ConfigDict: resolved, with the optimizer of its train block."""
+    run = config_utils.resolve(config)
+    return create_train_state(run.model, make_optimizer(run.train).tx, mesh, rng, **kwargs)
+
+
+def train_step_of(config: ml_collections.ConfigDict, mesh, shardings, **kwargs):
+    """``steps.make_train_step`` for a test's ConfigDict (the optimizer built as ``init_state`` builds it)."""
+    run = config_utils.resolve(config)
+    return make_train_step(run, make_optimizer(run.train), mesh, shardings, **kwargs)
+
+
+def eval_step_of(config: ml_collections.ConfigDict, mesh, shardings, **kwargs):
+    """``steps.make_eval_step`` for a test's ConfigDict."""
+    run = config_utils.resolve(config)
+    return make_eval_step(run.model, run.data.mlm_rate, mesh, shardings, **kwargs)
+
+
+def model_of(config: ml_collections.ConfigDict) -> ModelConfig:
+    return config_utils.resolve(config).model
 
 
 def make_batch(seed: int, rows: int = B) -> dict[str, np.ndarray]:

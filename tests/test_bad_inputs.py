@@ -132,8 +132,9 @@ def _mesh(mesh: dict):
         import jax
 
         from xlmp_jax import sharding
+        from xlmp_jax.run_config import MeshConfig
 
-        return lambda: sharding.make_mesh(mesh, jax.devices()[:8])
+        return lambda: sharding.make_mesh(MeshConfig(**{"dcn_data": 1, **mesh}), jax.devices()[:8])
 
     return setup
 
@@ -142,8 +143,9 @@ def _batch_over_mesh(tmp):
     import jax
 
     from xlmp_jax import sharding
+    from xlmp_jax.run_config import MeshConfig
 
-    mesh = sharding.make_mesh({"data": 8, "fsdp": 1, "tensor": 1}, jax.devices()[:8])
+    mesh = sharding.make_mesh(MeshConfig(data=8, fsdp=1, tensor=1, dcn_data=1), jax.devices()[:8])
     return lambda: sharding.check_batch_size(12, mesh)
 
 
@@ -161,12 +163,13 @@ def _train_state(*overrides: str):
     """A train state on one device (one small init compile per distinct config, shared by the cases)."""
     if overrides not in _STATES:
         import jax
+        from helpers import init_state, mesh_of
 
-        from xlmp_jax import sharding, steps
+        from xlmp_jax import sharding
 
         config = _config("model.pool.size=8", "data.seq_length=32", *overrides)
-        mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
-        _STATES[overrides] = steps.create_train_state(config, mesh, jax.random.key(0))[0]
+        mesh = sharding.make_mesh(mesh_of(**config.mesh), jax.devices()[:1])
+        _STATES[overrides] = init_state(config, mesh, jax.random.key(0))[0]
     return _STATES[overrides]
 
 

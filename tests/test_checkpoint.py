@@ -7,8 +7,9 @@ import os
 import jax
 import numpy as np
 import pytest
+from helpers import init_state, mesh_of, model_of
 
-from xlmp_jax import checkpoint, config_utils, faults, sharding, steps
+from xlmp_jax import checkpoint, config_utils, faults, sharding
 
 
 def _config(**overrides):
@@ -17,8 +18,8 @@ def _config(**overrides):
 
 
 def _state(config, devices):
-    mesh = sharding.make_mesh(config.mesh, devices)
-    state, shardings = steps.create_train_state(config, mesh, jax.random.key(0))
+    mesh = sharding.make_mesh(mesh_of(**config.mesh), devices)
+    state, shardings = init_state(config, mesh, jax.random.key(0))
     return mesh, state, shardings
 
 
@@ -227,7 +228,7 @@ def test_checkpoint_written_before_vocab_padding_is_padded_on_restore(tmp_path, 
 
     config = _config(**{"mesh.data": 4, "mesh.tensor": 2})
     _, fresh, _ = _state(config, jax.devices()[:8])
-    vocab, padded = config.model.vocab_size, steps.model_config(config).padded_vocab_size
+    vocab, padded = config.model.vocab_size, model_of(config).padded_vocab_size
     assert saved.params["embeddings"]["word_embeddings"].shape[0] == vocab < padded
     with caplog.at_level(logging.WARNING):
         restored, step = checkpoint.Checkpointer(str(tmp_path)).restore_latest(fresh)

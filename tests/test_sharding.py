@@ -10,11 +10,11 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-from helpers import FAST, LANGS, B, V, leaf_errors, make_batch, tiny_config
+from helpers import FAST, LANGS, B, V, init_state, leaf_errors, make_batch, mesh_of, tiny_config, train_step_of
 from jax.sharding import PartitionSpec as P
 
+from xlmp_jax import config_utils
 from xlmp_jax import sharding as sh
-from xlmp_jax import steps
 
 # --- mesh ---------------------------------------------------------------------------------------
 
@@ -29,14 +29,14 @@ from xlmp_jax import steps
     ],
 )
 def test_make_mesh_shapes(cfg, shape):
-    mesh = sh.make_mesh(cfg)
+    mesh = sh.make_mesh(mesh_of(**cfg))
     assert mesh.axis_names == ("data", "fsdp", "tensor")
     assert tuple(mesh.devices.shape) == shape
     assert sorted(d.id for d in mesh.devices.flat) == list(range(8))
 
 
 def test_make_mesh_on_given_devices():
-    mesh = sh.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:1])
+    mesh = sh.make_mesh(mesh_of(data=-1, fsdp=1, tensor=1), jax.devices()[:1])
     assert mesh.devices.shape == (1, 1, 1)
 
 
@@ -53,7 +53,7 @@ def test_make_mesh_on_given_devices():
 )
 def test_make_mesh_errors_name_the_value(cfg, words):
     with pytest.raises(ValueError) as err:
-        sh.make_mesh(cfg)
+        sh.make_mesh(mesh_of(**cfg))
     for word in words:
         assert word in str(err.value)
 
@@ -64,27 +64,28 @@ def test_multi_slice_grid_puts_slices_on_the_data_axis():
         types.SimpleNamespace(id=i, slice_index=i // 4, process_index=i // 4, platform="cpu", device_kind="cpu")
         for i in range(8)
     ]
-    grid = sh.device_grid(dict(data=1, fsdp=2, tensor=2, dcn_data=2), fake)
+    grid = sh.device_grid(mesh_of(data=1, fsdp=2, tensor=2, dcn_data=2), fake)
     assert grid.shape == (2, 2, 2)
     for s in range(2):  # each data index is one whole slice
         assert {d.slice_index for d in grid[s].flat} == {s}
 
 
 def test_batch_size_checks_name_the_value():
-    mesh = sh.make_mesh(dict(data=2, fsdp=2, tensor=2))
+    mesh = sh.make_mesh(mesh_of(data=2, fsdp=2, tensor=2))
     sh.check_batch_size(8, mesh)
     with pytest.raises(ValueError, match=r"train.batch_size=6 .*data-parallel size 4"):
         sh.check_batch_size(6, mesh)
     with pytest.raises(ValueError, match=r"train.batch_size=8 / train.grad_accum_steps=4 = 2 .*4"):
         sh.check_batch_size(8, mesh, grad_accum_steps=4)
     with pytest.raises(ValueError, match=r"train.batch_size=9 is not divisible by train.grad_accum_steps=2"):
-        sh.check_batch_size(9, mesh, grad_accum_steps=2)
+        config_utils.resolve(tiny_config(batch_size=9, grad_accum_steps=2))
+    run = config_utils.resolve(tiny_config(batch_size=6))
     with pytest.raises(ValueError, match="train.batch_size=6"):
-        steps.make_train_step(tiny_config(batch_size=6), mesh, None)
+        sh.check_fits(run.model, run.train, mesh)
 
 
 def test_fit_spec_keeps_an_indivisible_dimension_whole():
-    mesh = sh.make_mesh(dict(data=1, fsdp=2, tensor=4))
+    mesh = sh.make_mesh(mesh_of(data=1, fsdp=2, tensor=4))
     # XLM-R's vocabulary (250,002 = 2 x 125,001) cannot be split 4 ways: replicate that dimension.
     assert sh.fit_spec(P("tensor", "fsdp"), (250002, 768), mesh) == P(None, "fsdp")
     assert sh.fit_spec(P("tensor", "fsdp"), (8000, 768), mesh) == P("tensor", "fsdp")
@@ -92,7 +93,7 @@ def test_fit_spec_keeps_an_indivisible_dimension_whole():
 
 
 def test_shard_batch_splits_rows_over_data_and_fsdp():
-    mesh = sh.make_mesh(dict(data=2, fsdp=2, tensor=2))
+    mesh = sh.make_mesh(mesh_of(data=2, fsdp=2, tensor=2))
     host = make_batch(0)
     batch = sh.shard_batch(host, mesh)
     for name, value in batch.items():
@@ -128,11 +129,9 @@ def mesh_test_config() -> ml_collections.ConfigDict:
 def _train(config, shape, params0, compiler_options) -> dict:
     """STEPS train steps (dropout on) from ``params0`` on a (data, fsdp, tensor) mesh of ``shape``."""
     n = int(np.prod(shape))
-    mesh = sh.make_mesh(dict(zip(sh.MESH_AXES, shape, strict=True)), jax.devices()[:n])
-    state, shardings = steps.create_train_state(
-        config, mesh, jax.random.key(0), params=params0, compiler_options=compiler_options
-    )
-    train_step = steps.make_train_step(config, mesh, shardings, num_languages=LANGS, compiler_options=compiler_options)
+    mesh = sh.make_mesh(mesh_of(**dict(zip(sh.MESH_AXES, shape, strict=True))), jax.devices()[:n])
+    state, shardings = init_state(config, mesh, jax.random.key(0), params=params0, compiler_options=compiler_options)
+    train_step = train_step_of(config, mesh, shardings, num_languages=LANGS, compiler_options=compiler_options)
     losses = []
     for i in range(STEPS):
         state, metrics = train_step(state, sh.shard_batch(make_batch(i), mesh))
@@ -145,8 +144,8 @@ def runs():
     """Each mesh from the same params, plus "reduction order": one device at XLA's default optimisation
     level (other fusions, so other summation orders), the spread that no mesh can be expected to beat."""
     config = mesh_test_config()
-    ref_mesh = sh.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
-    state, _ = steps.create_train_state(config, ref_mesh, jax.random.key(0), compiler_options=FAST)
+    ref_mesh = sh.make_mesh(mesh_of(data=1, fsdp=1, tensor=1), jax.devices()[:1])
+    state, _ = init_state(config, ref_mesh, jax.random.key(0), compiler_options=FAST)
     params0 = jax.device_get(state.params)
     out = {name: _train(config, shape, params0, FAST) for name, shape in MESHES.items()}
     out["reduction order"] = _train(config, (1, 1, 1), params0, None)

@@ -10,10 +10,22 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import FAST, LANGS, B, T, make_batch, tiny_config
+from helpers import (
+    FAST,
+    LANGS,
+    B,
+    T,
+    eval_step_of,
+    init_state,
+    make_batch,
+    mesh_of,
+    model_of,
+    tiny_config,
+    train_step_of,
+)
 
 from data_pipelines.config import max_predictions
-from xlmp_jax import flops, metrics, steps
+from xlmp_jax import flops, metrics
 from xlmp_jax import sharding as sh
 from xlmp_jax.model import XLMP
 from xlmp_jax.model_config import ModelConfig
@@ -28,17 +40,17 @@ def no_dropout_config(**train):
 
 @pytest.fixture(scope="module")
 def one_device():
-    mesh = sh.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
+    mesh = sh.make_mesh(mesh_of(data=1, fsdp=1, tensor=1), jax.devices()[:1])
     config = no_dropout_config()
-    state, shardings = steps.create_train_state(config, mesh, jax.random.key(0), compiler_options=FAST)
-    train_step = steps.make_train_step(config, mesh, shardings, num_languages=LANGS, compiler_options=FAST)
+    state, shardings = init_state(config, mesh, jax.random.key(0), compiler_options=FAST)
+    train_step = train_step_of(config, mesh, shardings, num_languages=LANGS, compiler_options=FAST)
     return dict(
         mesh=mesh, config=config, params=jax.device_get(state.params), shardings=shardings, train_step=train_step
     )
 
 
 def fresh_state(setup, params=None):
-    state, _ = steps.create_train_state(
+    state, _ = init_state(
         setup["config"], setup["mesh"], jax.random.key(0), params=params or setup["params"], compiler_options=FAST
     )
     return state
@@ -49,7 +61,7 @@ def fresh_state(setup, params=None):
 
 def dense_reference_loss(config, params, batch):
     """Cross-entropy from logits at every position (what transformers does), weighted by the MLM weights."""
-    model = XLMP(steps.model_config(config))
+    model = XLMP(model_of(config))
     logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], batch["positions"])["logits"]
     per_token = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch["targets"])
     return float(jnp.sum(per_token * batch["weights"]) / jnp.sum(batch["weights"]))
@@ -78,10 +90,8 @@ def test_sparse_head_loss_equals_dense_reference(one_device):
 def test_gradient_accumulation_equals_one_big_step(one_device):
     config = no_dropout_config(grad_accum_steps=2)
     mesh = one_device["mesh"]
-    state, shardings = steps.create_train_state(
-        config, mesh, jax.random.key(0), params=one_device["params"], compiler_options=FAST
-    )
-    accum_step = steps.make_train_step(config, mesh, shardings, num_languages=LANGS, compiler_options=FAST)
+    state, shardings = init_state(config, mesh, jax.random.key(0), params=one_device["params"], compiler_options=FAST)
+    accum_step = train_step_of(config, mesh, shardings, num_languages=LANGS, compiler_options=FAST)
     plain = fresh_state(one_device)
     for i in range(2):  # the second step has lr > 0, so params move
         batch = sh.shard_batch(make_batch(10 + i), mesh)
@@ -126,11 +136,9 @@ def test_non_finite_step_is_skipped_and_counted(one_device):
 
 def test_eval_step_pads_an_uneven_batch_and_matches_the_dense_loss(one_device):
     config = one_device["config"]
-    mesh = sh.make_mesh(dict(data=2, fsdp=1, tensor=1), jax.devices()[:2])
-    state, shardings = steps.create_train_state(
-        config, mesh, jax.random.key(0), params=one_device["params"], compiler_options=FAST
-    )
-    eval_step = steps.make_eval_step(config, mesh, shardings, num_languages=LANGS, compiler_options=FAST)
+    mesh = sh.make_mesh(mesh_of(data=2, fsdp=1, tensor=1), jax.devices()[:2])
+    state, shardings = init_state(config, mesh, jax.random.key(0), params=one_device["params"], compiler_options=FAST)
+    eval_step = eval_step_of(config, mesh, shardings, num_languages=LANGS, compiler_options=FAST)
     batch = {k: v[:7] for k, v in make_batch(5).items()}  # 7 rows on 2 data shards
     metrics = eval_step(state, batch)
     again = eval_step(state.params, batch)
@@ -155,7 +163,7 @@ def batch_with_empty_row(seed: int) -> dict[str, np.ndarray]:
 
 def reference_objective(config, params, batch, key_weight: float, diversity_weight: float):
     """MLM cross-entropy over dense logits + the weighted pool terms over the non-empty rows."""
-    out = XLMP(steps.model_config(config)).apply(
+    out = XLMP(model_of(config)).apply(
         {"params": params}, batch["input_ids"], batch["attention_mask"], batch["positions"]
     )
     per_token = optax.softmax_cross_entropy_with_integer_labels(out["logits"].astype(jnp.float32), batch["targets"])
@@ -182,8 +190,8 @@ def test_pool_terms_join_the_objective_but_not_the_reported_loss(one_device):
     config.model.pool.key_loss_weight = 0.7
     config.model.pool.diversity_loss_weight = 0.3
     mesh = one_device["mesh"]
-    state, shardings = steps.create_train_state(config, mesh, jax.random.key(0), params=params, compiler_options=FAST)
-    train_step = steps.make_train_step(config, mesh, shardings, num_languages=LANGS, compiler_options=FAST)
+    state, shardings = init_state(config, mesh, jax.random.key(0), params=params, compiler_options=FAST)
+    train_step = train_step_of(config, mesh, shardings, num_languages=LANGS, compiler_options=FAST)
     _, on = train_step(state, sh.shard_batch(batch, mesh))
     _, (mlm, key, div) = reference_objective(config, params, batch, 0.7, 0.3)
     np.testing.assert_allclose(float(on["loss"]), float(mlm), rtol=1e-5)
@@ -204,10 +212,10 @@ def test_key_loss_is_exact_under_gradient_accumulation_and_logged(one_device):
         config = no_dropout_config(grad_accum_steps=accum)
         config.model.pool.key_loss_weight = 2.0
         mesh = one_device["mesh"]
-        state, shardings = steps.create_train_state(
+        state, shardings = init_state(
             config, mesh, jax.random.key(0), params=one_device["params"], compiler_options=FAST
         )
-        step = steps.make_train_step(config, mesh, shardings, num_languages=LANGS, compiler_options=FAST)
+        step = train_step_of(config, mesh, shardings, num_languages=LANGS, compiler_options=FAST)
         results[accum] = jax.device_get(step(state, sh.shard_batch(batch, mesh))[1])
     np.testing.assert_allclose(results[2]["grad_norm"], results[1]["grad_norm"], rtol=1e-5)
     np.testing.assert_allclose(results[2]["pool_key_loss"], results[1]["pool_key_loss"], rtol=1e-6)
@@ -220,11 +228,11 @@ def test_eval_step_routes_the_masked_input_not_the_clean_one(one_device):
     """The in-training eval's pool statistics come from the masked ids the MLM head sees."""
     config, params = one_device["config"], one_device["params"]
     mesh = one_device["mesh"]
-    state, shardings = steps.create_train_state(config, mesh, jax.random.key(0), params=params, compiler_options=FAST)
-    eval_step = steps.make_eval_step(config, mesh, shardings, num_languages=LANGS, compiler_options=FAST)
+    state, shardings = init_state(config, mesh, jax.random.key(0), params=params, compiler_options=FAST)
+    eval_step = eval_step_of(config, mesh, shardings, num_languages=LANGS, compiler_options=FAST)
     batch = make_batch(7)
     metrics = eval_step(state, batch)
-    model = XLMP(steps.model_config(config))
+    model = XLMP(model_of(config))
     clean_ids = np.where(batch["weights"] > 0, batch["targets"], batch["input_ids"])
 
     def usage(ids):
@@ -267,7 +275,7 @@ def test_flops_formula_counts_every_matmul_of_the_train_step(one_device):
     text = one_device["train_step"].lower(fresh_state(one_device), sh.shard_batch(make_batch(0), one_device["mesh"]))
     assert "dot_general" in text.as_text()
     counted = dot_flops(text.as_text())
-    cfg = steps.model_config(one_device["config"])
+    cfg = model_of(one_device["config"])
     k = max_predictions(T, one_device["config"].data.mlm_rate)
     formula = flops.flops_per_token(cfg, T, k) * B * T
     np.testing.assert_allclose(counted, formula, rtol=1e-3)

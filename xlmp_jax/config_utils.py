@@ -2,13 +2,14 @@
 
 Configs are ml_collections ``ConfigDict``s, locked and type-safe: an override of an unknown field or
 with a value of the wrong type fails while the command line is parsed, before JAX compiles anything.
-The resolved config is written as ``DIR/config.json`` and can be read back with ``read_config_json``.
+``resolve`` checks a loaded config once and returns it typed (``run_config.RunConfig``: model with its
+pool, data, train, mesh), which is all the trainer reads. The resolved config is written as
+``DIR/config.json`` and can be read back with ``read_config_json``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import pathlib
 import re
@@ -20,21 +21,12 @@ from absl import flags
 from ml_collections import config_flags
 
 from xlmp_jax.model_config import ModelConfig
+from xlmp_jax.run_config import MeshConfig, RunConfig, TrainConfig, from_section
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = str(REPO_ROOT / "configs" / "tiny.py")
 CONFIG_JSON = "config.json"
 SECTIONS = ("model", "data", "train", "mesh", "init_from_hf")
-_POSITIVE_TRAIN_INTS = ("steps", "batch_size", "grad_accum_steps", "log_every", "checkpoint_every", "eval_batch_size")
-_NON_NEGATIVE_TRAIN_INTS = (
-    "warmup_steps",
-    "keep_checkpoints",
-    "eval_every",
-    "eval_batches",
-    "max_consecutive_nan",
-    "stop_after",
-    "data_shards",
-)
 
 
 class ConfigError(ValueError):
@@ -63,13 +55,21 @@ def check_config_file(spec: str) -> None:
 
 
 def load_config(spec: str = DEFAULT_CONFIG, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-    """Loads ``configs/<name>.py`` and applies command-line style overrides.
+    """Loads ``configs/<name>.py`` with command-line style overrides and checks it (``resolve``).
 
     Args:
       spec: the config file (optionally ``path:arg``, passed on to ``get_config``).
       overrides: e.g. ``["--config.train.steps=20", "--config.model.pool.enabled=false"]``; the
         ``--config.`` prefix may be left out.
+
+    Returns the ConfigDict (to change further, e.g. in a benchmark); ``load_run`` returns the typed run.
     """
+    config = _load(spec, overrides)
+    resolve(config)
+    return config
+
+
+def _load(spec: str, overrides: Sequence[str]) -> ml_collections.ConfigDict:
     ensure_importable()
     check_config_file(spec)
     argv = ["load_config", f"--config={spec}"]
@@ -80,11 +80,9 @@ def load_config(spec: str = DEFAULT_CONFIG, overrides: Sequence[str] = ()) -> ml
     config_flags.DEFINE_config_file("config", default=spec, flag_values=flag_values, lock_config=True, sys_argv=argv)
     try:
         flag_values(argv)
-        config = flag_values.config
+        return flag_values.config
     except OVERRIDE_ERRORS as e:
         raise ConfigError(f"bad config override in {argv[2:]}: {describe_override_error(e, argv)}") from e
-    validate_config(config)
-    return config
 
 
 OVERRIDE_ERRORS = (flags.Error, AttributeError, KeyError, TypeError, ValueError)
@@ -120,75 +118,30 @@ def _full_field(name: str, argv: Sequence[str]) -> str:
     return name
 
 
-def validate_config(config: ml_collections.ConfigDict) -> ModelConfig:
-    """Checks a resolved config before anything is built; returns its ``ModelConfig``."""
+def resolve(config: ml_collections.ConfigDict) -> RunConfig:
+    """Checks a loaded config before anything is built and returns it typed: the one place a run's config is
+    parsed. Every error is a ``ConfigError`` naming the field and its value."""
     missing = [name for name in SECTIONS if name not in config]
     if missing:
         raise ConfigError(f"config lacks section(s) {missing}; expected {list(SECTIONS)}")
+    from data_pipelines.config import validate_data_config
+
     try:
         model = ModelConfig.from_dict(config.model)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"bad model config: {e}") from e
-    train = config.train
-    for name in _POSITIVE_TRAIN_INTS:
-        value = train[name]
-        if not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"train.{name} must be a positive integer, got {value!r}")
-    for name in _NON_NEGATIVE_TRAIN_INTS:
-        value = train[name]
-        if not isinstance(value, int) or value < 0:
-            raise ConfigError(f"train.{name} must be a non-negative integer, got {value!r}")
-    if train.warmup_steps > train.steps:
-        raise ConfigError(f"train.warmup_steps={train.warmup_steps} exceeds train.steps={train.steps}")
-    _check_train_floats(train)
-    if train.batch_size % train.grad_accum_steps:
-        raise ConfigError(
-            f"train.batch_size={train.batch_size} is not divisible by train.grad_accum_steps={train.grad_accum_steps}"
-        )
-    for axis in ("data", "fsdp", "tensor", "dcn_data"):
-        value = config.mesh[axis]
-        if not isinstance(value, int) or (value <= 0 and value != -1):
-            raise ConfigError(f"mesh.{axis} must be a positive integer or -1 (= the rest), got {value!r}")
-    if sum(config.mesh[a] == -1 for a in ("data", "fsdp", "tensor")) > 1:
-        raise ConfigError(f"at most one mesh axis may be -1, got mesh={config.mesh.to_dict()}")
-    from data_pipelines.config import validate_data_config
-
     try:
+        train = from_section(TrainConfig, config.train, "train")
+        mesh = from_section(MeshConfig, config.mesh, "mesh")
         validate_data_config(config.data)  # field values only; files are checked at start-up
-    except ValueError as e:
+        return RunConfig(model, config.data, train, mesh, str(config.init_from_hf), resolved=config)
+    except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from e
-    seq = config.data.seq_length
-    if seq > model.max_length:
-        raise ConfigError(
-            f"data.seq_length={seq} exceeds the model's position table "
-            f"(model.max_position_embeddings={model.max_position_embeddings} holds {model.max_length} tokens)"
-        )
-    return model
 
 
-# (field, lowest, highest, whether the lowest itself is allowed); every bound is inclusive but `lowest` may not be.
-_TRAIN_FLOATS = (
-    ("learning_rate", 0.0, math.inf, False),  # 0 trains nothing: a typo, not a run
-    ("weight_decay", 0.0, math.inf, True),
-    ("b1", 0.0, 1.0, True),
-    ("b2", 0.0, 1.0, True),
-    ("eps", 0.0, math.inf, False),
-    ("grad_clip", 0.0, math.inf, True),  # 0 = off
-    ("label_smoothing", 0.0, 1.0, True),
-    ("z_loss", 0.0, math.inf, True),
-    ("peak_flops", 0.0, math.inf, True),  # 0 = the device table
-)
-
-
-def _check_train_floats(train: ml_collections.ConfigDict) -> None:
-    for name, low, high, low_ok in _TRAIN_FLOATS:
-        if name not in train:
-            continue
-        value = train[name]
-        number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        if not number or not (value >= low if low_ok else value > low) or value > high:
-            bounds = f"{'[' if low_ok else '('}{low}, {high}{']' if math.isfinite(high) else ')'}"
-            raise ConfigError(f"train.{name} must be a finite number in {bounds}, got {value!r}")
+def load_run(spec: str = DEFAULT_CONFIG, overrides: Sequence[str] = ()) -> RunConfig:
+    """``resolve(load_config(spec, overrides))`` without checking twice: a config file as a typed run."""
+    return resolve(_load(spec, overrides))
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> str:

@@ -7,13 +7,10 @@ gradients): 6·n·a·b per training step.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from xlmp_jax.model_config import ModelConfig
 
 
-def flops_per_token(model_config: ModelConfig | Mapping[str, Any], seq_length: int, num_predictions: int) -> float:
+def flops_per_token(cfg: ModelConfig, seq_length: int, num_predictions: int) -> float:
     """Training FLOPs (forward + backward) per input token of an XLM-P MLM step.
 
     With T = ``seq_length``, K = ``num_predictions`` (LM-head positions per row, the K the train step
@@ -30,7 +27,6 @@ def flops_per_token(model_config: ModelConfig | Mapping[str, Any], seq_length: i
     Without a pool (S = T) this is the usual 6·params + 12·N·T·D, except that the 250k-vocabulary
     decoder counts only at the K gathered positions, as the step computes it.
     """
-    cfg = model_config if isinstance(model_config, ModelConfig) else ModelConfig.from_dict(model_config)
     if seq_length <= 0 or num_predictions < 0:
         raise ValueError(f"need seq_length > 0 and num_predictions >= 0, got {seq_length}, {num_predictions}")
     t, k = float(seq_length), float(num_predictions)

@@ -1,6 +1,6 @@
 """Per-device memory plan of a training run, computed from shapes alone (nothing is allocated or compiled).
 
-``plan(config, num_devices)`` returns the terms in bytes; ``plan_report`` formats them (the train CLI
+``plan(run, num_devices)`` returns the terms in bytes; ``plan_report`` formats them (the train CLI
 prints it for ``--plan``). Terms, per device, for the config's mesh ``(data, fsdp, tensor)``:
 
 * params: every parameter (``param_shapes``) in ``model.param_dtype``, divided by the mesh axes its
@@ -27,7 +27,6 @@ BENCHMARKS.md, where the error is reported.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -37,32 +36,14 @@ import numpy as np
 
 from xlmp_jax.model import init_params
 from xlmp_jax.model_config import ModelConfig
+from xlmp_jax.run_config import RunConfig
+from xlmp_jax.sharding import LOGICAL_RULES, mesh_sizes
 
 GIB = 2**30
 
 
-def _get(cfg: Any, name: str, default: Any = None) -> Any:
-    if isinstance(cfg, Mapping):
-        return cfg.get(name, default)
-    return getattr(cfg, name, default)
-
-
-def _mesh_sizes(mesh_config: Any, num_devices: int) -> dict[str, int]:
-    """``{'data', 'fsdp', 'tensor'}`` sizes for ``num_devices`` (``dcn_data`` multiplies ``data``)."""
-    from xlmp_jax.sharding import MESH_AXES, mesh_shape
-
-    dcn = int(_get(mesh_config, "dcn_data", 1) or 1)
-    if num_devices % dcn:
-        raise ValueError(f"mesh.dcn_data={dcn} does not divide the device count {num_devices}")
-    sizes = dict(zip(MESH_AXES, mesh_shape(mesh_config, num_devices // dcn), strict=True))
-    sizes["data"] *= dcn
-    return sizes
-
-
 def _shard_factor(shape: tuple[int, ...], names: tuple[str | None, ...], mesh: dict[str, int]) -> int:
     """How many ways the rules split a parameter of ``shape`` with logical axis ``names``."""
-    from xlmp_jax.sharding import LOGICAL_RULES
-
     spec = nn.logical_to_mesh_axes(names, LOGICAL_RULES)
     factor = 1
     for size, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec)), strict=False):
@@ -117,23 +98,21 @@ def activation_bytes(
     return int(layers + embeddings + head)
 
 
-def plan(config: Any, num_devices: int) -> dict[str, Any]:
-    """The memory plan's numbers (bytes per device) for a run config on ``num_devices`` devices."""
+def plan(run: RunConfig, num_devices: int) -> dict[str, Any]:
+    """The memory plan's numbers (bytes per device) for a run on ``num_devices`` devices."""
     from data_pipelines.config import max_predictions
 
-    model_cfg = ModelConfig.from_dict(config.model) if not isinstance(config.model, ModelConfig) else config.model
-    mesh = _mesh_sizes(config.mesh, num_devices)
-    train = config.train
-    batch = int(_get(train, "batch_size"))
-    accum = int(_get(train, "grad_accum_steps", 1) or 1)
+    model_cfg = run.model
+    mesh = mesh_sizes(run.mesh, num_devices)
+    batch, accum = run.train.batch_size, run.train.grad_accum_steps
     dp = mesh["data"] * mesh["fsdp"]
     if batch % (accum * dp):
         raise ValueError(
             f"train.batch_size={batch} does not split into grad_accum_steps={accum} x data-parallel size {dp}"
         )
     rows = batch // accum // dp
-    seq = int(config.data.seq_length)
-    k = min(seq, max_predictions(seq, float(config.data.mlm_rate)))
+    seq = run.data.seq_length
+    k = min(seq, max_predictions(seq, run.data.mlm_rate))
     total, per_device, tensor_only = param_table(model_cfg, mesh)
     pb = jnp.dtype(model_cfg.param_dtype).itemsize
     cb = jnp.dtype(model_cfg.dtype).itemsize
@@ -165,9 +144,9 @@ def plan(config: Any, num_devices: int) -> dict[str, Any]:
     }
 
 
-def plan_report(config: Any, num_devices: int) -> str:
+def plan_report(run: RunConfig, num_devices: int) -> str:
     """A human-readable per-device memory plan (printed by ``python -m xlmp_jax.train --plan``)."""
-    p = plan(config, num_devices)
+    p = plan(run, num_devices)
     m = p["mesh"]
 
     def gib(x: int) -> str:

@@ -8,11 +8,12 @@ it follows, which the train step also logs).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
 import optax
+
+from xlmp_jax.run_config import TrainConfig
 
 NO_DECAY = ("bias", "scale")  # parameter names without weight decay (biases, LayerNorm scales)
 
@@ -22,20 +23,9 @@ class Optimizer(NamedTuple):
     schedule: optax.Schedule  # the learning rate of update n, as ``tx`` applies it
 
 
-def _get(cfg: Any, name: str, default: Any = None) -> Any:
-    if isinstance(cfg, Mapping):
-        return cfg.get(name, default)
-    return getattr(cfg, name, default)
-
-
-def make_schedule(train_cfg: Any) -> optax.Schedule:
+def make_schedule(train: TrainConfig) -> optax.Schedule:
     """Linear warm-up 0 -> ``learning_rate`` over ``warmup_steps``, then linear decay to 0 at ``steps``."""
-    lr = float(train_cfg.learning_rate)
-    steps, warmup = int(train_cfg.steps), int(train_cfg.warmup_steps)
-    if lr < 0:
-        raise ValueError(f"train.learning_rate must be >= 0, got {lr}")
-    if not 0 <= warmup <= steps:
-        raise ValueError(f"train.warmup_steps={warmup} must be in [0, train.steps={steps}]")
+    lr, steps, warmup = train.learning_rate, train.steps, train.warmup_steps
     decay = optax.linear_schedule(lr, 0.0, max(steps - warmup, 1))
     if warmup == 0:
         return decay
@@ -52,22 +42,17 @@ def decay_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(keep, params)
 
 
-def make_optimizer(train_cfg: Any) -> Optimizer:
+def make_optimizer(train: TrainConfig) -> Optimizer:
     """Global-norm clipping (``grad_clip`` > 0), then AdamW on ``make_schedule``."""
-    schedule = make_schedule(train_cfg)
-    parts = []
-    clip = float(_get(train_cfg, "grad_clip", 0.0) or 0.0)
-    if clip < 0:
-        raise ValueError(f"train.grad_clip must be >= 0 (0 = off), got {clip}")
-    if clip > 0:
-        parts.append(optax.clip_by_global_norm(clip))
+    schedule = make_schedule(train)
+    parts = [optax.clip_by_global_norm(train.grad_clip)] if train.grad_clip > 0 else []
     parts.append(
         optax.adamw(
             schedule,
-            b1=float(_get(train_cfg, "b1", 0.9)),
-            b2=float(_get(train_cfg, "b2", 0.98)),
-            eps=float(_get(train_cfg, "eps", 1e-6)),
-            weight_decay=float(_get(train_cfg, "weight_decay", 0.01)),
+            b1=train.b1,
+            b2=train.b2,
+            eps=train.eps,
+            weight_decay=train.weight_decay,
             mask=decay_mask,
         )
     )

@@ -27,6 +27,9 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from xlmp_jax.model_config import ModelConfig
+from xlmp_jax.run_config import MeshConfig, TrainConfig
+
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
@@ -45,40 +48,36 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
 )
 
 
-def _get(cfg: Any, name: str, default: Any = None) -> Any:
-    if isinstance(cfg, Mapping):
-        return cfg.get(name, default)
-    return getattr(cfg, name, default)
-
-
-def mesh_shape(mesh_config: Any, num_devices: int) -> tuple[int, int, int]:
-    """Resolves ``(data, fsdp, tensor)`` for ``num_devices`` devices (per slice); one axis may be -1 (the rest)."""
-    sizes = []
-    for axis in MESH_AXES:
-        value = _get(mesh_config, axis, 1)
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or (value < 1 and value != -1):
-            raise ValueError(f"mesh.{axis} must be a positive integer or -1 (the rest), got {value!r}")
-        sizes.append(int(value))
-    rest = [axis for axis, size in zip(MESH_AXES, sizes, strict=True) if size == -1]
-    if len(rest) > 1:
-        raise ValueError(f"only one mesh axis may be -1, got {', '.join('mesh.' + a for a in rest)} = -1")
+def slice_shape(mesh_config: MeshConfig, num_devices: int) -> tuple[int, int, int]:
+    """``(data, fsdp, tensor)`` of one slice of ``num_devices`` devices: the -1 axis (if any) takes the rest."""
+    sizes = [mesh_config.data, mesh_config.fsdp, mesh_config.tensor]
     fixed = math.prod(s for s in sizes if s != -1)
     described = ", ".join(f"mesh.{a}={s}" for a, s in zip(MESH_AXES, sizes, strict=True))
-    if rest:
+    if -1 in sizes:
         if num_devices % fixed:
             raise ValueError(f"{described}: the fixed axes ({fixed}) do not divide the device count {num_devices}")
-        sizes[MESH_AXES.index(rest[0])] = num_devices // fixed
+        sizes[sizes.index(-1)] = num_devices // fixed
     elif fixed != num_devices:
         raise ValueError(f"{described} needs {fixed} devices, but there are {num_devices} (set one axis to -1)")
     return tuple(sizes)  # type: ignore[return-value]
 
 
-def make_mesh(mesh_config: Any, devices: Sequence[Any] | None = None) -> Mesh:
+def mesh_sizes(mesh_config: MeshConfig, num_devices: int) -> dict[str, int]:
+    """The whole mesh's ``{'data', 'fsdp', 'tensor'}`` sizes on ``num_devices`` (``dcn_data`` multiplies ``data``)."""
+    dcn = mesh_config.dcn_data
+    if num_devices % dcn:
+        raise ValueError(f"mesh.dcn_data={dcn} does not divide the device count {num_devices}")
+    sizes = dict(zip(MESH_AXES, slice_shape(mesh_config, num_devices // dcn), strict=True))
+    sizes["data"] *= dcn
+    return sizes
+
+
+def make_mesh(mesh_config: MeshConfig, devices: Sequence[Any] | None = None) -> Mesh:
     """A ``Mesh`` with axes ``('data', 'fsdp', 'tensor')`` from ``config.mesh`` (see ``device_grid``)."""
     return Mesh(device_grid(mesh_config, jax.devices() if devices is None else devices), MESH_AXES)
 
 
-def device_grid(mesh_config: Any, devices: Sequence[Any]) -> np.ndarray:
+def device_grid(mesh_config: MeshConfig, devices: Sequence[Any]) -> np.ndarray:
     """The devices arranged as ``(data, fsdp, tensor)``.
 
     ``mesh.data``/``fsdp``/``tensor`` describe one slice (the fast ICI network); ``mesh.dcn_data`` > 1
@@ -87,12 +86,9 @@ def device_grid(mesh_config: Any, devices: Sequence[Any]) -> np.ndarray:
     attribute each process is taken as a slice (GPU clusters).
     """
     devices = list(devices)
-    dcn_data = _get(mesh_config, "dcn_data", 1) or 1
-    if not isinstance(dcn_data, (int, np.integer)) or isinstance(dcn_data, bool) or dcn_data < 1:
-        raise ValueError(f"mesh.dcn_data must be a positive integer, got {dcn_data!r}")
-    if len(devices) % dcn_data:
-        raise ValueError(f"mesh.dcn_data={dcn_data} does not divide the device count {len(devices)}")
-    ici = mesh_shape(mesh_config, len(devices) // dcn_data)
+    dcn_data = mesh_config.dcn_data
+    sizes = mesh_sizes(mesh_config, len(devices))
+    ici = (sizes["data"] // dcn_data, sizes["fsdp"], sizes["tensor"])
     if dcn_data == 1:
         return mesh_utils.create_device_mesh(ici, devices, allow_split_physical_axes=True)
     attr = "slice_index" if hasattr(devices[0], "slice_index") else "process_index"
@@ -114,12 +110,6 @@ def data_parallel_size(mesh: Mesh) -> int:
 def check_batch_size(global_batch_size: int, mesh: Mesh, grad_accum_steps: int = 1) -> None:
     """Raises a ValueError naming ``train.batch_size`` unless each micro-batch splits evenly over the mesh."""
     dp = data_parallel_size(mesh)
-    if grad_accum_steps < 1:
-        raise ValueError(f"train.grad_accum_steps must be >= 1, got {grad_accum_steps}")
-    if global_batch_size % grad_accum_steps:
-        raise ValueError(
-            f"train.batch_size={global_batch_size} is not divisible by train.grad_accum_steps={grad_accum_steps}"
-        )
     micro = global_batch_size // grad_accum_steps
     if micro % dp:
         what = f"train.batch_size={global_batch_size}"
@@ -132,6 +122,19 @@ def check_batch_size(global_batch_size: int, mesh: Mesh, grad_accum_steps: int =
     if global_batch_size % jax.process_count():
         raise ValueError(
             f"train.batch_size={global_batch_size} is not divisible by the process count {jax.process_count()}"
+        )
+
+
+def check_fits(model: ModelConfig, train: TrainConfig, mesh: Mesh) -> None:
+    """Every check of a run against its mesh, once, before anything compiles: the padded vocabulary splits,
+    and the train (and eval) batches divide over the data-parallel size and the processes."""
+    check_vocab_split(model.vocab_size, model.vocab_multiple, model.padded_vocab_size, mesh)
+    check_batch_size(train.batch_size, mesh, train.grad_accum_steps)
+    dp = data_parallel_size(mesh)
+    if train.eval_every and (train.eval_batch_size % dp or train.eval_batch_size % jax.process_count()):
+        raise ValueError(
+            f"train.eval_batch_size={train.eval_batch_size} is not divisible by the data-parallel size {dp} "
+            f"(or the process count {jax.process_count()})"
         )
 
 

@@ -1,6 +1,6 @@
-"""Train state and the jit-compiled, sharded train/eval steps (see ARCHITECTURE.md).
+"""The jit-compiled, sharded train and eval steps (see ARCHITECTURE.md).
 
-The parts live next door: the optimizer in ``optim``, the losses in ``losses``, the batch reshaping in
+The parts live next door: the train state in ``state``, the optimizer in ``optim``, the losses in ``losses``, the batch reshaping in
 ``batching``, the returned sums and metrics in ``step_metrics``, the activation layout in ``sharding``.
 
 * Precision: master params (and so grads and Adam moments) in ``model.param_dtype`` (fp32); the
@@ -26,129 +26,21 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-from flax import struct
 from jax.sharding import Mesh, NamedSharding
 
 from data_pipelines.config import max_predictions
 from xlmp_jax import losses
 from xlmp_jax import sharding as sh
 from xlmp_jax.batching import gather_predictions, micro_batches, pad_rows
-from xlmp_jax.model import XLMP, init_params
+from xlmp_jax.model import XLMP
 from xlmp_jax.model_config import ModelConfig
-from xlmp_jax.optim import make_optimizer
+from xlmp_jax.optim import Optimizer
+from xlmp_jax.run_config import RunConfig
+from xlmp_jax.state import TrainState
 from xlmp_jax.step_metrics import add_pool_sums, batch_sums, finalize, real_rows
-
-# Per-language metric arrays are this long unless config.data.languages lists the languages
-# (() means "every language of the source", unknown before the data is opened). CC-100 has 116.
-DEFAULT_MAX_LANGUAGES = 128
-
-
-class TrainState(struct.PyTreeNode):
-    """Everything a step changes, all ``jax.Array``s (so Orbax saves it as one tree).
-
-    ``rng`` is raw ``uint32`` key data (checkpoint-friendly); dropout keys fold in the step.
-    """
-
-    step: jax.Array
-    params: Any
-    opt_state: Any
-    rng: jax.Array
-    nan_streak: jax.Array  # consecutive non-finite steps up to now
-    skipped: jax.Array  # non-finite steps skipped in total
-
-
-def _get(cfg: Any, name: str, default: Any = None) -> Any:
-    if isinstance(cfg, Mapping):
-        return cfg.get(name, default)
-    return getattr(cfg, name, default)
-
-
-def model_config(config: Any) -> ModelConfig:
-    """``config.model`` (a ConfigDict, dict or ModelConfig) as a ModelConfig."""
-    model = config.model if not isinstance(config, ModelConfig) else config
-    return model if isinstance(model, ModelConfig) else ModelConfig.from_dict(model)
-
-
-def _as_key_data(rng: Any) -> jax.Array:
-    if isinstance(rng, (int, np.integer)):
-        rng = jax.random.key(int(rng))
-    if jnp.issubdtype(jnp.asarray(rng).dtype, jax.dtypes.prng_key):
-        rng = jax.random.key_data(rng)
-    return jnp.asarray(rng, jnp.uint32)
-
-
-def create_train_state(
-    config: Any, mesh: Mesh, rng: Any, *, params: Any = None, compiler_options: dict[str, Any] | None = None
-) -> tuple[TrainState, TrainState]:
-    """A fresh TrainState, initialised under jit directly into its shards, and its NamedShardings.
-
-    Params and the Adam moments are sharded by ``sharding.LOGICAL_RULES`` (FSDP over ``embed``, tensor
-    parallel over heads/mlp/vocab); scalars are replicated. ``params`` (an unboxed tree, e.g. imported
-    from transformers) replaces the random init; the optimizer state is then built from it.
-    """
-    cfg = model_config(config)
-    check_mesh(cfg, mesh)
-    tx = make_optimizer(config.train).tx
-    key = _as_key_data(rng)
-
-    def init(key_data):
-        param_key, state_key = jax.random.split(jax.random.wrap_key_data(key_data))
-        boxed = init_params(cfg, param_key)["params"]
-        return TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=boxed,
-            opt_state=tx.init(boxed),
-            rng=jax.random.key_data(state_key),
-            nan_streak=jnp.zeros((), jnp.int32),
-            skipped=jnp.zeros((), jnp.int32),
-        )
-
-    # Traced without the rules context: the out_shardings place every leaf, and flax would otherwise
-    # constrain DenseGeneral's flat kernel (before its reshape) with the 3-D kernel's axis names.
-    abstract = jax.eval_shape(init, key)
-    shardings = sh.logical_shardings(abstract, mesh)
-    if params is None:
-        init_fn = jax.jit(lambda k: nn.unbox(init(k)), out_shardings=shardings, compiler_options=compiler_options)
-        return init_fn(key), shardings
-    expected = jax.tree.structure(shardings.params)
-    if jax.tree.structure(params) != expected:
-        raise ValueError("the given params do not have the structure of the model's (config.model) params")
-    for (path, x), want in zip(
-        jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(nn.unbox(abstract.params)), strict=True
-    ):
-        if tuple(np.shape(x)) != tuple(want.shape):
-            name = jax.tree_util.keystr(path)
-            raise ValueError(
-                f"param {name} has shape {tuple(np.shape(x))}, the model (config.model) needs {want.shape}"
-            )
-    placed = jax.tree.map(lambda x, s: jax.device_put(x, s), params, shardings.params)
-
-    def build(p, key_data):
-        state_key = jax.random.split(jax.random.wrap_key_data(key_data))[1]
-        return TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=jax.tree.map(lambda x, a: x.astype(a.dtype), p, nn.unbox(abstract.params)),
-            opt_state=tx.init(p),
-            rng=jax.random.key_data(state_key),
-            nan_streak=jnp.zeros((), jnp.int32),
-            skipped=jnp.zeros((), jnp.int32),
-        )
-
-    state = jax.jit(build, out_shardings=shardings, compiler_options=compiler_options)(placed, key)
-    return state, shardings
-
-
-def _num_languages(config: Any, num_languages: int | None) -> int:
-    if num_languages is not None:
-        return int(num_languages)
-    data = _get(config, "data", None)
-    languages = _get(data, "languages", ()) if data is not None else ()
-    return len(languages) if languages else DEFAULT_MAX_LANGUAGES
 
 
 def _apply_model(model: XLMP, params: Any, batch: Mapping[str, jax.Array], rng: jax.Array | None) -> dict:
@@ -164,22 +56,20 @@ def _apply_model(model: XLMP, params: Any, batch: Mapping[str, jax.Array], rng: 
     )
 
 
-def check_mesh(cfg: ModelConfig, mesh: Mesh) -> None:
-    """Raises a ValueError, before anything compiles, unless the mesh splits the padded vocabulary evenly."""
-    sh.check_vocab_split(cfg.vocab_size, cfg.vocab_multiple, cfg.padded_vocab_size, mesh)
-
-
 def make_train_step(
-    config: Any,
+    run: RunConfig,
+    optimizer: Optimizer,
     mesh: Mesh,
     state_shardings: TrainState,
     *,
-    num_languages: int | None = None,
+    num_languages: int,
     compiler_options: dict[str, Any] | None = None,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """The jitted train step ``step(state, batch) -> (state, metrics)``; ``state`` is donated.
 
-    ``batch`` holds global arrays laid out by ``sharding.shard_batch`` (the batch format of data_pipelines/README.md).
+    ``batch`` holds global arrays laid out by ``sharding.shard_batch`` (the batch format of data_pipelines/README.md);
+    ``optimizer`` is the one the state was created with (``optim.make_optimizer(run.train)``); the run's fit to
+    ``mesh`` was checked by ``sharding.check_fits``.
     Metrics (replicated): ``loss`` (mean cross-entropy), ``objective`` (with smoothing/z-loss),
     ``mlm_accuracy``, ``num_predictions``, ``grad_norm`` (before clipping), ``learning_rate`` (of this
     update), ``skipped`` (1 if this step was skipped), ``nan_streak``; per language (arrays of
@@ -187,22 +77,13 @@ def make_train_step(
     ``pool_usage`` [M], ``pool_usage_entropy``, ``pool_example_entropy``, ``pool_lang_weights`` [L, M],
     ``lang_examples`` [L], and ``pool_key_loss`` / ``pool_diversity_loss`` when their weights are > 0;
     and the raw sums (``nll_sum``, ...) for aggregation over steps.
-    ``num_languages`` defaults to ``len(config.data.languages)`` (or ``DEFAULT_MAX_LANGUAGES``);
     ``compiler_options`` go to ``jax.jit`` (tests use a low XLA optimisation level to compile fast).
     """
-    cfg = model_config(config)
-    check_mesh(cfg, mesh)
+    cfg, train = run.model, run.train
     model = XLMP(cfg)
-    train = config.train
-    tx, schedule = make_optimizer(train)
-    accum = int(_get(train, "grad_accum_steps", 1) or 1)
-    mlm_rate = float(config.data.mlm_rate)
-    smoothing = float(_get(train, "label_smoothing", 0.0) or 0.0)
-    z_loss = float(_get(train, "z_loss", 0.0) or 0.0)
-    languages = _num_languages(config, num_languages)
-    batch_size = _get(train, "batch_size", None)
-    if batch_size is not None:
-        sh.check_batch_size(int(batch_size), mesh, accum)
+    tx, schedule = optimizer
+    accum, mlm_rate, languages = train.grad_accum_steps, run.data.mlm_rate, num_languages
+    smoothing, z_loss = train.label_smoothing, train.z_loss
     micro_sharding = NamedSharding(mesh, jax.sharding.PartitionSpec(None, sh.BATCH_AXES))
     logits_sharding = sh.logits_sharding(mesh)
 
@@ -283,11 +164,12 @@ def make_train_step(
 
 
 def make_eval_step(
-    config: Any,
+    model_config: ModelConfig,
+    mlm_rate: float,
     mesh: Mesh,
     state_shardings: TrainState,
     *,
-    num_languages: int | None = None,
+    num_languages: int,
     compiler_options: dict[str, Any] | None = None,
 ) -> Callable[[Any, Mapping[str, Any]], dict]:
     """``eval_step(state_or_params, batch) -> metrics``: deterministic (no dropout), nothing donated.
@@ -297,11 +179,8 @@ def make_eval_step(
     ``loss`` and ``mlm_accuracy``. A host (NumPy) batch whose row count the data-parallel size does not
     divide (an eval set's last batch) is padded with rows that carry no predictions.
     """
-    cfg = model_config(config)
-    check_mesh(cfg, mesh)
+    cfg, languages = model_config, num_languages
     model = XLMP(cfg)
-    mlm_rate = float(config.data.mlm_rate)
-    languages = _num_languages(config, num_languages)
     dp = sh.data_parallel_size(mesh)
 
     def eval_fn(params, batch):

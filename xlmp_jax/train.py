@@ -24,12 +24,12 @@ import jax  # noqa: E402
 if _NUM_CPU_DEVICES:
     jax.config.update("jax_num_cpu_devices", int(_NUM_CPU_DEVICES))
 
-import ml_collections  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from xlmp_jax import config_utils, console  # noqa: E402
 from xlmp_jax.preemption import PREEMPTED_EXIT, Preempted, Preemption  # noqa: E402
+from xlmp_jax.run_config import RunConfig  # noqa: E402
 from xlmp_jax.trainer import TrainError, train  # noqa: E402
 
 config_utils.ensure_importable()
@@ -75,13 +75,13 @@ def initialize_distributed(coordinator: str = "", num_processes: int = 0, proces
         jax.distributed.initialize()
 
 
-def print_plan(config: ml_collections.ConfigDict, num_devices: int) -> None:
+def print_plan(run: RunConfig, num_devices: int) -> None:
     try:
         from xlmp_jax import memory
     except ImportError:
         print("memory plan not available: xlmp_jax.memory is not installed in this checkout")
         return
-    print(memory.plan_report(config, num_devices))
+    print(memory.plan_report(run, num_devices))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -112,11 +112,11 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def _report_pool(config: ml_collections.ConfigDict, workdir: str) -> None:
+def _report_pool(run: RunConfig, workdir: str) -> None:
     """``train.pool_report``: after a finished single-process run, what its pool learned on held-out lines."""
-    if not (config.train.pool_report and config.model.pool.enabled and jax.process_count() == 1):
+    if not (run.train.pool_report and run.model.pool is not None and jax.process_count() == 1):
         return
-    data = config.data
+    data = run.data
     if data.source == "text" and os.path.isdir(data.path):
         text_dir = data.path
     elif data.source == "sample":
@@ -148,14 +148,13 @@ def main(argv: Sequence[str]) -> None:
     )
     try:
         with Preemption() as preemption:  # armed before anything is printed: the first line means "ready"
-            config = _CONFIG.value
-            config_utils.validate_config(config)
+            run = config_utils.resolve(_CONFIG.value)  # the one parse of this run's config
             initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
             if _PLAN.value:
-                print_plan(config, jax.device_count())
+                print_plan(run, jax.device_count())
                 return
-            train(config, _WORKDIR.value, peak_flops=_PEAK_FLOPS.value, preemption=preemption)
-        _report_pool(config, _WORKDIR.value)
+            train(run, _WORKDIR.value, peak_flops=_PEAK_FLOPS.value, preemption=preemption)
+        _report_pool(run, _WORKDIR.value)
     except Preempted as e:
         print(f"xlmp_jax.train: {e}", flush=True)
         sys.exit(PREEMPTED_EXIT)

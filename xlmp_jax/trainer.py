@@ -25,6 +25,7 @@ from xlmp_jax import config_utils, console
 from xlmp_jax.batching import pad_rows
 from xlmp_jax.faults import FaultInjector
 from xlmp_jax.preemption import Preempted, Preemption
+from xlmp_jax.run_config import RunConfig
 
 if TYPE_CHECKING:
     from data_pipelines.sharded import ShardedTrainData
@@ -79,7 +80,7 @@ def _hide_accelerators_from_tensorflow() -> None:
 
 
 def train(
-    config: ml_collections.ConfigDict,
+    config: RunConfig | ml_collections.ConfigDict,
     workdir: str,
     *,
     peak_flops: float = 0.0,
@@ -87,6 +88,7 @@ def train(
 ) -> dict[str, float]:
     """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns the last logged scalars.
 
+    ``config`` is a run resolved by ``config_utils.resolve`` (the CLI's), or a loaded ConfigDict, resolved here.
     SIGTERM is recorded from the first line on (``preemption``: an armed one the caller owns, else this call
     arms its own): during start-up the run stops at the next phase boundary, after step 1 it saves a
     checkpoint; either way it raises ``Preempted``.
@@ -98,35 +100,31 @@ def train(
     from data_pipelines import preflight as data_preflight
     from xlmp_jax import lease
 
-    model_config = config_utils.validate_config(config)
-    data_preflight.check_run_data(config)  # vocabulary size, local files' first records, TFDS names
+    run = config if isinstance(config, RunConfig) else config_utils.resolve(config)
+    data_preflight.check_data(run.data, run.model.vocab_size)  # vocabulary, local files' first records, TFDS
     workdir = prepare_workdir(workdir)
     with lease.hold_workdir(workdir) as held:  # one run per work directory, refused before anything compiles
-        return _train_in(config, model_config, workdir, phases, peak_flops, held.check if held else lambda: None)
+        return _train_in(run, workdir, phases, peak_flops, held.check if held else lambda: None)
 
 
 def _train_in(
-    config: ml_collections.ConfigDict,
-    model_config: Any,
+    run: RunConfig,
     workdir: str,
     phases: _StartupPhases,
     peak_flops: float,
     check_lease: Callable[[], None],
 ) -> dict[str, float]:
     """``train`` once the work directory is this run's (``check_lease()`` raises once it no longer is)."""
-    from xlmp_jax import checkpoint, compile_cache, sharding, steps
+    from xlmp_jax import checkpoint, compile_cache, optim, sharding, state
 
-    tcfg = config.train
+    tcfg = run.train
     # Before anything compiles (the init is a program too); the counters tell the log what the cache served.
     cache = (compile_cache.enable(tcfg.compilation_cache_dir), compile_cache.COUNTER.snapshot())
-    mesh = sharding.make_mesh(config.mesh)
-    sharding.check_batch_size(tcfg.batch_size, mesh, tcfg.grad_accum_steps)
-    dp = sharding.data_parallel_size(mesh)
-    if tcfg.eval_every and (tcfg.eval_batch_size % dp or tcfg.eval_batch_size % jax.process_count()):
-        raise TrainError(
-            f"train.eval_batch_size={tcfg.eval_batch_size} is not divisible by the data-parallel size {dp} "
-            f"(or the process count {jax.process_count()})"
-        )
+    mesh = sharding.make_mesh(run.mesh)
+    try:
+        sharding.check_fits(run.model, tcfg, mesh)
+    except ValueError as e:
+        raise TrainError(str(e)) from e
     console.say(
         f"mesh {dict(mesh.shape)} over {jax.device_count()} {jax.devices()[0].device_kind} device(s), "
         f"{jax.process_count()} process(es); work directory {workdir}"
@@ -138,7 +136,7 @@ def _train_in(
 
     try:
         data = ShardedTrainData(
-            config.data, global_batch_size=tcfg.batch_size, num_shards=tcfg.data_shards, seed=tcfg.seed
+            run.data, global_batch_size=tcfg.batch_size, num_shards=tcfg.data_shards, seed=tcfg.seed
         )
     except ShardCountError as e:  # a setting of the run, reported as the trainer's other setting errors
         raise TrainError(str(e)) from e
@@ -147,17 +145,22 @@ def _train_in(
         from data_pipelines.input_pipeline import BalancedEvalData
 
         # every trained language, equal rows; read at the first eval (off the start-up path)
-        eval_data = BalancedEvalData(config.data, batch_size=tcfg.eval_batch_size, num_batches=tcfg.eval_batches)
+        eval_data = BalancedEvalData(run.data, batch_size=tcfg.eval_batch_size, num_batches=tcfg.eval_batches)
     phases.end("data")
 
-    state, shardings = steps.create_train_state(config, mesh, jax.random.key(tcfg.seed))
-    phases.end("init")
-
+    optimizer = optim.make_optimizer(tcfg)
     ckpt = checkpoint.Checkpointer(workdir, keep=tcfg.keep_checkpoints, faults=phases.faults)
     try:
-        restored = ckpt.restore_latest(state, data if tcfg.restore_data else None)
+        # A run that resumes restores into the abstract state: nothing is initialised only to be overwritten.
+        resuming = ckpt.latest_step() is not None
+        if resuming:
+            target, shardings = state.abstract_train_state(run.model, optimizer.tx, mesh)
+        else:
+            target, shardings = _initial_state(run, optimizer, mesh)
+        phases.end("init")
+        restored = ckpt.restore_latest(target, data if tcfg.restore_data else None) if resuming else None
         if restored is not None:
-            state, start = restored
+            train_state, start = restored
             console.say(f"resumed from {ckpt.directory / str(start)} (step {start})")
             if not tcfg.restore_data:
                 data.skip_to(start)
@@ -166,20 +169,28 @@ def _train_in(
                 )
         else:
             start = 0
-            if config.init_from_hf:
-                from xlmp_jax.hf.load import load_hf_params
-
-                params = load_hf_params(config.init_from_hf, model_config, jax.random.key(tcfg.seed + 1))
-                state, shardings = steps.create_train_state(config, mesh, jax.random.key(tcfg.seed), params=params)
-                console.say(f"initialised from the transformers checkpoint {config.init_from_hf}")
+            # every checkpoint was unreadable (set aside by restore_latest): a fresh start after all
+            train_state = target if not resuming else _initial_state(run, optimizer, mesh)[0]
         phases.end("restore")
-        last_step = min(tcfg.steps, tcfg.stop_after) if tcfg.stop_after else tcfg.steps
-        if start >= last_step:
+        if start >= tcfg.last_step:
             return {}
-        run = _Run(config, model_config, workdir, mesh, shardings, data, eval_data, ckpt, phases, cache, check_lease)
-        return _train_loop(run, state, start, last_step, peak_flops=peak_flops)
+        loop = _Run(run, workdir, mesh, optimizer, shardings, data, eval_data, ckpt, phases, cache, check_lease)
+        return _train_loop(loop, train_state, start, peak_flops=peak_flops)
     finally:
         ckpt.close()
+
+
+def _initial_state(run: RunConfig, optimizer, mesh) -> tuple[Any, Any]:
+    """The state a run starts from: random, or the transformers checkpoint ``init_from_hf``."""
+    from xlmp_jax import state
+
+    params = None
+    if run.init_from_hf:
+        from xlmp_jax.hf.load import load_hf_params
+
+        params = load_hf_params(run.init_from_hf, run.model, jax.random.key(run.train.seed + 1))
+        console.say(f"initialised from the transformers checkpoint {run.init_from_hf}")
+    return state.create_train_state(run.model, optimizer.tx, mesh, jax.random.key(run.train.seed), params=params)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -189,10 +200,10 @@ def _train_in(
 class _Run(NamedTuple):
     """What start-up built for the loop."""
 
-    config: ml_collections.ConfigDict
-    model_config: Any
+    run: RunConfig
     workdir: str
     mesh: Any
+    optimizer: Any  # optim.Optimizer: the state's, and the train step's
     shardings: Any
     data: ShardedTrainData
     eval_data: Any
@@ -211,35 +222,37 @@ def _batches(data) -> Iterator[dict]:
             raise TrainError("the training data ran out before train.steps") from None
 
 
-def _train_loop(run: _Run, state, start: int, last_step: int, *, peak_flops: float) -> dict[str, float]:
-    """Steps ``start + 1 .. last_step``: the first batch and the compiled step are start-up's last phases."""
+def _train_loop(loop: _Run, state, start: int, *, peak_flops: float) -> dict[str, float]:
+    """Steps ``start + 1 .. train.last_step``: the first batch and the compiled step are start-up's last phases."""
     from data_pipelines.config import max_predictions
     from xlmp_jax import compile_cache, flops, metrics, sharding, steps
 
-    config, mesh, shardings, data, eval_data, ckpt, phases = (
-        run.config, run.mesh, run.shardings, run.data, run.eval_data, run.ckpt, run.phases
+    run, mesh, shardings, data, eval_data, ckpt, phases = (
+        loop.run, loop.mesh, loop.shardings, loop.data, loop.eval_data, loop.ckpt, loop.phases
     )  # fmt: skip
-    tcfg, languages = config.train, list(data.languages)
+    tcfg, languages, last_step = run.train, list(data.languages), run.train.last_step
     main_process = jax.process_index() == 0
     batches = _batches(data)
     first_batch = sharding.shard_batch(next(batches), mesh)
     phases.end("first_batch")
     # Compiled ahead of the first step, so that a SIGTERM during compilation stops before any step is taken.
-    train_step = steps.make_train_step(config, mesh, shardings, num_languages=len(languages))
+    train_step = steps.make_train_step(run, loop.optimizer, mesh, shardings, num_languages=len(languages))
     train_step = train_step.lower(state, first_batch).compile()
-    eval_step = steps.make_eval_step(config, mesh, shardings, num_languages=len(languages)) if eval_data else None
+    eval_step = None
+    if eval_data:
+        eval_step = steps.make_eval_step(run.model, run.data.mlm_rate, mesh, shardings, num_languages=len(languages))
     phases.end("compile")
-    cache_dir, cache_before = run.cache
+    cache_dir, cache_before = loop.cache
     console.say(f"{phases.summary()}; {compile_cache.describe(cache_before, cache_dir)}")
     if main_process:  # only now: a run stopped during start-up leaves the work directory as it found it
-        config_utils.save_config(config, run.workdir)
+        config_utils.save_config(run.resolved, loop.workdir)
 
-    seq = config.data.seq_length
+    seq = run.data.seq_length
     tokens_per_step = tcfg.batch_size * seq
-    flops_per_token = flops.flops_per_token(run.model_config, seq, max_predictions(seq, config.data.mlm_rate))
+    flops_per_token = flops.flops_per_token(run.model, seq, max_predictions(seq, run.data.mlm_rate))
     peak = metrics.peak_flops_per_device(jax.devices()[0].device_kind, peak_flops or tcfg.peak_flops)
     preemption, fault = phases.preemption, phases.faults
-    writer = metrics.MetricsWriter(run.workdir, active=main_process, resume_step=start)
+    writer = metrics.MetricsWriter(loop.workdir, active=main_process, resume_step=start)
     progress = console.Progress(start, tcfg.steps, main_process)
 
     acc, last = None, {}
@@ -256,7 +269,7 @@ def _train_loop(run: _Run, state, start: int, last_step: int, *, peak_flops: flo
                 console.say(f"first step took {time.perf_counter() - window_start:.1f}s")
                 window_start, window_steps, first = time.perf_counter(), 0, False
             fault("after_step", step)
-            run.check_lease()  # before this step's writes: another run may own the work directory now
+            loop.check_lease()  # before this step's writes: another run may own the work directory now
             preempted = preemption.reached(step)
             if preempted or step % tcfg.log_every == 0 or step == last_step:
                 sums = {k: metrics.to_host(v) for k, v in acc.items()}
@@ -279,18 +292,18 @@ def _train_loop(run: _Run, state, start: int, last_step: int, *, peak_flops: flo
                         f"were skipped. Try a lower train.learning_rate (now {tcfg.learning_rate}) or a grad_clip."
                     )
             if preempted:
-                ckpt.save(step, state, data=data, config=config)
+                ckpt.save(step, state, data=data, config=run.resolved)
                 ckpt.wait()
                 raise Preempted(f"SIGTERM: saved checkpoint {ckpt.directory / str(step)} and stopped")
             eval_loss = None
             if eval_step is not None and (step % tcfg.eval_every == 0 or step == tcfg.steps):
                 in_eval = functools.partial(fault, "in_eval", step)
-                eval_scalars, eval_extra = run_eval(config, eval_step, state, eval_data, languages, in_eval)
+                eval_scalars, eval_extra = run_eval(run, eval_step, state, eval_data, languages, in_eval)
                 writer.write(step, eval_scalars, eval_extra)
                 eval_loss = eval_scalars.get("eval/loss")
                 progress.log(step, eval_scalars)
             if step % tcfg.checkpoint_every == 0 or step == last_step or eval_loss is not None:
-                ckpt.save(step, state, data=data, config=config, eval_loss=eval_loss)
+                ckpt.save(step, state, data=data, config=run.resolved, eval_loss=eval_loss)
                 if fault.active:  # a fault must land after the commit, not race it
                     ckpt.wait()
                 fault("after_checkpoint", step)
@@ -306,20 +319,17 @@ def _train_loop(run: _Run, state, start: int, last_step: int, *, peak_flops: flo
 # Eval.
 
 
-def run_eval(
-    config: ml_collections.ConfigDict, eval_step, state, data, languages: Sequence[str], after_batch=None
-) -> tuple[dict, dict]:
+def run_eval(run: RunConfig, eval_step, state, data, languages: Sequence[str], after_batch=None) -> tuple[dict, dict]:
     """Held-out MLM loss/accuracy over every batch of ``data`` (the balanced set of
     ``make_balanced_eval_data``): ``eval/loss/<lang>`` per language, ``eval/loss`` their mean (every
     language weighs the same), ``eval/loss_tokens`` the token-weighted loss; accuracy likewise.
     ``after_batch()`` runs after each batch (the ``in_eval`` fault point)."""
     from xlmp_jax.metrics import language_means, summarize, to_host
 
-    train = config.train
-    rows, pc, pi = train.eval_batch_size, jax.process_count(), jax.process_index()
+    rows, pc, pi = run.train.eval_batch_size, jax.process_count(), jax.process_index()
     total: dict[str, np.ndarray] | None = None
     for batch in data:
-        batch = pad_rows(batch, rows, config.model.pad_token_id)
+        batch = pad_rows(batch, rows, run.model.pad_token_id)
         local = {k: v[pi * rows // pc : (pi + 1) * rows // pc] for k, v in batch.items()}  # every host has all rows
         out = {k: to_host(v) for k, v in eval_step(state, local).items()}
         total = out if total is None else {k: total[k] + out[k] for k in total}

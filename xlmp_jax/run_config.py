@@ -1,0 +1,164 @@
+"""The run config as typed objects: what ``config_utils.resolve`` hands the trainer, built once per run.
+
+The config files (``configs/common.py``) stay the only schema and the only home of defaults: these classes
+have no defaults, so a field the file lacks, or one these classes do not know, is an error naming it, and a
+new field is added in both places or not at all. Each class checks its own values on construction (as
+``ModelConfig`` does), so holding one means holding a checked one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from xlmp_jax.model_config import ModelConfig
+
+_POSITIVE_INTS = ("steps", "batch_size", "grad_accum_steps", "log_every", "checkpoint_every", "eval_batch_size")
+_NON_NEGATIVE_INTS = (
+    "warmup_steps",
+    "keep_checkpoints",
+    "eval_every",
+    "eval_batches",
+    "max_consecutive_nan",
+    "stop_after",
+    "data_shards",
+)
+# (field, lowest, highest, whether the lowest itself is allowed); every bound is inclusive but `lowest` may not be.
+_FLOATS = (
+    ("learning_rate", 0.0, math.inf, False),  # 0 trains nothing: a typo, not a run
+    ("weight_decay", 0.0, math.inf, True),
+    ("b1", 0.0, 1.0, True),
+    ("b2", 0.0, 1.0, True),
+    ("eps", 0.0, math.inf, False),
+    ("grad_clip", 0.0, math.inf, True),  # 0 = off
+    ("label_smoothing", 0.0, 1.0, True),
+    ("z_loss", 0.0, math.inf, True),
+    ("peak_flops", 0.0, math.inf, True),  # 0 = the device table
+)
+
+
+def from_section(cls: type, section: Mapping[str, Any] | Any, name: str) -> Any:
+    """``cls(**section)``, with missing and unknown fields named (``train.stepz``) instead of a TypeError."""
+    values = dict(section)
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(known))
+    missing = [f for f in known if f not in values]
+    if unknown or missing:
+        parts = [f"unknown field(s) {', '.join(f'{name}.{u}' for u in unknown)}"] if unknown else []
+        parts += [f"missing field(s) {', '.join(f'{name}.{m}' for m in missing)}"] if missing else []
+        raise ValueError(f"config.{name}: {'; '.join(parts)}")
+    return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """``config.train``: the optimizer, the loop's cadence, eval, checkpoints (documented in configs/common.py)."""
+
+    steps: int
+    batch_size: int  # global, over all hosts
+    learning_rate: float
+    warmup_steps: int
+    weight_decay: float
+    b1: float
+    b2: float
+    eps: float
+    grad_clip: float  # 0 = off
+    grad_accum_steps: int
+    log_every: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    eval_every: int  # 0 = no periodic eval
+    eval_batch_size: int
+    eval_batches: int  # 0 = every held-out row
+    seed: int
+    max_consecutive_nan: int
+    label_smoothing: float
+    z_loss: float
+    stop_after: int  # 0 = off
+    pool_report: bool
+    data_shards: int  # 0 = one per process
+    restore_data: bool
+    peak_flops: float  # 0 = the device table
+    compilation_cache_dir: str  # '' = off
+
+    def __post_init__(self):
+        for name in _POSITIVE_INTS:
+            value = getattr(self, name)
+            if not _is_int(value) or value <= 0:
+                raise ValueError(f"train.{name} must be a positive integer, got {value!r}")
+        for name in _NON_NEGATIVE_INTS:
+            value = getattr(self, name)
+            if not _is_int(value) or value < 0:
+                raise ValueError(f"train.{name} must be a non-negative integer, got {value!r}")
+        if not _is_int(self.seed):
+            raise ValueError(f"train.seed must be an integer, got {self.seed!r}")
+        if self.warmup_steps > self.steps:
+            raise ValueError(f"train.warmup_steps={self.warmup_steps} exceeds train.steps={self.steps}")
+        for name, low, high, low_ok in _FLOATS:
+            value = getattr(self, name)
+            number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            if not number or not (value >= low if low_ok else value > low) or value > high:
+                bounds = f"{'[' if low_ok else '('}{low}, {high}{']' if math.isfinite(high) else ')'}"
+                raise ValueError(f"train.{name} must be a finite number in {bounds}, got {value!r}")
+        if self.batch_size % self.grad_accum_steps:
+            raise ValueError(
+                f"train.batch_size={self.batch_size} is not divisible by train.grad_accum_steps={self.grad_accum_steps}"
+            )
+
+    @property
+    def last_step(self) -> int:
+        """The step this invocation stops at: ``steps``, or ``stop_after`` when that comes first."""
+        return min(self.steps, self.stop_after) if self.stop_after else self.steps
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """``config.mesh``: the axis sizes of one slice (one may be -1: the rest), and ``dcn_data`` slices."""
+
+    data: int
+    fsdp: int
+    tensor: int
+    dcn_data: int
+
+    def __post_init__(self):
+        for axis in ("data", "fsdp", "tensor", "dcn_data"):
+            value = getattr(self, axis)
+            if not _is_int(value) or (value <= 0 and (value != -1 or axis == "dcn_data")):
+                rest = "" if axis == "dcn_data" else " or -1 (= the rest)"
+                raise ValueError(f"mesh.{axis} must be a positive integer{rest}, got {value!r}")
+        rest = [a for a in ("data", "fsdp", "tensor") if getattr(self, a) == -1]
+        if len(rest) > 1:
+            raise ValueError(
+                f"at most one mesh axis may be -1 (only one takes the rest), got {', '.join('mesh.' + a for a in rest)} = -1"
+            )
+
+    @classmethod
+    def of(cls, mesh: MeshConfig | Mapping[str, int]) -> MeshConfig:
+        """A MeshConfig from itself or from a plain ``{'data': .., 'fsdp': .., 'tensor': ..}`` (tests, benches)."""
+        return mesh if isinstance(mesh, MeshConfig) else cls(**{"dcn_data": 1, **dict(mesh)})
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """A whole run, checked: ``resolved`` is the ConfigDict it came from (what ``config.json`` holds)."""
+
+    model: ModelConfig  # the pool is ``model.pool`` (None for the XLM-R baseline)
+    data: Any  # data_pipelines.config.DataConfig
+    train: TrainConfig
+    mesh: MeshConfig
+    init_from_hf: str  # a transformers XLM-R directory to start from ('' = random init)
+    resolved: Any = dataclasses.field(repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.data.seq_length > self.model.max_length:
+            raise ValueError(
+                f"data.seq_length={self.data.seq_length} exceeds the model's position table "
+                f"(model.max_position_embeddings={self.model.max_position_embeddings} holds "
+                f"{self.model.max_length} tokens)"
+            )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
