@@ -1,13 +1,16 @@
 """The data block of a run config (`config.data`): sources, languages, sampling, sequence building, masking.
 
-Every field is read by `data_pipelines.input_pipeline` (through `data_pipelines.tasks`); `validate_data_config`
-checks them all up front so a bad value fails before TensorFlow starts, with the offending field named.
+`default_data_config()` is the block's schema (every field, its default and its meaning); `DataConfig` is the
+same block checked once and typed (`DataConfig.from_section(config.data)`), which is all the rest of
+`data_pipelines` reads. A bad value fails before TensorFlow starts, with the offending field named.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+from collections.abc import Mapping
 
 import ml_collections
 
@@ -17,6 +20,9 @@ _SAMPLE_VOCAB_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "s
 
 SOURCES = ("sample", "text", "cc100", "jsonl", "tfrecord", "mc4", "wiki40b")
 PACKING_MODES = ("complete", "complete_doc", "none")
+# The files a local source reads for language <lang>: <lang><ext> (`data_pipelines.sources`, and the preflight).
+TEXT_EXTENSIONS = (".txt", ".txt.gz", ".txt.xz")
+JSONL_EXTENSIONS = (".jsonl", ".jsonl.gz", ".jsonl.xz")
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -59,47 +65,108 @@ def max_predictions(seq_length: int, mlm_rate: float) -> int:
     return int(math.ceil(seq_length * mlm_rate)) + 1
 
 
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """The checked, typed `config.data`: one field per field of `default_data_config()` (its meaning is there).
+
+    No defaults here: `default_data_config()` is the schema. Build it once with `from_section` (the trainer
+    does); the public entry points also accept the `ConfigDict` through `of`. `sizes` is a tuple of
+    (language, n) pairs, sorted (`dict(cfg.sizes)` for look-ups), so the config stays hashable.
+    """
+
+    source: str
+    path: str
+    languages: tuple[str, ...]
+    text_field: str
+    tfds_data_dir: str
+    mc4_tfds_name: str
+    wiki40b_tfds_name: str
+    decompress_dir: str
+    alpha: float
+    sizes: tuple[tuple[str, float], ...]
+    seq_length: int
+    packing: str
+    mlm_rate: float
+    mask_prob: float
+    random_prob: float
+    whole_word_masking: bool
+    tlm_rate: float
+    parallel_path: str
+    parallel_languages: tuple[str, ...]
+    shuffle_buffer: int
+    vocab_path: str
+
+    @classmethod
+    def from_section(cls, section: Mapping | ml_collections.ConfigDict) -> DataConfig:
+        """Checks a `config.data` block (or a plain dict) and returns it typed.
+
+        Raises ValueError naming `data.<field>` and its value for the first bad field, or the first missing or
+        unknown field.
+        """
+        names = [f.name for f in dataclasses.fields(cls)]
+        given = list(section.keys())
+        for name in names:
+            if name not in given:
+                raise ValueError(f"data.{name} is missing from the data config")
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise ValueError(f"data.{unknown[0]} is not a data field (the fields: {', '.join(sorted(names))})")
+        values = {name: section[name] for name in names}
+        _check(values)
+        values["languages"] = tuple(values["languages"])
+        values["parallel_languages"] = tuple(values["parallel_languages"])
+        values["sizes"] = tuple(sorted(dict(values["sizes"]).items()))
+        return cls(**values)
+
+    @classmethod
+    def of(cls, config: DataConfig | Mapping | ml_collections.ConfigDict) -> DataConfig:
+        """`config` itself if it is already a DataConfig, else `from_section(config)`."""
+        return config if isinstance(config, cls) else cls.from_section(config)
+
+
 def _fail(field: str, value, why: str) -> None:
     raise ValueError(f"data.{field}={value!r}: {why}")
 
 
-def validate_data_config(cfg: ml_collections.ConfigDict) -> None:
-    """Raises ValueError naming `data.<field>` and its value for the first bad field."""
-    required = list(default_data_config().keys())
-    for f in required:
-        if f not in cfg:
-            raise ValueError(f"data.{f} is missing from the data config")
-    if cfg.source not in SOURCES:
-        _fail("source", cfg.source, f"unknown source; expected one of {SOURCES}")
-    if cfg.source in ("text", "cc100", "jsonl", "tfrecord") and not cfg.path:
-        _fail("path", cfg.path, f"source {cfg.source!r} needs a folder or a {{lang}} file pattern")
-    if cfg.source in ("mc4", "wiki40b") and not cfg.languages:
-        _fail("languages", cfg.languages, f"source {cfg.source!r} needs an explicit list of languages")
-    if isinstance(cfg.languages, str):
-        _fail("languages", cfg.languages, "expected a list of language codes, not a string")
-    if len(set(cfg.languages)) != len(tuple(cfg.languages)):
-        _fail("languages", cfg.languages, "languages repeat")
-    if not (isinstance(cfg.alpha, int | float) and 0.0 <= cfg.alpha <= 1.0):
-        _fail("alpha", cfg.alpha, "expected a number in [0, 1]")
-    if not (isinstance(cfg.seq_length, int) and cfg.seq_length >= 8):
-        _fail("seq_length", cfg.seq_length, "expected an int >= 8")
-    if "://" in str(cfg.decompress_dir):
-        _fail("decompress_dir", cfg.decompress_dir, "the token cache is memory-mapped: expected a local folder")
-    if cfg.packing not in PACKING_MODES:
-        _fail("packing", cfg.packing, f"expected one of {PACKING_MODES}")
-    if not (0.0 < cfg.mlm_rate < 1.0):
-        _fail("mlm_rate", cfg.mlm_rate, "expected 0 < mlm_rate < 1")
+def _check(v: dict) -> None:
+    """The field checks of `DataConfig.from_section`, on the raw values (first bad field wins)."""
+    if v["source"] not in SOURCES:
+        _fail("source", v["source"], f"unknown source; expected one of {SOURCES}")
+    if v["source"] in ("text", "cc100", "jsonl", "tfrecord") and not v["path"]:
+        _fail("path", v["path"], f"source {v['source']!r} needs a folder or a {{lang}} file pattern")
+    if v["source"] in ("mc4", "wiki40b") and not v["languages"]:
+        _fail("languages", v["languages"], f"source {v['source']!r} needs an explicit list of languages")
+    for f in ("languages", "parallel_languages"):
+        if isinstance(v[f], str):
+            _fail(f, v[f], "expected a list of language codes, not a string")
+        if len(set(v[f])) != len(tuple(v[f])):
+            _fail(f, v[f], "languages repeat")
+    if not (isinstance(v["alpha"], int | float) and 0.0 <= v["alpha"] <= 1.0):
+        _fail("alpha", v["alpha"], "expected a number in [0, 1]")
+    if not (isinstance(v["seq_length"], int) and v["seq_length"] >= 8):
+        _fail("seq_length", v["seq_length"], "expected an int >= 8")
+    if "://" in str(v["decompress_dir"]):
+        _fail("decompress_dir", v["decompress_dir"], "the token cache is memory-mapped: expected a local folder")
+    if v["packing"] not in PACKING_MODES:
+        _fail("packing", v["packing"], f"expected one of {PACKING_MODES}")
+    if not (0.0 < v["mlm_rate"] < 1.0):
+        _fail("mlm_rate", v["mlm_rate"], "expected 0 < mlm_rate < 1")
     for f in ("mask_prob", "random_prob"):
-        if not (0.0 <= cfg[f] <= 1.0):
-            _fail(f, cfg[f], "expected a probability in [0, 1]")
-    if cfg.mask_prob + cfg.random_prob > 1.0 + 1e-9:
-        _fail("random_prob", cfg.random_prob, f"mask_prob + random_prob = {cfg.mask_prob + cfg.random_prob} > 1")
-    if not (0.0 <= cfg.tlm_rate < 1.0):
-        _fail("tlm_rate", cfg.tlm_rate, "expected 0 <= tlm_rate < 1 (MLM rows must remain)")
-    if not (isinstance(cfg.shuffle_buffer, int) and cfg.shuffle_buffer >= 0):
-        _fail("shuffle_buffer", cfg.shuffle_buffer, "expected an int >= 0 (0 = no shuffling)")
-    if not cfg.vocab_path:
-        _fail("vocab_path", cfg.vocab_path, "a SentencePiece model path is required")
-    for lang, n in dict(cfg.sizes).items():
+        if not (0.0 <= v[f] <= 1.0):
+            _fail(f, v[f], "expected a probability in [0, 1]")
+    if v["mask_prob"] + v["random_prob"] > 1.0 + 1e-9:
+        _fail("random_prob", v["random_prob"], f"mask_prob + random_prob = {v['mask_prob'] + v['random_prob']} > 1")
+    if not (0.0 <= v["tlm_rate"] < 1.0):
+        _fail("tlm_rate", v["tlm_rate"], "expected 0 <= tlm_rate < 1 (MLM rows must remain)")
+    if not (isinstance(v["shuffle_buffer"], int) and v["shuffle_buffer"] >= 0):
+        _fail("shuffle_buffer", v["shuffle_buffer"], "expected an int >= 0 (0 = no shuffling)")
+    if not v["vocab_path"]:
+        _fail("vocab_path", v["vocab_path"], "a SentencePiece model path is required")
+    for lang, n in dict(v["sizes"]).items():
         if not (isinstance(n, int | float) and n > 0):
             _fail(f"sizes.{lang}", n, "expected a positive number of examples")
+
+
+def validate_data_config(cfg: DataConfig | Mapping | ml_collections.ConfigDict) -> DataConfig:
+    """`DataConfig.of(cfg)`: raises ValueError naming `data.<field>` and its value for the first bad field."""
+    return DataConfig.of(cfg)

@@ -28,10 +28,8 @@ from collections.abc import Iterator
 
 import ml_collections
 
-from data_pipelines.config import validate_data_config
+from data_pipelines.config import JSONL_EXTENSIONS, TEXT_EXTENSIONS, DataConfig
 
-TEXT_EXTENSIONS = (".txt", ".txt.gz", ".txt.xz")  # the readers' (data_pipelines.tasks)
-JSONL_EXTENSIONS = (".jsonl", ".jsonl.gz", ".jsonl.xz")
 _FIRST_RECORD_LIMIT = 1 << 20  # bytes read at most for a first record (a longer first line is checked in part)
 # Ids the XLM-R layout adds to the SentencePiece pieces: <pad> (before them) and <mask> (after).
 _ADDED_IDS = 2
@@ -143,7 +141,7 @@ def check_jsonl_file(path: str, text_field: str) -> None:
     raise DataPreflightError(f"{path}: the file is empty (no JSON line)")
 
 
-def _languages(cfg: ml_collections.ConfigDict) -> list[str]:
+def _languages(cfg: DataConfig) -> list[str]:
     """``data.languages``, or those the folder holds (as the readers find them)."""
     if cfg.languages:
         return list(cfg.languages)
@@ -158,7 +156,7 @@ def _languages(cfg: ml_collections.ConfigDict) -> list[str]:
     return sorted(langs)
 
 
-def language_files(cfg: ml_collections.ConfigDict, lang: str) -> list[str]:
+def language_files(cfg: DataConfig, lang: str) -> list[str]:
     """The local files of ``lang`` for a text, cc100 or jsonl source (the readers' rule)."""
     exts = JSONL_EXTENSIONS if cfg.source == "jsonl" else TEXT_EXTENSIONS
     if "{lang}" in cfg.path:
@@ -178,7 +176,7 @@ def language_files(cfg: ml_collections.ConfigDict, lang: str) -> list[str]:
     )
 
 
-def check_local_files(cfg: ml_collections.ConfigDict) -> None:
+def check_local_files(cfg: DataConfig) -> None:
     """Every language's files of a local text, cc100, jsonl or tfrecord source."""
     if is_remote(cfg.path):
         return
@@ -230,7 +228,7 @@ def check_tfds_name(name: str, field: str) -> None:
         )
 
 
-def check_tfds(cfg: ml_collections.ConfigDict) -> None:
+def check_tfds(cfg: DataConfig) -> None:
     if cfg.source == "mc4":
         check_tfds_name(cfg.mc4_tfds_name, "data.mc4_tfds_name")
     elif cfg.source == "wiki40b":
@@ -241,7 +239,7 @@ def check_tfds(cfg: ml_collections.ConfigDict) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def check_sample_languages(cfg: ml_collections.ConfigDict) -> None:
+def check_sample_languages(cfg: DataConfig) -> None:
     from data_pipelines import sample
 
     have = sample.languages()
@@ -250,10 +248,10 @@ def check_sample_languages(cfg: ml_collections.ConfigDict) -> None:
         raise DataPreflightError(f"data.languages entry {bad[0]!r} is not in the sample (has: {have})")
 
 
-def check_data(cfg: ml_collections.ConfigDict, model_vocab_size: int | None = None) -> None:
+def check_data(cfg: DataConfig | ml_collections.ConfigDict, model_vocab_size: int | None = None) -> None:
     """Every check of this module on a data block; ``model_vocab_size`` adds the vocabulary size check."""
     try:
-        validate_data_config(cfg)
+        cfg = DataConfig.of(cfg)
     except ValueError as e:
         raise DataPreflightError(str(e)) from None
     size = vocabulary_size(cfg.vocab_path)

@@ -24,7 +24,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from data_pipelines import tasks
+from data_pipelines import readers, sources, tasks
+from data_pipelines.config import DataConfig
 
 CACHE_VERSION = 1
 _STATS = 4  # stat_lines, stat_bad, stat_split, stat_truncated (preprocessors.STAT_KEYS order)
@@ -75,7 +76,7 @@ def _file_key(path: str) -> str:
 def _file_lines(ranges: list[tuple[str, str, int, int]]) -> Iterator[tuple[str, bytes]]:
     """Lines [a, b) of each (file, shown name, a, b), as `TextLineDataset` splits them (\\r\\n too)."""
     for path, shown, a, b in ranges:
-        for i, line in enumerate(tasks._iter_lines(path)):
+        for i, line in enumerate(readers.iter_lines(path)):
             if i >= b:
                 break
             if i >= a:
@@ -93,13 +94,13 @@ def _document_lines(docs: Iterator[tuple[str, bytes]], wiki40b: bool) -> Iterato
         yield where, b""
 
 
-def line_stream(spec: tasks.MixtureSpec, lid: int, cfg) -> LineStream:
+def line_stream(spec: tasks.MixtureSpec, lid: int, cfg: DataConfig) -> LineStream:
     """The train line stream of language `lid` of the mixture, read from its SeqIO task's source."""
     import seqio
 
     source = seqio.get_mixture_or_task(spec.task_names[lid]).source
     kind = "pairs" if "_tlm_" in spec.task_names[lid] else "lines"
-    if isinstance(source, tasks.SplitFilesSource | tasks.TextLinesSource):
+    if isinstance(source, sources.SplitFilesSource | sources.TextLinesSource):
         ranges = source.train_ranges()
         key = ";".join(f"{_file_key(p)}|{a}|{b}" for p, _, a, b in ranges)
         return LineStream(key, lambda: _file_lines(ranges), kind)
@@ -268,17 +269,17 @@ def build_pair_rows(lines: Iterator[tuple[str, bytes]], vocab, *, seq_length: in
 _FILES = ("ids", "offsets", "restart", "stats")
 
 
-def cache_key(stream: LineStream, vocab, cfg) -> str:
+def cache_key(stream: LineStream, vocab, cfg: DataConfig) -> str:
     blob = json.dumps(
         [CACHE_VERSION, stream.key, stream.kind, vocab._fingerprint, cfg.seq_length, cfg.packing], sort_keys=True
     )
     return hashlib.sha1(blob.encode()).hexdigest()[:20]
 
 
-def load_or_build(spec: tasks.MixtureSpec, lid: int, cfg) -> Rows:
+def load_or_build(spec: tasks.MixtureSpec, lid: int, cfg: DataConfig) -> Rows:
     """Language `lid`'s train rows, memory-mapped from the cache (built there first if absent)."""
     stream = line_stream(spec, lid, cfg)
-    root = os.path.join(tasks._cache_dir(cfg), "rows")
+    root = os.path.join(readers.cache_dir(cfg), "rows")
     folder = os.path.join(root, f"{cache_key(stream, spec.vocab, cfg)}-{spec.languages[lid]}")
     if not os.path.exists(os.path.join(folder, "done")):
         if stream.kind == "pairs":

@@ -12,9 +12,10 @@ import seqio
 import tensorflow as tf
 from test_data_fixtures import make_corpus, train_spm
 
-from data_pipelines import tasks
-from data_pipelines.config import default_data_config
-from data_pipelines.input_pipeline import make_eval_data, make_train_data
+from data_pipelines import sources, tasks
+from data_pipelines.config import DataConfig, default_data_config
+from data_pipelines.eval_data import make_eval_data
+from data_pipelines.input_pipeline import make_train_data
 
 DOCS = {
     "en": ["the quick brown fox jumps\nover the lazy dog", "seven cats watch quietly\nfrom home", "a dog runs"],
@@ -238,7 +239,7 @@ def test_text_source_shards_by_file_when_it_can(tmp_path):
     for name in ("a", "b", "c"):
         (tmp_path / f"{name}.txt").write_text("".join(f"{name} {i}\n" for i in range(20)), encoding="utf-8")
     files = [str(tmp_path / f"{n}.txt") for n in ("a", "b", "c")]
-    src = tasks.TextLinesSource(files)
+    src = sources.TextLinesSource(files)
     assert src.num_input_examples("train") == 54 and src.num_input_examples("validation") == 6
 
     def lines(shard, split="train"):
@@ -261,8 +262,9 @@ def test_parallel_jsonl_pairs(spm_model, tmp_path):
         f.write("{not json\n")
     cfg = config(spm_model, source="text", path=str(tmp_path), tlm_rate=0.2, parallel_path=str(par))
     cfg.decompress_dir = str(tmp_path / "x")
-    assert tasks.parallel_languages(cfg) == ["de"]
-    spec = tasks.parallel_source(cfg, "de")
+    cfg = DataConfig.from_section(cfg)
+    assert sources.parallel_languages(cfg) == ["de"]
+    spec = sources.parallel_source(cfg, "de")
     lines = [x["text"] for x in spec.source.get_dataset("train", shuffle=False).as_numpy_iterator()]
     assert lines[0] == b"the dog 0\tder hund 0"  # tabs inside a side become spaces
     assert spec.size == 27  # 31 lines (the unparsable one kept as an undecodable line): 31 - ceil(3.1)

@@ -13,7 +13,7 @@ import seqio
 from test_data_fixtures import make_corpus, train_spm
 
 from data_pipelines import masking, mixing, row_cache, tasks
-from data_pipelines.config import default_data_config, max_predictions
+from data_pipelines.config import DataConfig, default_data_config, max_predictions
 from data_pipelines.input_pipeline import BATCH_KEYS, LegacyDataStateError, make_train_data
 
 
@@ -47,7 +47,7 @@ def test_cached_rows_equal_the_seqio_rows(corpus, tmp_path, packing):
     spec = tasks.mixture_spec(cfg)
     for lid in range(len(spec.languages)):
         want = seqio_rows(spec, lid)
-        rows = row_cache.load_or_build(spec, lid, cfg)
+        rows = row_cache.load_or_build(spec, lid, DataConfig.of(cfg))
         assert len(rows) == len(want) > 0
         for i, w in enumerate(want):
             a, b = rows.offsets[i], rows.offsets[i + 1]
@@ -70,7 +70,7 @@ def test_cached_tlm_rows_equal_the_seqio_rows(corpus, tmp_path):
     spec = tasks.mixture_spec(cfg)
     lid = spec.languages.index("en-fr")
     want = seqio_rows(spec, lid)
-    rows = row_cache.load_or_build(spec, lid, cfg)
+    rows = row_cache.load_or_build(spec, lid, DataConfig.of(cfg))
     assert len(rows) == len(want) > 0
     assert sum(int(w["stat_truncated"]) for w in want) > 0 and sum(int(w["stat_bad"]) for w in want) > 0
     for i, w in enumerate(want):
@@ -294,7 +294,7 @@ def test_cached_rows_of_real_corpus_formats(corpus, tmp_path, kind):
     spec = tasks.mixture_spec(cfg)
     for lid in range(2):
         want = seqio_rows(spec, lid)
-        rows = row_cache.load_or_build(spec, lid, cfg)
+        rows = row_cache.load_or_build(spec, lid, DataConfig.of(cfg))
         assert len(rows) == len(want) > 0
         for i, w in enumerate(want):
             n = int((w["input_ids"] != 1).sum())
@@ -324,7 +324,7 @@ def test_tfds_array_record_is_read_through_a_data_source(corpus, tmp_path, monke
     calls = []
     real = tfds.data_source
     monkeypatch.setattr(tfds, "data_source", lambda *a, **k: calls.append(a) or real(*a, **k))
-    rows = row_cache.load_or_build(spec, 0, cfg)
+    rows = row_cache.load_or_build(spec, 0, DataConfig.of(cfg))
     assert calls, "the array_record split was not read through tfds.data_source"
     # packing "none", rows longer than any line: a row per line (SeqIO's tf.data path cannot read array_record;
     # TFDS shuffled the documents when it stored them, so compare the documents, each a pair of rows)
@@ -334,12 +334,12 @@ def test_tfds_array_record_is_read_through_a_data_source(corpus, tmp_path, monke
 
 
 def test_balanced_eval_data_is_read_at_first_use_once(monkeypatch):
-    from data_pipelines import input_pipeline
+    from data_pipelines import eval_data
 
     calls = []
     fake = [{"input_ids": np.zeros((2, 4), np.int32)}]
-    monkeypatch.setattr(input_pipeline, "make_balanced_eval_data", lambda *a, **k: calls.append(k) or fake)
-    ev = input_pipeline.BalancedEvalData(default_data_config(), batch_size=2, num_batches=3)
+    monkeypatch.setattr(eval_data, "make_balanced_eval_data", lambda *a, **k: calls.append(k) or fake)
+    ev = eval_data.BalancedEvalData(default_data_config(), batch_size=2, num_batches=3)
     assert calls == []  # nothing read at start-up
     assert list(ev) == fake and list(ev) == fake
     assert calls == [{"batch_size": 2, "num_batches": 3}]

@@ -6,6 +6,7 @@ Runs on small temp corpora and a tiny SentencePiece model trained in a fixture (
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 import os
 
@@ -17,8 +18,9 @@ from test_data_fixtures import LINES, make_corpus, train_spm
 
 from data_pipelines import preprocessors as prep
 from data_pipelines import tasks
-from data_pipelines.config import default_data_config, max_predictions, validate_data_config
-from data_pipelines.input_pipeline import BATCH_KEYS, make_eval_data, make_train_data
+from data_pipelines.config import DataConfig, default_data_config, max_predictions, validate_data_config
+from data_pipelines.eval_data import make_eval_data
+from data_pipelines.input_pipeline import BATCH_KEYS, make_train_data
 from data_pipelines.vocab import XLMRVocabulary
 
 
@@ -77,6 +79,73 @@ def test_validate_names_the_field(field, value, match):
     cfg[field] = value
     with pytest.raises(ValueError, match=match):
         validate_data_config(cfg)
+
+
+def test_data_config_is_the_schema_typed():
+    section = default_data_config()
+    typed = DataConfig.from_section(section)
+    assert sorted(f.name for f in dataclasses.fields(DataConfig)) == sorted(section.keys())  # the same fields
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(DataConfig))  # no second defaults
+    assert {f: getattr(typed, f) for f in section.keys() if f != "sizes"} == {
+        f: section[f] for f in section.keys() if f != "sizes"
+    }
+    assert DataConfig.from_section(section.to_dict()) == typed  # a plain dict reads the same
+    assert DataConfig.of(typed) is typed and validate_data_config(section) == typed
+    section.languages = ["fr", "en"]
+    section.sizes.en = 1000
+    typed = DataConfig.of(section)
+    assert typed.languages == ("fr", "en") and typed.sizes == (("en", 1000),)
+    assert hash(typed) == hash(DataConfig.of(section))  # frozen and hashable
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        typed.seq_length = 64
+
+
+def test_data_config_refuses_missing_and_unknown_fields():
+    values = default_data_config().to_dict()
+    del values["packing"]
+    with pytest.raises(ValueError, match=r"^data\.packing is missing from the data config$"):
+        DataConfig.from_section(values)
+    values = dict(default_data_config().to_dict(), pakcing="none")
+    with pytest.raises(ValueError, match=r"^data\.pakcing is not a data field \(the fields: alpha, decompress_dir"):
+        DataConfig.from_section(values)
+    with pytest.raises(ValueError, match=r"data\.parallel_languages='de': expected a list of language codes"):
+        DataConfig.from_section(dict(default_data_config().to_dict(), parallel_languages="de"))
+
+
+def _old_fingerprint(cfg) -> str:
+    """The mixture fingerprint as it was computed on the ConfigDict (names of the cached rows before DataConfig)."""
+    import hashlib
+    import json
+
+    import ml_collections
+
+    keys = [
+        "source", "path", "languages", "text_field", "tfds_data_dir", "mc4_tfds_name", "wiki40b_tfds_name", "alpha",
+        "sizes", "seq_length", "packing", "tlm_rate", "parallel_path", "parallel_languages", "shuffle_buffer",
+        "vocab_path",
+    ]  # fmt: skip
+    blob = {k: (cfg[k].to_dict() if isinstance(cfg[k], ml_collections.ConfigDict) else cfg[k]) for k in keys}
+    return hashlib.sha1(json.dumps(blob, sort_keys=True, default=list).encode()).hexdigest()[:12]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"languages": ("en", "fr"), "alpha": 0.7, "seq_length": 64, "packing": "none", "shuffle_buffer": 0},
+        {"sizes": {"fr": 3, "en": 1e9}, "tlm_rate": 0.2, "parallel_languages": ["de"], "source": "text", "path": "/x"},
+        {"alpha": 1, "languages": ["ru", "en"], "decompress_dir": "/tmp/c", "mlm_rate": 0.2},
+    ],
+)
+def test_fingerprint_of_typed_config_equals_the_configdict_one(overrides):
+    cfg = default_data_config()
+    for k, v in overrides.items():
+        if k == "sizes":
+            for lang, n in v.items():
+                cfg.sizes[lang] = n
+        else:
+            cfg[k] = v
+    assert tasks._fingerprint(DataConfig.from_section(cfg)) == _old_fingerprint(cfg)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -152,20 +152,21 @@ def test_zero_overlap_between_evaluation_and_training_on_the_shipped_sample(tmp_
     """What every consumer reads: the SeqIO sources' split files, the retrieval pairs, the fine-tune data."""
     import ml_collections
 
-    from data_pipelines import tasks
-    from data_pipelines.config import default_data_config
+    from data_pipelines import sources
+    from data_pipelines.config import DataConfig, default_data_config
     from xlmp_jax.evals import retrieval, transfer
 
     cfg = default_data_config()
     cfg.decompress_dir = str(tmp_path)
+    cfg = DataConfig.from_section(cfg)
     train: set[str] = set()
     evals: dict[str, set[str]] = collections.defaultdict(set)
     for lang in sample.languages():
-        src = tasks.mono_source(cfg, lang).source
+        src = sources.mono_source(cfg, lang).source
         train |= _normalised(line for f in src.list_shards("train") for line in _file_lines(f))
         evals[lang] |= _normalised(line for f in src.list_shards("validation") for line in _file_lines(f))
     for lang in sample.parallel_languages():
-        src = tasks.parallel_source(cfg, lang).source
+        src = sources.parallel_source(cfg, lang).source
         train |= _normalised(s for f in src.list_shards("train") for line in _file_lines(f) for s in line.split("\t"))
         evals[lang] |= _normalised(
             s for f in src.list_shards("validation") for ln in _file_lines(f) for s in ln.split("\t")

@@ -142,7 +142,7 @@ def _train_in(
         raise TrainError(str(e)) from e
     eval_data = None
     if tcfg.eval_every:
-        from data_pipelines.input_pipeline import BalancedEvalData
+        from data_pipelines.eval_data import BalancedEvalData
 
         # every trained language, equal rows; read at the first eval (off the start-up path)
         eval_data = BalancedEvalData(run.data, batch_size=tcfg.eval_batch_size, num_batches=tcfg.eval_batches)

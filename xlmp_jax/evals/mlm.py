@@ -1,7 +1,7 @@
 """Per-language masked-LM loss and accuracy on held-out text.
 
 Batches follow interface 3 (``input_ids``, ``attention_mask``, ``positions``, ``targets``, ``weights``,
-``language``): by default they come from ``data_pipelines.input_pipeline.make_eval_data`` on the
+``language``): by default they come from ``data_pipelines.eval_data.make_eval_data`` on the
 checkpoint's own data config; ``sample_mlm_batches`` builds equivalent deterministic batches straight from
 the shipped sample's validation lines (every selected token replaced by ``<mask>``: our choice for eval).
 
@@ -201,7 +201,7 @@ def run(ctx: EvalContext, cfg: ml_collections.ConfigDict) -> list[Row]:
     languages = split_list(cfg.languages) or split_list(data_cfg.get("languages", ()))
     limit = cfg.max_batches or None
     if cfg.source == "pipeline":  # batches' `language` indexes the data config's full language list
-        from data_pipelines.input_pipeline import make_eval_data
+        from data_pipelines.eval_data import make_eval_data
 
         if not languages:  # every language of the data config's source
             languages = list(make_eval_data(data_cfg, batch_size=cfg.batch_size).languages)
