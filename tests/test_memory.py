@@ -4,9 +4,17 @@ import jax.numpy as jnp
 import pytest
 
 from configs import tiny
-from xlmp_jax import memory
+from xlmp_jax import config_utils, memory
 from xlmp_jax.model import count_params
 from xlmp_jax.model_config import ModelConfig
+
+
+def _plan(config, num_devices):
+    return memory.plan(config_utils.resolve(config), num_devices)
+
+
+def _plan_report(config, num_devices):
+    return memory.plan_report(config_utils.resolve(config), num_devices)
 
 
 def _config(**mesh):
@@ -18,7 +26,7 @@ def _config(**mesh):
 
 def test_replicated_plan_counts_every_parameter_four_times():
     config = _config(data=-1, fsdp=1, tensor=1)
-    p = memory.plan(config, 1)
+    p = _plan(config, 1)
     counts = count_params(ModelConfig.from_dict(config.model))
     n = counts["total"] + counts["vocab_padding"]  # the padding rows are allocated too
     assert p["params_total"] == p["params_per_device"] == n
@@ -33,8 +41,8 @@ def test_replicated_plan_counts_every_parameter_four_times():
 
 
 def test_fsdp_divides_the_sharded_parameters():
-    one = memory.plan(_config(data=1, fsdp=-1, tensor=1), 1)
-    eight = memory.plan(_config(data=1, fsdp=-1, tensor=1), 8)
+    one = _plan(_config(data=1, fsdp=-1, tensor=1), 1)
+    eight = _plan(_config(data=1, fsdp=-1, tensor=1), 8)
     # every weight with an 'embed' axis (all but biases of other axes) is split 8 ways
     assert one["params_per_device"] / 8 <= eight["params_per_device"] < one["params_per_device"] / 4
     assert eight["rows_per_device"] == 1 and one["rows_per_device"] == 8
@@ -44,7 +52,7 @@ def test_fsdp_divides_the_sharded_parameters():
 def test_activation_formula_and_data_parallel_rows():
     config = _config(data=-1, fsdp=1, tensor=1)
     config.model.hidden_dropout = config.model.attention_dropout = 0.1  # explicit attention + dropout masks
-    p = memory.plan(config, 2)
+    p = _plan(config, 2)
     cfg = ModelConfig.from_dict(config.model)
     assert p["rows_per_device"] == 4 and p["params_per_device"] == p["params_total"]
     rows, t, k = 4, config.data.seq_length, p["head_positions"]
@@ -59,15 +67,15 @@ def test_activation_formula_and_data_parallel_rows():
         + rows * t * d * 8
         + rows * k * (cfg.padded_vocab_size * 12 + 3 * d * 4)
     )
-    assert memory.plan(config, 2)["activations_no_remat"] == fused
+    assert _plan(config, 2)["activations_no_remat"] == fused
 
 
 def test_bf16_compute_adds_a_weight_copy_and_report_mentions_terms():
     config = _config(data=-1, fsdp=1, tensor=1)
     config.model.dtype = "bfloat16"
-    p = memory.plan(config, 1)
+    p = _plan(config, 1)
     assert p["compute_weights"] == p["params_total"] * jnp.dtype("bfloat16").itemsize
-    text = memory.plan_report(config, 1)
+    text = _plan_report(config, 1)
     for word in ("params", "optimizer", "gradients", "activations", "without remat", "remat='full'", "total"):
         assert word in text
 
@@ -76,4 +84,4 @@ def test_bad_batch_is_a_clear_error():
     config = _config(data=-1, fsdp=1, tensor=1)
     config.train.batch_size = 6
     with pytest.raises(ValueError, match="train.batch_size=6"):
-        memory.plan(config, 4)
+        _plan(config, 4)

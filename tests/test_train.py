@@ -328,10 +328,12 @@ def test_cli_errors_are_one_clear_line(tmp_path, compile_cache):
 def test_incompatible_checkpoint_names_path_and_param(tmp_path):
     ckpt = checkpoint.Checkpointer(str(tmp_path))
     # A checkpoint whose pool has 8 prompts (written without training: only the shapes matter here).
-    from xlmp_jax import sharding, steps
+    from helpers import init_state, mesh_of
+
+    from xlmp_jax import sharding
 
     config = _config()
-    state, _ = steps.create_train_state(config, sharding.make_mesh(config.mesh), jax.random.key(0))
+    state, _ = init_state(config, sharding.make_mesh(mesh_of(**config.mesh)), jax.random.key(0))
     ckpt.save(1, state, config=config)
     ckpt.close()
     with pytest.raises(checkpoint.IncompatibleCheckpointError) as e:
@@ -340,7 +342,7 @@ def test_incompatible_checkpoint_names_path_and_param(tmp_path):
 
 
 def test_plan_prints_the_memory_plan(capsys):
-    train_lib.print_plan(config_utils.load_config("configs/base.py"), 8)
+    train_lib.print_plan(config_utils.load_run("configs/base.py"), 8)
     out = capsys.readouterr().out
     assert out.strip() and ("not available" in out or "GiB" in out)
 

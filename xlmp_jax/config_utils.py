@@ -124,7 +124,7 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
     missing = [name for name in SECTIONS if name not in config]
     if missing:
         raise ConfigError(f"config lacks section(s) {missing}; expected {list(SECTIONS)}")
-    from data_pipelines.config import validate_data_config
+    from data_pipelines.config import DataConfig
 
     try:
         model = ModelConfig.from_dict(config.model)
@@ -133,8 +133,8 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
     try:
         train = from_section(TrainConfig, config.train, "train")
         mesh = from_section(MeshConfig, config.mesh, "mesh")
-        validate_data_config(config.data)  # field values only; files are checked at start-up
-        return RunConfig(model, config.data, train, mesh, str(config.init_from_hf), resolved=config)
+        data = DataConfig.from_section(config.data)  # field values only; files are checked at start-up
+        return RunConfig(model, data, train, mesh, str(config.init_from_hf), resolved=config)
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from e
 

@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from data_pipelines.config import DataConfig
 from xlmp_jax.model_config import ModelConfig
 
 _POSITIVE_INTS = ("steps", "batch_size", "grad_accum_steps", "log_every", "checkpoint_every", "eval_batch_size")
@@ -131,7 +132,8 @@ class MeshConfig:
         rest = [a for a in ("data", "fsdp", "tensor") if getattr(self, a) == -1]
         if len(rest) > 1:
             raise ValueError(
-                f"at most one mesh axis may be -1 (only one takes the rest), got {', '.join('mesh.' + a for a in rest)} = -1"
+                f"at most one mesh axis may be -1 (only one takes the rest), got "
+                f"{', '.join('mesh.' + a for a in rest)} = -1 (mesh={dataclasses.asdict(self)})"
             )
 
     @classmethod
@@ -145,7 +147,7 @@ class RunConfig:
     """A whole run, checked: ``resolved`` is the ConfigDict it came from (what ``config.json`` holds)."""
 
     model: ModelConfig  # the pool is ``model.pool`` (None for the XLM-R baseline)
-    data: Any  # data_pipelines.config.DataConfig
+    data: DataConfig
     train: TrainConfig
     mesh: MeshConfig
     init_from_hf: str  # a transformers XLM-R directory to start from ('' = random init)

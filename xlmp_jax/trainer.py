@@ -121,10 +121,7 @@ def _train_in(
     # Before anything compiles (the init is a program too); the counters tell the log what the cache served.
     cache = (compile_cache.enable(tcfg.compilation_cache_dir), compile_cache.COUNTER.snapshot())
     mesh = sharding.make_mesh(run.mesh)
-    try:
-        sharding.check_fits(run.model, tcfg, mesh)
-    except ValueError as e:
-        raise TrainError(str(e)) from e
+    sharding.check_fits(run.model, tcfg, mesh)
     console.say(
         f"mesh {dict(mesh.shape)} over {jax.device_count()} {jax.devices()[0].device_kind} device(s), "
         f"{jax.process_count()} process(es); work directory {workdir}"
