@@ -406,7 +406,7 @@ def _metrics_steps(workdir) -> list[int]:
 @pytest.mark.slow
 def test_rehearsal_two_processes_checkpoint_and_resume(tmp_path, capsys):
     """2 processes x 2 CPU devices = one 4-device mesh; 4 steps, then a relaunch to 6 resumes at 4."""
-    from xlmp_jax import checkpoint
+    from xlmp_jax import checkpoint_read
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -418,14 +418,14 @@ def test_rehearsal_two_processes_checkpoint_and_resume(tmp_path, capsys):
     assert "preflight ok: mesh on 2 processes x 2 CPU devices (4 devices, 2 processes)" in err
     assert "[p0]" in out and "[p1]" in out
     assert "{'data': 4, 'fsdp': 1, 'tensor': 1}" in (tmp_path / "logs1" / "p0.log").read_text()  # one mesh
-    assert checkpoint.all_steps(str(workdir)) == [2, 4]
+    assert checkpoint_read.all_steps(str(workdir)) == [2, 4]
     assert _metrics_steps(workdir) == [1, 2, 3, 4]
     assert json.loads((workdir / "config.json").read_text())["train"]["steps"] == 4
 
     code, out, err = run_main(local.main, [*argv, "--config.train.steps=6", f"--log_dir={tmp_path}/logs2"], capsys)
     assert code == 0, out[-4000:] + err[-2000:]
     assert re.search(r"resumed .*\b4\b", (tmp_path / "logs2" / "p0.log").read_text())  # from checkpoint 4
-    assert checkpoint.all_steps(str(workdir))[-1] == 6
+    assert checkpoint_read.all_steps(str(workdir))[-1] == 6
     assert _metrics_steps(workdir) == [1, 2, 3, 4, 5, 6]  # steps 1-4 were not trained again
 
 

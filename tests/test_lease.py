@@ -11,7 +11,7 @@ import time
 import pytest
 from helpers import REPO
 
-from xlmp_jax import checkpoint, config_utils, lease
+from xlmp_jax import checkpoint_read, config_utils, lease
 from xlmp_jax import train as train_lib
 
 
@@ -202,6 +202,6 @@ def test_training_stops_without_saving_once_its_lease_is_lost(tmp_path, monkeypa
     )
     with pytest.raises(lease.LeaseLost, match=f"work directory {tmp_path}"):
         train_lib.train(config, str(tmp_path))
-    assert checkpoint.all_steps(str(tmp_path)) == [1, 2]
+    assert checkpoint_read.all_steps(str(tmp_path)) == [1, 2]
     with open(tmp_path / "metrics.jsonl") as f:
         assert sorted({json.loads(line)["step"] for line in f}) == [1, 2]
