@@ -253,9 +253,9 @@ def _missing_hf_dir(tmp):
 
 
 def _tpu_type(tmp):
-    from launch import preflight
+    from launch import accelerators
 
-    return lambda: preflight.tpu_accelerator("v4-7")
+    return lambda: accelerators.tpu_accelerator("v4-7")
 
 
 def _launch_config(spec: str):

@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from launch import local, multinode, preflight, slurm, tpu
+from launch import accelerators, local, multinode, preflight, slurm, tpu
 from launch.common import REPO_ROOT, LaunchError, split_overrides
 
 TINY = str(REPO_ROOT / "configs" / "tiny.py")
@@ -70,19 +70,19 @@ def remote_lines(cmd: list[str]) -> list[str]:
     ],
 )
 def test_tpu_device_counts(accel, slices, devices, hosts):
-    a = preflight.tpu_accelerator(accel, slices)
+    a = accelerators.tpu_accelerator(accel, slices)
     assert (a.num_devices, a.num_hosts, a.num_processes, a.num_slices) == (devices, hosts, hosts, slices)
 
 
 @pytest.mark.parametrize("bad", ["v4-12", "v6e-12", "v7-8", "tpu", "v5p"])
 def test_tpu_unknown_types_name_the_value(bad):
     with pytest.raises(preflight.PreflightError, match=bad):
-        preflight.tpu_accelerator(bad)
+        accelerators.tpu_accelerator(bad)
 
 
 def test_gpu_processes_per_gpu_or_node():
-    per_gpu = preflight.gpu_accelerator(2, 8, "gpu")
-    per_node = preflight.gpu_accelerator(2, 8, "node")
+    per_gpu = accelerators.gpu_accelerator(2, 8, "gpu")
+    per_node = accelerators.gpu_accelerator(2, 8, "node")
     assert (per_gpu.num_devices, per_gpu.num_processes) == (16, 16)
     assert (per_node.num_devices, per_node.num_processes, per_node.devices_per_process) == (16, 2, 8)
 
@@ -298,7 +298,7 @@ def test_multinode_plan_without_hosts(capsys):
 
 
 def test_preflight_errors_name_the_value(tmp_path):
-    v4 = preflight.tpu_accelerator("v4-32")
+    v4 = accelerators.tpu_accelerator("v4-32")
     ok = preflight.preflight(TINY, [], v4, str(tmp_path / "w"))
     assert ok.mesh == {"dcn_data": 1, "data": 16, "fsdp": 1, "tensor": 1}
     assert (tmp_path / "w").is_dir() and not list((tmp_path / "w").iterdir())  # probe file removed
