@@ -4,7 +4,7 @@ Every benchmark measures in *worker* subprocesses (one per framework/variant) st
 command, so each worker's peak host memory (``ru_maxrss``) is its own and the ratios come from one run.
 A worker prints one ``RESULT {json}`` line; the parent collects them and prints a table.
 
-The xlmp side is always the project's own train step (``xlmp_jax.steps.create_train_state`` /
+The xlmp side is always the project's own train step (``xlmp_jax.state.create_train_state`` /
 ``make_train_step``); the JSON says so (``step_impl: "project"``).
 """
 

@@ -5,7 +5,7 @@
 
 For each run config (``configs/<name>.py``) and mesh layout ``(data, fsdp, tensor)`` on 8 simulated CPU
 devices, the project's own train step (``steps.make_train_step`` on the shardings of
-``steps.create_train_state``) is lowered on abstract, sharded inputs and compiled; nothing is allocated.
+``state.abstract_train_state``) is lowered on abstract, sharded inputs and compiled; nothing is allocated.
 Measured, per device and step:
 
 * ``xla_flops``: ``compiled.cost_analysis()['flops']`` of the partitioned program (matmuls and

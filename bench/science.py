@@ -97,12 +97,12 @@ def runs(seeds: Sequence[int], ablation: Sequence[str]) -> list[dict]:
 
 def train(run: dict, root: str, steps_override: list[str], env: dict) -> str:
     """Trains one run (skipped when its final checkpoint exists); returns its work directory."""
-    from xlmp_jax import checkpoint
+    from xlmp_jax import checkpoint_read
 
     workdir = os.path.join(root, run["name"])
     args = EXPERIMENT + steps_override
     steps = int([a for a in args if a.startswith("--config.train.steps=")][-1].split("=")[1])
-    if checkpoint.latest_step(workdir) == steps:
+    if checkpoint_read.latest_step(workdir) == steps:
         print(f"bench.science: {run['name']}: done already", flush=True)
         return workdir
     cmd = [sys.executable, "-m", "xlmp_jax.train", f"--config={run['config']}", f"--workdir={workdir}", *args]

@@ -24,6 +24,10 @@ class LaunchError(ValueError):
     """A launch that cannot go ahead; the message names the flag and the value."""
 
 
+class PreflightError(LaunchError):
+    """A launch that would fail (or waste the allocation); the message names the value."""
+
+
 def split_overrides(extra: Sequence[str]) -> list[str]:
     """The arguments argparse did not know -> ``--config.x=v`` overrides for the trainer.
 

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
-from launch import preflight
+from launch import accelerators, preflight
 from launch.common import (
     REPO_ROOT,
     LaunchError,
@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.skip_preflight:
             # Without simulated CPU devices the device count is only known inside the job: check the rest.
             accel = (
-                preflight.cpu_accelerator(args.num_processes, args.devices_per_process)
+                accelerators.cpu_accelerator(args.num_processes, args.devices_per_process)
                 if args.devices_per_process
                 else None
             )

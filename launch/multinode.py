@@ -29,7 +29,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from launch import preflight
+from launch import accelerators, preflight
 from launch.common import (
     REPO_ROOT,
     LaunchError,
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             per_node = args.devices_per_process * args.procs_per_node or args.gpus_per_node
             accel = None
             if per_node:
-                accel = preflight.Accelerator(
+                accel = accelerators.Accelerator(
                     f"{args.num_nodes} nodes x {per_node} devices",
                     args.num_nodes * per_node,
                     args.num_nodes,

@@ -27,7 +27,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from launch import preflight
+from launch import accelerators, preflight
 from launch.common import (
     REPO_ROOT,
     LaunchError,
@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.log_dir = os.path.join(args.workdir, "slurm") if local_workdir else "slurm"
         args.python = args.python or os.path.join(os.path.abspath(args.repo_dir), ".venv", "bin", "python")
         if not args.skip_preflight:
-            accel = preflight.gpu_accelerator(args.nodes, args.gpus_per_node, args.process_per)
+            accel = accelerators.gpu_accelerator(args.nodes, args.gpus_per_node, args.process_per)
             report = preflight.preflight(
                 args.config,
                 overrides,

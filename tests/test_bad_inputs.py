@@ -256,9 +256,9 @@ def _missing_hf_dir(tmp):
 
 
 def _tpu_type(tmp):
-    from launch import preflight
+    from launch import accelerators
 
-    return lambda: preflight.tpu_accelerator("v4-7")
+    return lambda: accelerators.tpu_accelerator("v4-7")
 
 
 def _launch_config(spec: str):
@@ -289,7 +289,7 @@ def _errors():
 def catalogue() -> list[Case]:
     ConfigError, DataError, Incompatible, TrainError, PreflightError, ContentError = _errors()  # noqa: N806
     return [
-        # --- the config: fields, types, ranges (config_utils.load_config / validate_config) ---
+        # --- the config: fields, types, ranges (config_utils.load_config / resolve) ---
         Case("unknown-field", "`train.stepz=3` (a typo)", _load("train.stepz=3"), ConfigError,
              r'unknown config field train\.stepz \(did you mean "steps"', "train.stepz"),
         Case("unknown-section", "`mdoel.hidden_size=32`", _load("mdoel.hidden_size=32"), ConfigError,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import REPO
 
-from xlmp_jax import checkpoint
+from xlmp_jax import checkpoint_read
 from xlmp_jax import train as train_lib
 
 # 1 layer, 8 prompts, 3 languages, 8 rows of 32 tokens; every step logged, a checkpoint every 2 steps, an eval
@@ -92,7 +92,7 @@ def test_kills_at_five_points_then_resume_is_bit_identical(tmp_path):
     for i, (fault, latest) in enumerate(kills):
         rc, out, err = _run(chaos, cache, fault)
         assert rc == -signal.SIGKILL, (fault, out[-2000:] + err[-3000:])
-        assert checkpoint.latest_step(str(chaos)) == latest, (fault, checkpoint.all_steps(str(chaos)))
+        assert checkpoint_read.latest_step(str(chaos)) == latest, (fault, checkpoint_read.all_steps(str(chaos)))
         if i:
             assert f"resumed from {chaos / 'checkpoints' / str(kills[i - 1][1])}" in out, (fault, out[-2000:])
         if half:  # the run after the one killed inside a save: the half-written save was moved aside, with a warning
@@ -103,13 +103,13 @@ def test_kills_at_five_points_then_resume_is_bit_identical(tmp_path):
         if fault.startswith("sigkill@in_save"):
             half = _uncommitted(chaos)
             assert half and all(n.startswith("4.") for n in half), os.listdir(chaos / "checkpoints")
-            assert 4 not in checkpoint.all_steps(str(chaos))  # never chosen for restore
+            assert 4 not in checkpoint_read.all_steps(str(chaos))  # never chosen for restore
 
     # SIGTERM inside a save: the save completes, the run takes one more step, saves it and exits 143.
     rc, out, err = _run(chaos, cache, "sigterm@in_save:6")
     assert rc == train_lib.PREEMPTED_EXIT, out[-2000:] + err[-3000:]
     assert f"SIGTERM: saved checkpoint {chaos / 'checkpoints' / '7'}" in out
-    assert {4, 6, 7} <= set(checkpoint.all_steps(str(chaos)))
+    assert {4, 6, 7} <= set(checkpoint_read.all_steps(str(chaos)))
 
     rc, out, err = _run(chaos, cache)
     assert rc == 0, out[-2000:] + err[-3000:]
@@ -119,8 +119,8 @@ def test_kills_at_five_points_then_resume_is_bit_identical(tmp_path):
     assert sorted(_records(straight, "loss")) == list(range(1, 9))
     assert _records(chaos, "loss") == _records(straight, "loss")  # each step logged once, bit-identical
     assert _records(chaos, "eval/loss") == _records(straight, "eval/loss") and len(_records(straight, "eval/loss")) == 2
-    _, a, step_a = checkpoint.load_params(str(straight))
-    _, b, step_b = checkpoint.load_params(str(chaos))
+    _, a, step_a = checkpoint_read.load_params(str(straight))
+    _, b, step_b = checkpoint_read.load_params(str(chaos))
     assert step_a == step_b == 8
     leaves_a, leaves_b = jax.tree_util.tree_flatten_with_path(a)[0], jax.tree_util.tree_flatten_with_path(b)[0]
     assert [p for p, _ in leaves_a] == [p for p, _ in leaves_b]

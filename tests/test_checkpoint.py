@@ -1,4 +1,4 @@
-"""Orbax checkpoints (xlmp_jax/checkpoint.py): round trip, another mesh, keep/best, corrupt and incompatible ones."""
+"""Orbax checkpoints (xlmp_jax/checkpoint*.py): round trip, another mesh, keep/best, corrupt and incompatible ones."""
 
 import json
 import logging
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import init_state, mesh_of, model_of
 
-from xlmp_jax import checkpoint, config_utils, faults, sharding
+from xlmp_jax import checkpoint, checkpoint_read, config_utils, faults, sharding
 
 
 def _config(**overrides):
@@ -61,6 +61,9 @@ def test_round_trip_onto_another_mesh_with_data_and_config(tmp_path, state8):
     ckpt = checkpoint.Checkpointer(str(tmp_path), keep=2)
     ckpt.save(7, saved, data=FakeIterator(123), config=config)
     ckpt.close()
+    # Orbax records each item's handler by module path: moving DataIteratorHandler would orphan old checkpoints.
+    metadata = json.loads((tmp_path / "checkpoints" / "7" / "_CHECKPOINT_METADATA").read_text())
+    assert metadata["item_handlers"]["data"] == "xlmp_jax.checkpoint.DataIteratorHandler"
 
     # Restore onto a 4-device mesh, FSDP-sharded this time: 8 -> 4 devices, another layout.
     config4 = _config(**{"mesh.data": 1, "mesh.fsdp": 4})
@@ -74,12 +77,12 @@ def test_round_trip_onto_another_mesh_with_data_and_config(tmp_path, state8):
     assert emb.sharding.mesh.devices.size == 4 and set(emb.devices()) == set(jax.devices()[:4])
     assert emb.sharding.spec == fresh4.params["embeddings"]["word_embeddings"].sharding.spec
 
-    loaded_config, params, loaded_step = checkpoint.load_params(str(tmp_path))
+    loaded_config, params, loaded_step = checkpoint_read.load_params(str(tmp_path))
     assert loaded_step == 7 and loaded_config.model.pool.size == 8
     assert isinstance(params["embeddings"]["word_embeddings"], np.ndarray)
     _assert_trees_equal(params, saved.params)
-    assert checkpoint.load_params(str(tmp_path / "checkpoints" / "7"))[2] == 7
-    assert checkpoint.all_steps(str(tmp_path)) == [7] and checkpoint.latest_step(str(tmp_path)) == 7
+    assert checkpoint_read.load_params(str(tmp_path / "checkpoints" / "7"))[2] == 7
+    assert checkpoint_read.all_steps(str(tmp_path)) == [7] and checkpoint_read.latest_step(str(tmp_path)) == 7
 
 
 def test_keeps_last_n_plus_best_eval(tmp_path, state8):
@@ -89,7 +92,7 @@ def test_keeps_last_n_plus_best_eval(tmp_path, state8):
         ckpt.save(step, state.replace(step=state.step + step), eval_loss=loss)
     ckpt.close()
     # the last two (5, 6) and the best by eval loss (2)
-    assert checkpoint.all_steps(str(tmp_path)) == [2, 5, 6]
+    assert checkpoint_read.all_steps(str(tmp_path)) == [2, 5, 6]
 
 
 def test_corrupt_checkpoint_is_skipped_not_deleted(tmp_path, caplog, state8):
@@ -111,7 +114,7 @@ def test_corrupt_checkpoint_is_skipped_not_deleted(tmp_path, caplog, state8):
     assert str(bad) in caplog.text and "unreadable" in caplog.text
     moved = os.listdir(tmp_path / checkpoint.CORRUPT)
     assert len(moved) == 1 and moved[0].startswith("2-")  # kept for inspection
-    assert checkpoint.all_steps(str(tmp_path)) == [1]
+    assert checkpoint_read.all_steps(str(tmp_path)) == [1]
 
 
 def test_incompatible_checkpoint_names_path_and_param(tmp_path, state8):
@@ -134,13 +137,13 @@ def test_incompatible_checkpoint_names_path_and_param(tmp_path, state8):
 
 
 def test_load_params_errors(tmp_path, state8):
-    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint in"):
-        checkpoint.load_params(str(tmp_path))
+    with pytest.raises(checkpoint_read.CheckpointError, match="no checkpoint in"):
+        checkpoint_read.load_params(str(tmp_path))
     ckpt = checkpoint.Checkpointer(str(tmp_path))
     ckpt.save(5, state8, config=_config())
     ckpt.close()
-    with pytest.raises(checkpoint.CheckpointError, match=r"step 9 not in .*checkpoints \(have: \[5\]\)"):
-        checkpoint.load_params(str(tmp_path), step=9)
+    with pytest.raises(checkpoint_read.CheckpointError, match=r"step 9 not in .*checkpoints \(have: \[5\]\)"):
+        checkpoint_read.load_params(str(tmp_path), step=9)
 
 
 def test_load_params_reads_the_state_item_without_metadata_warnings(tmp_path, caplog, state8):
@@ -155,7 +158,7 @@ def test_load_params_reads_the_state_item_without_metadata_warnings(tmp_path, ca
     assert (tmp_path / "checkpoints" / "4" / "_CHECKPOINT_METADATA").exists()
     assert not (tmp_path / "checkpoints" / "4" / "state" / "_CHECKPOINT_METADATA").exists()
     with caplog.at_level(logging.INFO):
-        _, params, step = checkpoint.load_params(str(tmp_path))
+        _, params, step = checkpoint_read.load_params(str(tmp_path))
     assert step == 4
     _assert_trees_equal(params, saved.params)
     messages = [r.getMessage() for r in caplog.records]
@@ -187,7 +190,7 @@ class _RecordingFaults(faults.FaultInjector):
         self.workdir, self.seen = workdir, []
 
     def __call__(self, point, step=None):
-        self.seen.append((point, step, checkpoint.all_steps(str(self.workdir))))
+        self.seen.append((point, step, checkpoint_read.all_steps(str(self.workdir))))
 
 
 def test_save_passes_in_save_before_the_commit_and_after_commit_after_it(tmp_path, state8):
@@ -209,7 +212,7 @@ def test_an_uncommitted_save_is_moved_aside_with_a_warning_never_restored(tmp_pa
         ckpt = checkpoint.Checkpointer(str(tmp_path))
     moved = tmp_path / "checkpoints_corrupt" / half.name
     assert (moved / "state" / "partial").read_bytes() == b"\0" * 10 and not half.exists()
-    assert ckpt.all_steps() == [] and checkpoint.all_steps(str(tmp_path)) == []
+    assert ckpt.all_steps() == [] and checkpoint_read.all_steps(str(tmp_path)) == []
     message = " ".join(r.getMessage() for r in caplog.records)
     assert f"the save of checkpoint step 5 never committed (the run stopped during it): {half}" in message
     assert f"moving it to {moved} (not deleted)" in message

@@ -22,7 +22,7 @@ from helpers import REPO
 
 from data_pipelines import languages as language_table
 from xlmp_jax import evaluate
-from xlmp_jax.evals import clustering, finetune, heldout, mlm, pool_analysis, retrieval, transfer
+from xlmp_jax.evals import clustering, finetune, heldout, mlm, pool_analysis, retrieval, transfer, transfer_data
 from xlmp_jax.evals.results import COLUMNS, ResultStore, markdown_summary
 from xlmp_jax.hf.encoder import Encoder, resolve_layer
 from xlmp_jax.model import XLMP, init_params
@@ -335,31 +335,31 @@ class CharTokenizer:
 
 def test_featurize_labels_first_subtokens_and_pairs():
     tok = CharTokenizer()
-    examples = [finetune.Example(("ab", "c", "de"), tags=("CAP", "LOW", "NUM"))]
+    examples = [transfer_data.Example(("ab", "c", "de"), tags=("CAP", "LOW", "NUM"))]
     rows, labels = finetune.featurize(examples, tok, "tagging", {"CAP": 0, "LOW": 1, "NUM": 2}, 8)
     assert rows == [[0, *tok.encode("ab"), *tok.encode("c"), *tok.encode("de"), 2]]
     assert labels.tolist() == [[-1, 0, -1, 1, 2, -1, -1, -1]]  # only first pieces carry a label
     rows, labels = finetune.featurize(examples, tok, "tagging", {"CAP": 0, "LOW": 1, "NUM": 2}, 5)
     assert rows == [[0, *tok.encode("ab"), *tok.encode("c"), 2]]  # a word that does not fit is dropped
-    pair = [finetune.Example(("abc", "de"), label="yes")]
+    pair = [transfer_data.Example(("abc", "de"), label="yes")]
     rows, labels = finetune.featurize(pair, tok, "classification", {"no": 0, "yes": 1}, 7)
     assert rows == [[0, *tok.encode("a"), 2, 2, *tok.encode("de"), 2]] and labels.tolist() == [1]  # longer side cut
 
 
 def test_finetune_readers_and_span_f1(tmp_path):
     (tmp_path / "train.conll").write_text("Paris\tB-LOC\nis\tO\n\nAnna\tB-PER\nSmith\tI-PER\n", encoding="utf-8")
-    examples = finetune.read_conll(str(tmp_path / "train.conll"))
-    assert examples[1] == finetune.Example(texts=("Anna", "Smith"), tags=("B-PER", "I-PER"))
+    examples = transfer_data.read_conll(str(tmp_path / "train.conll"))
+    assert examples[1] == transfer_data.Example(texts=("Anna", "Smith"), tags=("B-PER", "I-PER"))
     (tmp_path / "test-de.conll").write_text("Berlin B-LOC extra\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"test-de\.conll:1: .*3 field"):
-        finetune.read_conll(str(tmp_path / "test-de.conll"))
+        transfer_data.read_conll(str(tmp_path / "test-de.conll"))
     (tmp_path / "train.tsv").write_text("a b\tc d\t1\nonly one field\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"train\.tsv:2"):
-        finetune.read_classification_tsv(str(tmp_path / "train.tsv"))
+        transfer_data.read_classification_tsv(str(tmp_path / "train.tsv"))
     gold = [["B-PER", "I-PER", "O", "B-LOC"]]
     assert finetune.span_f1(gold, gold) == 1.0
     assert finetune.span_f1(gold, [["B-PER", "O", "O", "B-LOC"]]) == pytest.approx(0.5)
-    assert [finetune.word_shape(w) for w in ("Paris", "is", "42", "!")] == ["CAP", "LOW", "NUM", "PUNCT"]
+    assert [transfer_data.word_shape(w) for w in ("Paris", "is", "42", "!")] == ["CAP", "LOW", "NUM", "PUNCT"]
 
 
 # ------------------------------------------------------------------------------------------------ sweep
@@ -537,10 +537,10 @@ def make_corpus(root: pathlib.Path) -> dict[str, str]:
         pairs = "".join(f"{en}\t{xx}\n" for en, xx in zip(text["en"][-30:], text[lang][-30:], strict=True))
         (root / "parallel" / f"en-{lang}.tsv").write_text(pairs, encoding="utf-8")
     for name, lines in (("train", text["en"][:40]), ("test-de", text["de"][-16:]), ("test-fr", text["fr"][-16:])):
-        examples = finetune.derived_classification(lines)
+        examples = transfer_data.derived_classification(lines)
         rows = "".join(f"{ex.texts[0]}\t{ex.texts[1]}\t{ex.label}\n" for ex in examples)
         (root / "classification" / f"{name}.tsv").write_text(rows, encoding="utf-8")
-        tagged = finetune.derived_tagging(lines)
+        tagged = transfer_data.derived_tagging(lines)
         conll = "\n".join("".join(f"{w}\t{t}\n" for w, t in zip(ex.texts, ex.tags, strict=True)) for ex in tagged)
         (root / "tagging" / f"{name}.conll").write_text(conll, encoding="utf-8")
     inputs = ",".join(str(root / "text" / f"{lang}.txt") for lang in vocab)
@@ -663,8 +663,8 @@ def test_tfds_readers_on_mocked_datasets():
     import tensorflow_datasets as tfds
 
     with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
-        tagged = finetune.tfds_examples("wikiann", "test", "de", "", "tagging", max_examples=3)
-        pairs = finetune.tfds_examples("paws_x_wiki", "test", "fr", "", "classification", max_examples=3)
+        tagged = transfer_data.tfds_examples("wikiann", "test", "de", "", "tagging", max_examples=3)
+        pairs = transfer_data.tfds_examples("paws_x_wiki", "test", "fr", "", "classification", max_examples=3)
     assert len(tagged) == 3 and all(ex.texts and ex.tags for ex in tagged)  # mock lengths are independent
     assert {t for ex in tagged for t in ex.tags} <= {"O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"}
     assert len(pairs) == 3 and all(len(ex.texts) == 2 for ex in pairs)
@@ -698,7 +698,7 @@ def test_default_sources_read_the_shipped_sample_layout(tmp_path, monkeypatch):
     assert set(tests) == {"de"} and len(tests["de"]) == len(held)
     assert train[0].texts == (f"Hello {kept[0]} world", f"world {kept[0]} Hello")
     train, tests = transfer.finetune_data("tagging", config.tagging, seed=0)
-    assert tests["de"][1] == finetune.Example(("Hallo", str(held[1]), "Welt"), tags=("CAP", "NUM", "CAP"))
+    assert tests["de"][1] == transfer_data.Example(("Hallo", str(held[1]), "Welt"), tags=("CAP", "NUM", "CAP"))
     config.retrieval.languages = "fr"
     with pytest.raises(ValueError, match="en-fr.tsv"):
         retrieval.retrieval_pairs(config.retrieval)

@@ -21,7 +21,7 @@ import transformers
 from helpers import REPO
 from hf_reference import SENTENCES, hf_config, our_config, pad_rows
 
-from xlmp_jax import checkpoint
+from xlmp_jax import checkpoint, checkpoint_read
 from xlmp_jax import export as export_cli
 from xlmp_jax.hf import export, layout, load, names
 from xlmp_jax.hf.encoder import default_layer
@@ -436,9 +436,9 @@ def test_export_errors_name_the_value(workdir, tmp_path, sample_vocab):
     path, _, config, params = workdir
     empty = tmp_path / "empty_run"
     (empty / "checkpoints").mkdir(parents=True)
-    with pytest.raises(checkpoint.CheckpointError, match=f"no checkpoint in {empty}"):
+    with pytest.raises(checkpoint_read.CheckpointError, match=f"no checkpoint in {empty}"):
         export.export(str(empty), str(tmp_path / "o1"))
-    with pytest.raises(checkpoint.CheckpointError, match=r"step 7 not in .*have: \[1, 2\]"):
+    with pytest.raises(checkpoint_read.CheckpointError, match=r"step 7 not in .*have: \[1, 2\]"):
         export.export(path, str(tmp_path / "o2"), step=7)
     with pytest.raises(FileNotFoundError, match="does_not_exist"):
         export.export(str(tmp_path / "does_not_exist"), str(tmp_path / "o3"))

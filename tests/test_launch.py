@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from launch import local, multinode, preflight, slurm, tpu
+from launch import accelerators, local, multinode, preflight, slurm, tpu
 from launch.common import REPO_ROOT, LaunchError, split_overrides
 
 TINY = str(REPO_ROOT / "configs" / "tiny.py")
@@ -70,19 +70,19 @@ def remote_lines(cmd: list[str]) -> list[str]:
     ],
 )
 def test_tpu_device_counts(accel, slices, devices, hosts):
-    a = preflight.tpu_accelerator(accel, slices)
+    a = accelerators.tpu_accelerator(accel, slices)
     assert (a.num_devices, a.num_hosts, a.num_processes, a.num_slices) == (devices, hosts, hosts, slices)
 
 
 @pytest.mark.parametrize("bad", ["v4-12", "v6e-12", "v7-8", "tpu", "v5p"])
 def test_tpu_unknown_types_name_the_value(bad):
     with pytest.raises(preflight.PreflightError, match=bad):
-        preflight.tpu_accelerator(bad)
+        accelerators.tpu_accelerator(bad)
 
 
 def test_gpu_processes_per_gpu_or_node():
-    per_gpu = preflight.gpu_accelerator(2, 8, "gpu")
-    per_node = preflight.gpu_accelerator(2, 8, "node")
+    per_gpu = accelerators.gpu_accelerator(2, 8, "gpu")
+    per_node = accelerators.gpu_accelerator(2, 8, "node")
     assert (per_gpu.num_devices, per_gpu.num_processes) == (16, 16)
     assert (per_node.num_devices, per_node.num_processes, per_node.devices_per_process) == (16, 2, 8)
 
@@ -298,7 +298,7 @@ def test_multinode_plan_without_hosts(capsys):
 
 
 def test_preflight_errors_name_the_value(tmp_path):
-    v4 = preflight.tpu_accelerator("v4-32")
+    v4 = accelerators.tpu_accelerator("v4-32")
     ok = preflight.preflight(TINY, [], v4, str(tmp_path / "w"))
     assert ok.mesh == {"dcn_data": 1, "data": 16, "fsdp": 1, "tensor": 1}
     assert (tmp_path / "w").is_dir() and not list((tmp_path / "w").iterdir())  # probe file removed
@@ -406,7 +406,7 @@ def _metrics_steps(workdir) -> list[int]:
 @pytest.mark.slow
 def test_rehearsal_two_processes_checkpoint_and_resume(tmp_path, capsys):
     """2 processes x 2 CPU devices = one 4-device mesh; 4 steps, then a relaunch to 6 resumes at 4."""
-    from xlmp_jax import checkpoint
+    from xlmp_jax import checkpoint_read
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -418,14 +418,14 @@ def test_rehearsal_two_processes_checkpoint_and_resume(tmp_path, capsys):
     assert "preflight ok: mesh on 2 processes x 2 CPU devices (4 devices, 2 processes)" in err
     assert "[p0]" in out and "[p1]" in out
     assert "{'data': 4, 'fsdp': 1, 'tensor': 1}" in (tmp_path / "logs1" / "p0.log").read_text()  # one mesh
-    assert checkpoint.all_steps(str(workdir)) == [2, 4]
+    assert checkpoint_read.all_steps(str(workdir)) == [2, 4]
     assert _metrics_steps(workdir) == [1, 2, 3, 4]
     assert json.loads((workdir / "config.json").read_text())["train"]["steps"] == 4
 
     code, out, err = run_main(local.main, [*argv, "--config.train.steps=6", f"--log_dir={tmp_path}/logs2"], capsys)
     assert code == 0, out[-4000:] + err[-2000:]
     assert re.search(r"resumed .*\b4\b", (tmp_path / "logs2" / "p0.log").read_text())  # from checkpoint 4
-    assert checkpoint.all_steps(str(workdir))[-1] == 6
+    assert checkpoint_read.all_steps(str(workdir))[-1] == 6
     assert _metrics_steps(workdir) == [1, 2, 3, 4, 5, 6]  # steps 1-4 were not trained again
 
 

@@ -11,7 +11,7 @@ import time
 import pytest
 from helpers import REPO
 
-from xlmp_jax import checkpoint, config_utils, lease
+from xlmp_jax import checkpoint_read, config_utils, lease, lease_store
 from xlmp_jax import train as train_lib
 
 
@@ -26,7 +26,7 @@ class Clock:
 
 
 def _lease_file(workdir) -> dict:
-    with open(os.path.join(workdir, lease.LEASE_FILE)) as f:
+    with open(os.path.join(workdir, lease_store.LEASE_FILE)) as f:
         return json.load(f)
 
 
@@ -67,7 +67,7 @@ def test_an_expired_lease_is_taken_over_and_its_old_holder_finds_out(tmp_path):
     old.release()  # and must not delete the new holder's lease
     assert _lease_file(tmp_path)["token"] == new.token
     new.release()
-    assert not os.path.exists(tmp_path / lease.LEASE_FILE)
+    assert not os.path.exists(tmp_path / lease_store.LEASE_FILE)
 
 
 def test_a_dead_process_on_this_host_frees_the_lease_at_once_a_live_one_does_not(tmp_path):
@@ -84,7 +84,7 @@ def test_a_dead_process_on_this_host_frees_the_lease_at_once_a_live_one_does_not
 
 
 def test_an_unreadable_lease_file_is_taken_over(tmp_path):
-    (tmp_path / lease.LEASE_FILE).write_text('{"host": "vm-a", "pi')  # a writer died mid-write
+    (tmp_path / lease_store.LEASE_FILE).write_text('{"host": "vm-a", "pi')  # a writer died mid-write
     taken = lease.Lease(str(tmp_path), ttl_s=60)
     taken.acquire()
     assert _lease_file(tmp_path)["token"] == taken.token
@@ -92,7 +92,7 @@ def test_an_unreadable_lease_file_is_taken_over(tmp_path):
 
 def test_replace_is_a_compare_and_swap(tmp_path):
     """Two runs that both saw the same expired lease: only the first replacement wins."""
-    store = lease.LocalStore(str(tmp_path))
+    store = lease_store.LocalStore(str(tmp_path))
     assert store.create("v0") and not store.create("other")
     text, version = store.read()
     assert text == "v0"
@@ -111,7 +111,7 @@ def test_heartbeat_renews_before_expiry_and_release_removes_it(tmp_path):
         with pytest.raises(lease.LeaseHeld):
             lease.Lease(str(tmp_path), ttl_s=0.6, host="vm-b").acquire()
         assert not held.lost
-    assert not os.path.exists(tmp_path / lease.LEASE_FILE)
+    assert not os.path.exists(tmp_path / lease_store.LEASE_FILE)
     again = lease.Lease(str(tmp_path), ttl_s=60)  # free again
     again.acquire()
     again.release()
@@ -202,6 +202,6 @@ def test_training_stops_without_saving_once_its_lease_is_lost(tmp_path, monkeypa
     )
     with pytest.raises(lease.LeaseLost, match=f"work directory {tmp_path}"):
         train_lib.train(config, str(tmp_path))
-    assert checkpoint.all_steps(str(tmp_path)) == [1, 2]
+    assert checkpoint_read.all_steps(str(tmp_path)) == [1, 2]
     with open(tmp_path / "metrics.jsonl") as f:
         assert sorted({json.loads(line)["step"] for line in f}) == [1, 2]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from helpers import REPO
 
-from xlmp_jax import checkpoint, config_utils, faults, trainer
+from xlmp_jax import checkpoint, checkpoint_read, config_utils, faults, trainer
 from xlmp_jax import compile_cache as compile_cache_lib
 from xlmp_jax import train as train_lib
 from xlmp_jax.preemption import Preemption
@@ -126,7 +126,7 @@ def test_sigkill_sigterm_and_resume_are_exact(tmp_path, compile_cache):
     proc = _popen(killed, *args, cache=compile_cache, XLMP_FAULTS=f"sigkill@after_log:{k + 1}")
     out, err = _finish(proc)
     assert proc.returncode == -signal.SIGKILL, out[-2000:] + err[-3000:]
-    assert checkpoint.latest_step(str(killed)) == k and sorted(_losses(killed)) == list(range(1, k + 2))
+    assert checkpoint_read.latest_step(str(killed)) == k and sorted(_losses(killed)) == list(range(1, k + 2))
 
     # Resume, and preempt it (SIGTERM) right after step k + 2: it logs that step, saves it and exits 143.
     proc = _popen(killed, *args, cache=compile_cache, XLMP_FAULTS=f"sigterm@after_step:{k + 2}")
@@ -134,7 +134,7 @@ def test_sigkill_sigterm_and_resume_are_exact(tmp_path, compile_cache):
     assert proc.returncode == train_lib.PREEMPTED_EXIT, out[-2000:] + err[-3000:]
     assert f"resumed from {killed / 'checkpoints' / str(k)} (step {k})" in out
     assert f"SIGTERM: saved checkpoint {killed / 'checkpoints' / str(k + 2)}" in out
-    assert checkpoint.latest_step(str(killed)) == k + 2
+    assert checkpoint_read.latest_step(str(killed)) == k + 2
     assert sorted(_losses(killed)) == list(range(1, k + 3))  # the preempted step's metrics are logged
 
     resumed = _run(killed, *args, cache=compile_cache)
@@ -144,7 +144,7 @@ def test_sigkill_sigterm_and_resume_are_exact(tmp_path, compile_cache):
     assert b == a  # every step logged once, bit-identical to the uninterrupted run
     # The resumed run's config and checkpoints are all there; the checkpoint holds the config and the data state.
     assert config_utils.read_config_json(str(killed)).train.steps == 2 * k
-    assert {k + 2, 2 * k} <= set(checkpoint.all_steps(str(killed)))  # keep-last-N may drop step k
+    assert {k + 2, 2 * k} <= set(checkpoint_read.all_steps(str(killed)))  # keep-last-N may drop step k
     assert os.listdir(killed / "checkpoints" / str(2 * k) / "data")
     assert os.listdir(killed / "tb")
 
@@ -263,7 +263,7 @@ def test_two_processes_match_one(tmp_path, compile_cache):
     first = two_processes("--config.train.stop_after=2")
     assert "2 process(es)" in first[0][0] and "mesh {'data': 8" in first[0][0]
     assert "xlmp_jax.train" not in first[1][0] and "loss=" not in first[1][0]  # only process 0 reports
-    assert checkpoint.all_steps(str(multi)) == [2]
+    assert checkpoint_read.all_steps(str(multi)) == [2]
     second = two_processes()
     assert f"resumed from {multi / 'checkpoints' / '2'} (step 2)" in second[0][0]
     a, b = _losses(single), _losses(multi)

@@ -14,6 +14,12 @@ checkpoint that cannot be read is *moved aside* to ``WORKDIR/checkpoints_corrupt
 with a warning naming it, and the previous one is used. A checkpoint whose parameter shapes differ
 from the model's is an ``IncompatibleCheckpointError`` naming the path and the parameter, except one
 written before vocabulary padding (``model.vocab_multiple``), whose vocabulary rows are padded on restore.
+
+This module is the Orbax manager (``Checkpointer``) and the data-iterator item. The shape check, the PRNG
+keys and the vocabulary padding of a restore are ``checkpoint_compat``; reading params and config back
+without a manager (export, evaluation, ``load_pretrained``) and the complete steps are ``checkpoint_read``.
+``DataIteratorHandler`` stays here: each checkpoint's metadata records it as
+``xlmp_jax.checkpoint.DataIteratorHandler``.
 """
 
 from __future__ import annotations
@@ -30,15 +36,15 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from xlmp_jax.checkpoint_compat import IncompatibleCheckpointError, plan_restore, to_storable
+from xlmp_jax.checkpoint_read import CHECKPOINTS, CONFIG, STATE, CheckpointError
 from xlmp_jax.faults import FaultInjector
 
-CHECKPOINTS = "checkpoints"
 CORRUPT = "checkpoints_corrupt"
-STATE, DATA, CONFIG = "state", "data", "config"
+DATA = "data"
 EVAL_METRIC = "eval_loss"
 _UNCOMMITTED = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")  # Orbax writes step N into N.orbax-checkpoint-tmp-*
 
@@ -64,16 +70,8 @@ def _install_no_metrics_filter() -> None:
         absl_logger.addFilter(_NoMetricsNotice())
 
 
-class CheckpointError(RuntimeError):
-    """No usable checkpoint where one was asked for; the message names the path."""
-
-
 class DataStateError(CheckpointError):
     """The train state of a checkpoint is readable but its input-iterator position is not (the data changed)."""
-
-
-class IncompatibleCheckpointError(ValueError):
-    """The checkpoint was written by a model of other shapes; the message names the path and parameter."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -114,134 +112,6 @@ class DataIteratorSave(ocp.args.CheckpointArgs):
 @dataclasses.dataclass
 class DataIteratorRestore(ocp.args.CheckpointArgs):
     data: Any
-
-
-# --------------------------------------------------------------------------------------------------
-# PRNG keys: Orbax stores plain arrays, so typed keys travel as their key data.
-
-
-def _is_key(x: Any) -> bool:
-    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
-def to_storable(state: Any) -> Any:
-    """Typed PRNG keys -> raw uint32 key data (other leaves unchanged)."""
-    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, state)
-
-
-def from_storable(restored: Any, like: Any) -> Any:
-    """Undoes ``to_storable`` using ``like`` (a state of the same structure) to find the key leaves."""
-    return jax.tree.map(
-        lambda r, t: jax.random.wrap_key_data(r, impl=jax.random.key_impl(t)) if _is_key(t) else r, restored, like
-    )
-
-
-def _abstract(state: Any) -> Any:
-    """ShapeDtypeStructs carrying each leaf's sharding: the restore target (the mesh may differ from the save's)."""
-
-    def leaf(x):
-        if isinstance(x, jax.ShapeDtypeStruct):
-            return x
-        if isinstance(x, jax.Array):
-            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
-        return x
-
-    return jax.tree.map(leaf, to_storable(state))
-
-
-# --------------------------------------------------------------------------------------------------
-# Shape comparison, for a clear "incompatible checkpoint" error.
-
-
-def _path_str(path: tuple) -> str:
-    parts = []
-    for k in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(k, attr):
-                parts.append(str(getattr(k, attr)))
-                break
-        else:
-            parts.append(str(k))
-    return "/".join(parts)
-
-
-def _shapes(tree: Any) -> dict[str, tuple]:
-    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)[0]
-    return {_path_str(p): tuple(x.shape) for p, x in leaves if x is not None and hasattr(x, "shape")}
-
-
-def check_compatible(saved_tree: Any, target_state: Any, where: str) -> None:
-    """Raises IncompatibleCheckpointError naming the first parameter whose shape (or presence) differs."""
-    saved = _shapes(saved_tree)
-    target = _shapes(ocp.tree.serialize_tree(_abstract(target_state), keep_empty_nodes=True))
-    # Parameters first: that is the mismatch a user can act on (another model size / pool setting).
-    for prefix in ("params/", ""):
-        for name in sorted(set(saved) | set(target)):
-            if not name.startswith(prefix):
-                continue
-            if name not in saved:
-                raise IncompatibleCheckpointError(f"checkpoint {where} lacks {name!r} (shape {target[name]})")
-            if name not in target:
-                raise IncompatibleCheckpointError(
-                    f"checkpoint {where} has {name!r} (shape {saved[name]}), which this model does not"
-                )
-            if saved[name] != target[name]:
-                raise IncompatibleCheckpointError(
-                    f"checkpoint {where} is incompatible with this config: {name!r} has shape {saved[name]} "
-                    f"there but {target[name]} here"
-                )
-
-
-# Checkpoints written before vocabulary padding: their vocabulary leaves have vocab_size rows, the model's
-# padded_vocab_size. They are read at the saved size (replicated) and zero-padded into the target sharding:
-# the padding rows of the params and of both Adam moments are zeros, as in a fresh padded state.
-_VOCAB_LEAVES = ("embeddings/word_embeddings", "lm_head/bias")
-
-
-def _unpadded_vocab(saved: dict[str, tuple], target: dict[str, tuple]) -> dict[str, tuple]:
-    """name -> saved shape of the vocabulary leaves saved with fewer rows than the target has (else equal)."""
-    out = {}
-    for name, shape in saved.items():
-        want = target.get(name)
-        if want is None or want == shape or not name.endswith(_VOCAB_LEAVES):
-            continue
-        if len(shape) == len(want) and shape[1:] == want[1:] and shape[0] < want[0]:
-            out[name] = shape
-    return out
-
-
-def _with_shapes(abstract: Any, shapes: dict[str, tuple]) -> Any:
-    """``abstract`` with the named leaves given those shapes, replicated over their mesh."""
-
-    def leaf(path, x):
-        name = _path_str(path)
-        if name not in shapes:
-            return x
-        sharding = jax.sharding.NamedSharding(x.sharding.mesh, jax.sharding.PartitionSpec())
-        return jax.ShapeDtypeStruct(shapes[name], x.dtype, sharding=sharding)
-
-    return jax.tree_util.tree_map_with_path(leaf, abstract)
-
-
-def _pad_rows(restored: Any, target: Any, names: dict[str, tuple]) -> Any:
-    """The named leaves of ``restored`` zero-padded to ``target``'s shapes and placed in its shardings."""
-
-    def leaf(path, x, want):
-        if _path_str(path) not in names:
-            return x
-        widths = [(0, want.shape[0] - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
-        return jax.device_put(jax.numpy.pad(x, widths), want.sharding)
-
-    return jax.tree_util.tree_map_with_path(leaf, restored, target)
-
-
-# --------------------------------------------------------------------------------------------------
-
-
-def _step_dirs(directory: epath.Path) -> list[int]:
-    if not directory.exists():
-        return []
-    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
 
 
 class Checkpointer:
@@ -345,16 +215,11 @@ class Checkpointer:
         saved = self.manager.item_metadata(step)[STATE]
         if saved is None:
             raise CheckpointError(f"{where} has no train state")
-        saved_tree = saved.tree if hasattr(saved, "tree") else saved
-        target = _abstract(like)
-        unpadded = _unpadded_vocab(_shapes(saved_tree), _shapes(target))
-        if unpadded:
-            log.warning("checkpoint %s was written before vocabulary padding: padding %s", where, sorted(unpadded))
-        check_compatible(saved_tree, _with_shapes(target, unpadded), where)
+        plan = plan_restore(saved.tree if hasattr(saved, "tree") else saved, like, where)
         restored = self.manager.restore(
-            step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(_with_shapes(target, unpadded))})
+            step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(plan.read_as)})
         )
-        state = from_storable(_pad_rows(restored[STATE], target, unpadded), like)
+        state = plan.finish(restored[STATE], like)
         if data is not None:  # separately: a changed data pipeline must not make a good checkpoint look corrupt
             try:
                 self.manager.restore(step, args=ocp.args.Composite(**{DATA: DataIteratorRestore(data)}))
@@ -412,88 +277,3 @@ def _sync(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
-
-
-# --------------------------------------------------------------------------------------------------
-# Read-only API (export, evaluation): interface 7.
-
-
-def _resolve(path: str) -> tuple[epath.Path, int | None]:
-    """(checkpoints directory, step or None) for a work directory or a step directory."""
-    p = epath.Path(os.path.abspath(path))
-    if not p.exists():
-        raise CheckpointError(f"no checkpoint in {os.fspath(p)}: the path does not exist")
-    if (p / CHECKPOINTS).is_dir():
-        return p / CHECKPOINTS, None
-    if p.name.isdigit() and (p / STATE).is_dir():
-        return p.parent, int(p.name)
-    if (p / STATE).is_dir() is False and any(c.name.isdigit() for c in p.iterdir()):
-        return p, None  # the checkpoints directory itself
-    raise CheckpointError(f"no checkpoint in {os.fspath(p)}: expected a work directory or a checkpoint step directory")
-
-
-def all_steps(workdir: str) -> list[int]:
-    """The steps with a complete checkpoint in ``workdir`` (finished saves only)."""
-    p = epath.Path(os.path.abspath(workdir))
-    directory = p / CHECKPOINTS if (p / CHECKPOINTS).is_dir() else p
-    return [s for s in _step_dirs(directory) if _is_complete(directory / str(s))]
-
-
-def latest_step(workdir: str) -> int | None:
-    steps = all_steps(workdir)
-    return steps[-1] if steps else None
-
-
-def _is_complete(step_dir: epath.Path) -> bool:
-    return (step_dir / STATE).is_dir() and (step_dir / "_CHECKPOINT_METADATA").exists()
-
-
-def load_params(path: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, dict, int]:
-    """Loads (config, params as nested NumPy arrays, step) from a work directory or step directory.
-
-    Reads only the parameters (not the optimizer state), onto the host, whatever mesh wrote them.
-    """
-    directory, dir_step = _resolve(path)
-    steps = [s for s in _step_dirs(directory) if _is_complete(directory / str(s))]
-    if not steps:
-        raise CheckpointError(f"no checkpoint in {os.fspath(directory)}")
-    if step is None:
-        step = dir_step if dir_step is not None else steps[-1]
-    if step not in steps:
-        raise CheckpointError(f"step {step} not in {os.fspath(directory)} (have: {steps})")
-    step_dir = directory / str(step)
-    config = _read_config(step_dir)
-    return config, _read_params(step_dir / STATE), int(step)
-
-
-def _read_params(item_dir: epath.Path) -> dict:
-    """The ``params`` subtree of a ``state`` item, as host NumPy arrays.
-
-    Read with the item's handler, as the ``CheckpointManager`` that wrote it does: the step's
-    ``_CHECKPOINT_METADATA`` lies one level up, next to the items, so a ``Checkpointer`` pointed at the
-    item directory would look for it inside and warn ``Metadata file does not exist``.
-    """
-    handler = ocp.PyTreeCheckpointHandler()
-    try:
-        meta = handler.metadata(item_dir)
-        tree = meta.tree if hasattr(meta, "tree") else meta
-        if "params" not in tree:
-            raise CheckpointError(f"{os.fspath(item_dir.parent)} holds no params")
-        shapes = tree["params"]
-        item = {"params": jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), shapes)}
-        restore_args = {"params": jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), shapes)}
-        restored = handler.restore(
-            item_dir, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
-        )
-    finally:
-        handler.close()
-    return restored["params"]
-
-
-def _read_config(step_dir: epath.Path) -> ml_collections.ConfigDict:
-    for candidate in (step_dir / CONFIG / "metadata", step_dir.parent.parent / "config.json"):
-        if candidate.exists():
-            config = ml_collections.ConfigDict(json.loads(candidate.read_text()))
-            config.lock()
-            return config
-    raise CheckpointError(f"{os.fspath(step_dir)} has no saved config")

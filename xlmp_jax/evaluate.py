@@ -45,17 +45,17 @@ EvalFn = Callable[[EvalContext, ml_collections.ConfigDict], list[Row]]  # an eva
 
 
 class CheckpointSource:
-    """Lists and loads a work directory's checkpoints (``xlmp_jax.checkpoint``, interface 7)."""
+    """Lists and loads a work directory's checkpoints (``xlmp_jax.checkpoint_read``)."""
 
     def steps(self, workdir: str) -> list[int]:
-        from xlmp_jax import checkpoint
+        from xlmp_jax import checkpoint_read
 
-        return checkpoint.all_steps(workdir)
+        return checkpoint_read.all_steps(workdir)
 
     def load(self, workdir: str, step: int) -> tuple[ml_collections.ConfigDict, Any, int]:
-        from xlmp_jax import checkpoint
+        from xlmp_jax import checkpoint_read
 
-        return checkpoint.load_params(workdir, step)
+        return checkpoint_read.load_params(workdir, step)
 
 
 def select_steps(workdir: str, available: Sequence[int], steps: str) -> list[int]:

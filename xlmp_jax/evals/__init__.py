@@ -4,9 +4,10 @@ Every eval is one module here, listed in ``REGISTRY`` (eval name -> module), wit
 settings block: the sweep config's ``c.<NAME>``) and ``run(ctx, cfg) -> rows`` (``context``). The evals:
 ``mlm`` (per-language masked-LM loss/accuracy), ``retrieval`` (XTREME Tatoeba-style sentence retrieval),
 ``pool`` (soft language clustering of the prompt pool, ``pool_analysis``), ``classification`` and ``tagging``
-(zero-shot cross-lingual transfer, ``transfer`` and ``finetune``). Shared: ``encoder`` (jitted forward passes +
-tokenisation), ``context`` (what a cell's eval gets), ``heldout`` (held-out text), ``clustering`` (chance-
-corrected statistics), ``results`` (the tidy result table, summary, plots, TensorBoard).
+(zero-shot cross-lingual transfer: ``transfer``, its examples ``transfer_data``, the fine-tuning ``finetune``).
+Shared: ``encoder`` (jitted forward passes + tokenisation), ``context`` (what a cell's eval gets), ``heldout``
+(held-out text), ``clustering`` (chance-corrected statistics), ``results`` (the tidy result table, summary,
+plots, TensorBoard).
 
 Modules are imported on first use (``load``): importing one piece of the package (say ``evals.clustering``) does
 not import every eval's dependencies (matplotlib, scikit-learn, optax).

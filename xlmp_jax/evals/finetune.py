@@ -3,192 +3,26 @@
 Two task kinds, as XTREME: ``classification`` (single sentences or sentence pairs, XNLI/PAWS-X style; a
 linear head on the ``<s>`` or mean-pooled final hidden state) and ``tagging`` (NER/POS style; a linear
 head on each word's first sub-token). The whole encoder is fine-tuned with AdamW in a small jitted loop
-(fixed batch shape: one compilation).
-
-Data comes from TFDS (``xtreme_xnli``/``xnli``, ``xtreme_pawsx``/``paws_x_wiki``, ``wikiann``, ...) when
-prepared in a ``data_dir``; otherwise from local files: a directory with ``train.tsv`` (English) and
-``test-<lang>.tsv`` (``sentence1<TAB>[sentence2<TAB>]label``) for classification, ``train.conll`` and
-``test-<lang>.conll`` (``token<TAB>tag`` lines, blank line between sentences) for tagging.
-``derived_*`` build tiny tasks from the shipped sample for smoke runs.
+(fixed batch shape: one compilation). Here: the features, the head and its training loop, the scores
+(accuracy, BIO span F1); the examples themselves come from ``transfer_data``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import glob
-import os
-import re
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from xlmp_jax.evals.transfer_data import Example
 from xlmp_jax.hf.encoder import Encoder, Tokenizer, encode_pair, encode_text, unwrap_params
 
 Row = tuple[str, str, float]
 KINDS = ("classification", "tagging")
-
-
-@dataclasses.dataclass(frozen=True)
-class Example:
-    """A classification example (``texts`` = 1 or 2 sentences, ``label`` a name) or a tagging one
-    (``texts`` = the words, ``tags`` one name per word)."""
-
-    texts: tuple[str, ...]
-    label: str = ""
-    tags: tuple[str, ...] = ()
-
-
-# ----------------------------------------------------------------------------------------------- readers
-
-
-def read_classification_tsv(path: str, max_examples: int = 0) -> list[Example]:
-    """``sentence1<TAB>[sentence2<TAB>]label`` lines; a bad line is an error naming file and line."""
-    examples = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) not in (2, 3) or not all(x.strip() for x in fields):
-                raise ValueError(
-                    f"{path}:{number}: expected 'sentence1<TAB>[sentence2<TAB>]label' with non-empty fields, "
-                    f"got {len(fields)} field(s): {line[:80]!r}"
-                )
-            examples.append(Example(texts=tuple(x.strip() for x in fields[:-1]), label=fields[-1].strip()))
-            if max_examples and len(examples) >= max_examples:
-                break
-    if not examples:
-        raise ValueError(f"classification file {path!r} holds no examples")
-    return examples
-
-
-def read_conll(path: str, max_examples: int = 0) -> list[Example]:
-    """``token<TAB>tag`` (or whitespace-separated) lines, sentences separated by blank lines."""
-    examples, words, tags = [], [], []
-
-    def flush():
-        if words:
-            examples.append(Example(texts=tuple(words), tags=tuple(tags)))
-            words.clear()
-            tags.clear()
-
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                flush()
-                if max_examples and len(examples) >= max_examples:
-                    break
-                continue
-            fields = line.split("\t") if "\t" in line else line.split()
-            if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
-                raise ValueError(f"{path}:{number}: expected 'token<TAB>tag', got {len(fields)} field(s): {line!r}")
-            words.append(fields[0].strip())
-            tags.append(fields[1].strip())
-    flush()
-    if not examples:
-        raise ValueError(f"CoNLL file {path!r} holds no sentences")
-    return examples[:max_examples] if max_examples else examples
-
-
-def local_files(directory: str, kind: str) -> tuple[str, dict[str, str]]:
-    """(train file, {language: test file}) of a local task directory."""
-    ext = "tsv" if kind == "classification" else "conll"
-    train = os.path.join(directory, f"train.{ext}")
-    if not os.path.isfile(train):
-        raise FileNotFoundError(f"{kind} data directory {directory!r} has no train.{ext}")
-    tests = {}
-    for path in sorted(glob.glob(os.path.join(directory, f"test-*.{ext}"))):
-        tests[re.sub(rf"^test-(.*)\.{ext}$", r"\1", os.path.basename(path))] = path
-    if not tests:
-        raise FileNotFoundError(f"{kind} data directory {directory!r} has no test-<lang>.{ext} files")
-    return train, tests
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def tfds_examples(
-    name: str, split: str, language: str, data_dir: str, kind: str, max_examples: int = 0
-) -> list[Example]:
-    """Examples of one language from a prepared TFDS dataset.
-
-    Handles per-language builder configs (``xtreme_pawsx/de``, ``paws_x_wiki/en``, ``wikiann/fr``) and
-    multilingual ``Translation`` features (``xnli``/``xtreme_xnli``: premise[lang], hypothesis per language).
-    """
-    import tensorflow_datasets as tfds
-
-    builder = tfds.builder(name, data_dir=data_dir or None)
-    if builder.BUILDER_CONFIGS and "/" not in name:
-        builder = tfds.builder(f"{name}/{language}", data_dir=data_dir or None)
-    full_name = builder.name + (f"/{builder.builder_config.name}" if builder.builder_config else "")
-    try:
-        dataset = builder.as_dataset(split=split)
-    except AssertionError as e:  # TFDS asserts when the data was never prepared in data_dir
-        raise FileNotFoundError(f"TFDS dataset {full_name!r} is not prepared in data_dir {data_dir!r} ({e})") from None
-    info = builder.info.features
-    examples = []
-    for ex in tfds.as_numpy(dataset):
-        if kind == "tagging":
-            names = info["tags"].feature.names
-            examples.append(
-                Example(texts=tuple(_text(t) for t in ex["tokens"]), tags=tuple(names[int(t)] for t in ex["tags"]))
-            )
-        elif "premise" in ex:  # multilingual XNLI-style record
-            premise = _text(ex["premise"][language])
-            hyp_langs = [_text(x) for x in ex["hypothesis"]["language"]]
-            if language not in hyp_langs:
-                continue
-            hypothesis = _text(ex["hypothesis"]["translation"][hyp_langs.index(language)])
-            examples.append(Example((premise, hypothesis), info["label"].names[int(ex["label"])]))
-        else:
-            texts = tuple(_text(ex[k]) for k in ("sentence1", "sentence2", "sentence") if k in ex)
-            examples.append(Example(texts, info["label"].names[int(ex["label"])]))
-        if max_examples and len(examples) >= max_examples:
-            break
-    if not examples:
-        raise ValueError(f"TFDS dataset {name!r} split {split!r} has no examples for language {language!r}")
-    return examples
-
-
-# ------------------------------------------------------------------------------ tiny tasks from the sample
-
-
-def derived_classification(sentences: Sequence[str], seed: int = 0) -> list[Example]:
-    """Sentence pairs labelled ``same`` (second = the first with its words reversed) or ``different``
-    (another sentence): a language-independent task for smoke-testing transfer."""
-    rng = np.random.default_rng(seed)
-    examples = []
-    for i, sentence in enumerate(sentences):
-        if i % 2 == 0:
-            examples.append(Example((sentence, " ".join(reversed(sentence.split()))), "same"))
-        else:
-            other = sentences[(i + 1 + int(rng.integers(len(sentences) - 1))) % len(sentences)]
-            examples.append(Example((sentence, other), "different"))
-    return examples
-
-
-def word_shape(word: str) -> str:
-    """The deterministic tag rule of the derived tagging task."""
-    if any(c.isdigit() for c in word):
-        return "NUM"
-    if all(not c.isalnum() for c in word):
-        return "PUNCT"
-    if word[0].isupper():
-        return "CAP"
-    return "LOW"
-
-
-def derived_tagging(sentences: Sequence[str]) -> list[Example]:
-    """Whitespace words tagged by ``word_shape`` (number / punctuation / capitalised / other)."""
-    return [Example(tuple(s.split()), tags=tuple(word_shape(w) for w in s.split())) for s in sentences if s.split()]
 
 
 # ---------------------------------------------------------------------------------------------- features

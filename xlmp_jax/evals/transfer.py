@@ -1,6 +1,6 @@
 """The sweep side of the zero-shot transfer evals (``classification``, ``tagging``): their settings block,
-where their examples come from (TFDS, local files or the shipped sample) and the run both share; the
-fine-tuning itself is ``finetune``."""
+which source their examples come from (TFDS, local files or the shipped sample: read by ``transfer_data``)
+and the run both share; the fine-tuning itself is ``finetune``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import dataclasses
 
 import ml_collections
 
-from xlmp_jax.evals import finetune
+from xlmp_jax.evals import finetune, transfer_data
 from xlmp_jax.evals.context import EvalContext, Row, split_list
 
 
@@ -42,14 +42,14 @@ def config(**overrides) -> ml_collections.ConfigDict:
 
 def finetune_data(
     kind: str, s: ml_collections.ConfigDict, seed: int
-) -> tuple[list[finetune.Example], dict[str, list[finetune.Example]]]:
+) -> tuple[list[transfer_data.Example], dict[str, list[transfer_data.Example]]]:
     """(English training examples, {language: test examples}) from TFDS, local files or the sample."""
     source = s.source
     if source == "auto":
         source = "tfds" if s.data_dir else "local" if s.local_dir else "sample"
-    reader = finetune.read_classification_tsv if kind == "classification" else finetune.read_conll
+    reader = transfer_data.read_classification_tsv if kind == "classification" else transfer_data.read_conll
     if source == "local":
-        train_path, test_paths = finetune.local_files(s.local_dir, kind)
+        train_path, test_paths = transfer_data.local_files(s.local_dir, kind)
         wanted = split_list(s.languages) or sorted(test_paths)
         missing = [lang for lang in wanted if lang not in test_paths]
         if missing:
@@ -61,9 +61,9 @@ def finetune_data(
         from data_pipelines import sample
 
         wanted = split_list(s.languages) or sample.parallel_languages()
-        train = finetune.tfds_examples(s.tfds_train, s.tfds_train_split, "en", s.data_dir, kind, s.max_train)
+        train = transfer_data.tfds_examples(s.tfds_train, s.tfds_train_split, "en", s.data_dir, kind, s.max_train)
         tests = {
-            lang: finetune.tfds_examples(s.tfds_test, s.tfds_test_split, lang, s.data_dir, kind, s.max_test)
+            lang: transfer_data.tfds_examples(s.tfds_test, s.tfds_test_split, lang, s.data_dir, kind, s.max_test)
             for lang in wanted
         }
         return train, tests
@@ -77,10 +77,12 @@ def finetune_data(
             tests[lang] = [other.strip() for _, other in sample.read_parallel(lang, "validation")][: s.max_test or None]
         english = list(dict.fromkeys(english))[: s.max_train or None]
         if kind == "classification":
-            return finetune.derived_classification(english, seed), {
-                lang: finetune.derived_classification(t, seed) for lang, t in tests.items()
+            return transfer_data.derived_classification(english, seed), {
+                lang: transfer_data.derived_classification(t, seed) for lang, t in tests.items()
             }
-        return finetune.derived_tagging(english), {lang: finetune.derived_tagging(t) for lang, t in tests.items()}
+        return transfer_data.derived_tagging(english), {
+            lang: transfer_data.derived_tagging(t) for lang, t in tests.items()
+        }
     raise ValueError(f"{kind}.source={s.source!r} is not one of auto, tfds, local, sample")
 
 

@@ -116,11 +116,11 @@ def export_params(
 
 def export(path: str, out_dir: str, step: int | None = None, overwrite: bool = False) -> str:
     """Exports the checkpoint at ``path`` (work directory: latest step or ``step``; or a step directory)."""
-    from xlmp_jax import checkpoint
+    from xlmp_jax import checkpoint_read
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"no work directory or checkpoint at {path!r}")
     _check_out_dir(os.path.abspath(out_dir), overwrite)  # fail before the (slow) checkpoint read
-    run_config, params, _ = checkpoint.load_params(path, step)
+    run_config, params, _ = checkpoint_read.load_params(path, step)
     model_config = ModelConfig.from_dict(run_config.model)
     return export_params(model_config, params, out_dir, run_config.data.vocab_path, overwrite=overwrite)

@@ -127,9 +127,9 @@ def load_pretrained(path: str, step: int | None = None, *, dtype: str | None = N
         params = load_hf_encoder(path, config, pool)
         vocab_path, run_config, loaded_step = os.path.join(path, layout.SPM_FILE), None, None
     else:
-        from xlmp_jax import checkpoint
+        from xlmp_jax import checkpoint_read
 
-        run_config, params, loaded_step = checkpoint.load_params(path, step)
+        run_config, params, loaded_step = checkpoint_read.load_params(path, step)
         config = ModelConfig.from_dict(run_config.model)
         vocab_path = run_config.data.vocab_path
     if dtype is not None:
