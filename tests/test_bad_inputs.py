@@ -163,13 +163,13 @@ def _train_state(*overrides: str):
     """A train state on one device (one small init compile per distinct config, shared by the cases)."""
     if overrides not in _STATES:
         import jax
-        from helpers import init_state, mesh_of
 
-        from xlmp_jax import sharding
+        from xlmp_jax import config_utils, optim, sharding, state
 
-        config = _config("model.pool.size=8", "data.seq_length=32", *overrides)
-        mesh = sharding.make_mesh(mesh_of(**config.mesh), jax.devices()[:1])
-        _STATES[overrides] = init_state(config, mesh, jax.random.key(0))[0]
+        run = config_utils.resolve(_config("model.pool.size=8", "data.seq_length=32", *overrides))
+        mesh = sharding.make_mesh(run.mesh, jax.devices()[:1])
+        tx = optim.make_optimizer(run.train).tx
+        _STATES[overrides] = state.create_train_state(run.model, tx, mesh, jax.random.key(0))[0]
     return _STATES[overrides]
 
 
