@@ -216,7 +216,7 @@ def torch_matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> dict[str, floa
 
 # ------------------------------------------------------------------------------------- xlmp steps
 def run_config(model_cfg, *, batch_size: int, seq_length: int, mlm_rate: float, mesh: dict | None = None):
-    """A run ConfigDict for the bench: the project's base config with the bench's model."""
+    """The bench's run (a resolved ``RunConfig``): the project's base config with the bench's model."""
     import dataclasses
 
     import ml_collections
@@ -237,7 +237,9 @@ def run_config(model_cfg, *, batch_size: int, seq_length: int, mlm_rate: float, 
         config.data.mlm_rate = mlm_rate
         config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
         config.mesh.update(mesh or {})
-    return config
+    from xlmp_jax import config_utils
+
+    return config_utils.resolve(config)
 
 
 def make_xlmp_step(
@@ -257,13 +259,12 @@ def make_xlmp_step(
     """
     import jax
 
-    from xlmp_jax import config_utils, optim, sharding, state, steps
+    from xlmp_jax import optim, sharding, state, steps
 
     mlm_rate = dense_mlm_rate(seq_length) if dense_head else MLM_RATE
     batch = synthetic_batch(batch_size, seq_length, model_cfg.vocab_size)
     devices = jax.devices()[:num_devices] if num_devices else jax.devices()
-    config = run_config(model_cfg, batch_size=batch_size, seq_length=seq_length, mlm_rate=mlm_rate, mesh=mesh)
-    run = config_utils.resolve(config)
+    run = run_config(model_cfg, batch_size=batch_size, seq_length=seq_length, mlm_rate=mlm_rate, mesh=mesh)
     device_mesh = sharding.make_mesh(run.mesh, devices=devices)
     optimizer = optim.make_optimizer(run.train)
     train_state, shardings = state.create_train_state(run.model, optimizer.tx, device_mesh, jax.random.key(0))
@@ -342,8 +343,8 @@ def device_memory(model_cfg, *, batch_size: int, seq_length: int, dense_head: bo
         from xlmp_jax import memory
 
         mlm_rate = dense_mlm_rate(seq_length) if dense_head else MLM_RATE
-        config = run_config(model_cfg, batch_size=batch_size, seq_length=seq_length, mlm_rate=mlm_rate)
-        out["plan_bytes"] = int(memory.plan(config, 1)["total"])
+        run = run_config(model_cfg, batch_size=batch_size, seq_length=seq_length, mlm_rate=mlm_rate)
+        out["plan_bytes"] = int(memory.plan(run, 1)["total"])
     except ImportError:
         pass
     return out

@@ -1,12 +1,15 @@
 """Run configs (configs/*.py) and their loading/checking (xlmp_jax/config_utils.py)."""
 
+import dataclasses
 import json
 
 import pytest
 
+from data_pipelines.config import DataConfig
 from xlmp_jax import config_utils
 from xlmp_jax.model import count_params
 from xlmp_jax.model_config import ModelConfig
+from xlmp_jax.run_config import MeshConfig, TrainConfig
 
 NAMES = ("tiny", "base", "large", "tiny_baseline", "base_baseline", "large_baseline")
 # XLM-R's published sizes (hidden, layers, heads, ffn, vocab) and parameter counts without the pool.
@@ -89,3 +92,48 @@ def test_missing_config_file_names_the_path():
 def test_warmup_longer_than_training_is_an_error():
     with pytest.raises(config_utils.ConfigError, match="train.warmup_steps=30 exceeds train.steps=7"):
         config_utils.load_config("configs/tiny.py", ["train.steps=7"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The typed run: resolved once, the config files the only schema.
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_resolve_hands_typed_sections_equal_to_the_file(name):
+    config = config_utils.load_config(f"configs/{name}.py")
+    run = config_utils.resolve(config)
+    assert isinstance(run.train, TrainConfig) and isinstance(run.mesh, MeshConfig)
+    assert isinstance(run.data, DataConfig) and isinstance(run.model, ModelConfig)
+    assert dataclasses.asdict(run.train) == config.train.to_dict()
+    assert dataclasses.asdict(run.mesh) == config.mesh.to_dict()
+    assert run.model == ModelConfig.from_dict(config.model) and run.init_from_hf == config.init_from_hf
+    assert run.data.seq_length == config.data.seq_length and run.data.languages == tuple(config.data.languages)
+    assert run.resolved is config  # what config.json holds
+    assert run.train.last_step == config.train.steps
+
+
+@pytest.mark.parametrize("cls", (TrainConfig, MeshConfig))
+def test_typed_sections_have_no_defaults_of_their_own(cls):
+    # configs/common.py is the only home of defaults: a field missing from a config is an error, not a default.
+    fields = dataclasses.fields(cls)
+    assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in fields)
+
+
+def test_a_field_missing_from_or_unknown_to_the_schema_is_named():
+    config = config_utils.load_config("configs/tiny.py")
+    with config.train.unlocked():
+        config.train.stepz = 5
+    with pytest.raises(config_utils.ConfigError, match=r"unknown field\(s\) train.stepz"):
+        config_utils.resolve(config)
+    config = config_utils.load_config("configs/tiny.py")
+    with config.mesh.unlocked():
+        del config.mesh["dcn_data"]
+    with pytest.raises(config_utils.ConfigError, match=r"missing field\(s\) mesh.dcn_data"):
+        config_utils.resolve(config)
+
+
+def test_stop_after_sets_the_last_step_and_load_run_resolves():
+    run = config_utils.load_run("configs/tiny.py", ["train.stop_after=40"])
+    assert run.train.steps == 300 and run.train.last_step == 40
+    with pytest.raises(config_utils.ConfigError, match="data.seq_length=200 exceeds the model's position table"):
+        config_utils.load_run("configs/tiny.py", ["data.seq_length=200"])
