@@ -6,6 +6,10 @@ A worker prints one ``RESULT {json}`` line; the parent collects them and prints 
 
 The xlmp side is always the project's own train step (``xlmp_jax.state.create_train_state`` /
 ``make_train_step``); the JSON says so (``step_impl: "project"``).
+
+Over 300 lines because it is the one place both sides of every ratio are built (the synthetic batch, the
+project's step, transformers' step, the timing and memory probes): kept together so that the two sides of a
+comparison cannot drift apart.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ Every run is then evaluated by the eval sweep on text no training split holds (t
 splits): per-language MLM loss on validation lines, retrieval on held-out pairs, zero-shot fine-tuning on
 held-out test lines, and the pool's clustering with its shuffle controls. Runs and sweep cells already
 finished are reused, so an interrupted experiment continues where it stopped.
+
+One file over 300 lines on purpose: it is one experiment read top to bottom (the arms, the runs, the sweep,
+the statistics, the SCIENCE.md it writes), and each part only makes sense next to the others.
 """
 
 from __future__ import annotations

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -26,57 +24,12 @@ from xlmp_jax.batching import pad_rows
 from xlmp_jax.faults import FaultInjector
 from xlmp_jax.preemption import Preempted, Preemption
 from xlmp_jax.run_config import RunConfig
+from xlmp_jax.startup import StartupPhases, TrainError, hide_accelerators_from_tensorflow, prepare_workdir
 
 if TYPE_CHECKING:
     from data_pipelines.sharded import ShardedTrainData
 
 config_utils.ensure_importable()  # train() imports data_pipelines
-
-
-class TrainError(RuntimeError):
-    """A run that cannot start or must stop; the message names the cause."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Start-up.
-
-
-def prepare_workdir(workdir: str) -> str:
-    """Creates the work directory and checks that it is writable (a clear error naming it if not)."""
-    workdir = os.path.abspath(workdir)
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_test_"):
-            pass
-    except OSError as e:
-        raise TrainError(f"work directory {workdir!r} is not writable: {e.strerror or e}") from e
-    return workdir
-
-
-class _StartupPhases:
-    """Times the start-up phases and ends each at a boundary: its fault point, then the SIGTERM check."""
-
-    def __init__(self, preemption: Preemption, faults: FaultInjector):
-        self.preemption, self.faults = preemption, faults
-        self.seconds: dict[str, float] = {}
-        self._began = self._last = time.perf_counter()
-
-    def end(self, phase: str) -> None:
-        now = time.perf_counter()
-        self.seconds[phase], self._last = now - self._last, now
-        self.faults(f"after_{phase}")
-        self.preemption.check_startup(phase)
-
-    def summary(self) -> str:
-        parts = ", ".join(f"{name.replace('_', ' ')} {s:.1f}s" for name, s in self.seconds.items())
-        return f"start-up took {self._last - self._began:.1f}s ({parts})"
-
-
-def _hide_accelerators_from_tensorflow() -> None:
-    """The input pipeline uses TensorFlow on the CPU only; it must not take GPU memory from JAX.
-
-    The first import of TensorFlow in a run: ``console`` keeps its C++ start-up lines off the console."""
-    console.import_tensorflow(hide_gpus=True)
 
 
 def train(
@@ -96,7 +49,7 @@ def train(
     if preemption is None:
         with Preemption() as armed:
             return train(config, workdir, peak_flops=peak_flops, preemption=armed)
-    phases = _StartupPhases(preemption, FaultInjector())
+    phases = StartupPhases(preemption, FaultInjector())
     from data_pipelines import preflight as data_preflight
     from xlmp_jax import lease
 
@@ -110,7 +63,7 @@ def train(
 def _train_in(
     run: RunConfig,
     workdir: str,
-    phases: _StartupPhases,
+    phases: StartupPhases,
     peak_flops: float,
     check_lease: Callable[[], None],
 ) -> dict[str, float]:
@@ -128,7 +81,7 @@ def _train_in(
     )
     phases.end("config")
 
-    _hide_accelerators_from_tensorflow()
+    hide_accelerators_from_tensorflow()
     from data_pipelines.sharded import ShardCountError, ShardedTrainData
 
     try:
@@ -205,7 +158,7 @@ class _Run(NamedTuple):
     data: ShardedTrainData
     eval_data: Any
     ckpt: Any
-    phases: _StartupPhases
+    phases: StartupPhases
     cache: tuple[str | None, tuple[int, int]]  # the compilation cache's directory, its counters at start-up
     check_lease: Callable[[], None]
 

@@ -1,0 +1,58 @@
+"""What a training run does before its first step that is not the model's: the work directory, the timed
+start-up phases (each ending at a fault point and a SIGTERM check), and keeping TensorFlow off the GPUs.
+
+Apart from ``trainer`` so that the run itself reads as its phases: config, data, init, restore, first batch,
+compile, then the loop.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+from xlmp_jax import console
+from xlmp_jax.faults import FaultInjector
+from xlmp_jax.preemption import Preemption
+
+
+class TrainError(RuntimeError):
+    """A run that cannot start or must stop; the message names the cause."""
+
+
+def prepare_workdir(workdir: str) -> str:
+    """Creates the work directory and checks that it is writable (a clear error naming it if not)."""
+    workdir = os.path.abspath(workdir)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_test_"):
+            pass
+    except OSError as e:
+        raise TrainError(f"work directory {workdir!r} is not writable: {e.strerror or e}") from e
+    return workdir
+
+
+class StartupPhases:
+    """Times the start-up phases and ends each at a boundary: its fault point, then the SIGTERM check."""
+
+    def __init__(self, preemption: Preemption, faults: FaultInjector):
+        self.preemption, self.faults = preemption, faults
+        self.seconds: dict[str, float] = {}
+        self._began = self._last = time.perf_counter()
+
+    def end(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase], self._last = now - self._last, now
+        self.faults(f"after_{phase}")
+        self.preemption.check_startup(phase)
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{name.replace('_', ' ')} {s:.1f}s" for name, s in self.seconds.items())
+        return f"start-up took {self._last - self._began:.1f}s ({parts})"
+
+
+def hide_accelerators_from_tensorflow() -> None:
+    """The input pipeline uses TensorFlow on the CPU only; it must not take GPU memory from JAX.
+
+    The first import of TensorFlow in a run: ``console`` keeps its C++ start-up lines off the console."""
+    console.import_tensorflow(hide_gpus=True)
