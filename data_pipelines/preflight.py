@@ -25,6 +25,7 @@ import json
 import lzma
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import ml_collections
 
@@ -265,6 +266,7 @@ def check_data(cfg: DataConfig | ml_collections.ConfigDict, model_vocab_size: in
         check_tfds(cfg)
 
 
-def check_run_data(config: ml_collections.ConfigDict) -> None:
-    """``check_data`` on a run config's data block, against its ``model.vocab_size``."""
+def check_run_data(config: Any) -> None:
+    """``check_data`` on a run's data block, against its ``model.vocab_size``: ``config`` is the trainer's
+    resolved run (``xlmp_jax.run_config.RunConfig``) or a loaded ConfigDict (both have ``.data``, ``.model``)."""
     check_data(config.data, config.model.vocab_size)

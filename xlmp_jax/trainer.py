@@ -54,7 +54,7 @@ def train(
     from xlmp_jax import lease
 
     run = config if isinstance(config, RunConfig) else config_utils.resolve(config)
-    data_preflight.check_data(run.data, run.model.vocab_size)  # vocabulary, local files' first records, TFDS
+    data_preflight.check_run_data(run)  # vocabulary size, local files' first records, TFDS names
     workdir = prepare_workdir(workdir)
     with lease.hold_workdir(workdir) as held:  # one run per work directory, refused before anything compiles
         return _train_in(run, workdir, phases, peak_flops, held.check if held else lambda: None)
