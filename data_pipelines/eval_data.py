@@ -16,8 +16,8 @@ import tensorflow as tf
 
 from data_pipelines import preprocessors as prep
 from data_pipelines import tasks
+from data_pipelines.batch_format import BATCH_KEYS, pad_rows
 from data_pipelines.config import DataConfig, max_predictions
-from data_pipelines.input_pipeline import BATCH_KEYS
 from data_pipelines.vocab import XLMRVocabulary
 
 _EVAL_SEED = 1234  # eval masks are fixed: the same positions every eval
@@ -121,20 +121,7 @@ class EvalData:
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         for tf_batch in self.dataset:
-            batch = {k: tf_batch[k].numpy() for k in BATCH_KEYS}
-            n = batch["input_ids"].shape[0]
-            if n < self.batch_size:
-                batch = {
-                    k: _pad_rows(v, self.batch_size, self.vocab.pad_id if k == "input_ids" else 0)
-                    for k, v in batch.items()
-                }
-                batch["positions"][n:] = self.vocab.pad_id
-            yield batch
-
-
-def _pad_rows(x: np.ndarray, rows: int, value) -> np.ndarray:
-    pad = np.full((rows - x.shape[0], *x.shape[1:]), value, dtype=x.dtype)
-    return np.concatenate([x, pad], 0)
+            yield pad_rows({k: tf_batch[k].numpy() for k in BATCH_KEYS}, self.batch_size, self.vocab.pad_id)
 
 
 def make_eval_data(

@@ -24,7 +24,6 @@ from data_pipelines import preprocessors as prep
 from data_pipelines.config import DataConfig, max_predictions
 from data_pipelines.vocab import XLMRVocabulary
 
-BATCH_KEYS = ("input_ids", "attention_mask", "positions", "targets", "weights", "language")
 STATE_FORMAT = "xlmp-grain-index-1"
 _ENDLESS = 2**62  # batch indices of the endless grain MapDataset
 _PREFETCH_THREADS, _PREFETCH_BATCHES = 2, 8

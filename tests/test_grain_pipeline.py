@@ -13,8 +13,9 @@ import seqio
 from test_data_fixtures import make_corpus, train_spm
 
 from data_pipelines import masking, mixing, row_cache, tasks
+from data_pipelines.batch_format import BATCH_KEYS
 from data_pipelines.config import DataConfig, default_data_config, max_predictions
-from data_pipelines.input_pipeline import BATCH_KEYS, LegacyDataStateError, make_train_data
+from data_pipelines.input_pipeline import LegacyDataStateError, make_train_data
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,10 @@ from test_data_fixtures import LINES, make_corpus, train_spm
 
 from data_pipelines import preprocessors as prep
 from data_pipelines import tasks
+from data_pipelines.batch_format import BATCH_KEYS
 from data_pipelines.config import DataConfig, default_data_config, max_predictions, validate_data_config
 from data_pipelines.eval_data import make_eval_data
-from data_pipelines.input_pipeline import BATCH_KEYS, make_train_data
+from data_pipelines.input_pipeline import make_train_data
 from data_pipelines.vocab import XLMRVocabulary
 
 

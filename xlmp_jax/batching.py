@@ -1,16 +1,15 @@
-"""How a step reshapes its batch: the K selected positions, micro-batches, and filler rows.
+"""How a step reshapes its batch: the K selected positions and the micro-batches.
 
-The batch format is data_pipelines/README.md's; a filler row has pad ids, no tokens and no predictions.
+The batch format is data_pipelines/README.md's (``data_pipelines.batch_format``, which also makes the filler
+rows: pad ids, no tokens, no predictions).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import NamedSharding
 
 
@@ -42,17 +41,3 @@ def micro_batches(batch: dict[str, jax.Array], steps: int) -> dict[str, jax.Arra
         return jnp.swapaxes(x, 0, 1)
 
     return {name: split(value) for name, value in batch.items()}
-
-
-def pad_rows(batch: Mapping[str, Any], rows: int, pad_id: int) -> dict[str, np.ndarray]:
-    """A host batch (NumPy arrays) with filler rows appended up to ``rows``: ``pad_id`` in ``input_ids`` and
-    ``positions``, zeros elsewhere, so they carry no tokens and no predictions."""
-    out = {name: np.asarray(value) for name, value in batch.items()}
-    extra = rows - len(next(iter(out.values())))
-    if not extra:
-        return out
-    fill = {"input_ids": pad_id, "positions": pad_id}
-    return {
-        name: np.concatenate([value, np.full((extra, *value.shape[1:]), fill.get(name, 0), value.dtype)])
-        for name, value in out.items()
-    }

@@ -31,10 +31,11 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding
 
+from data_pipelines.batch_format import pad_rows
 from data_pipelines.config import max_predictions
 from xlmp_jax import losses
 from xlmp_jax import sharding as sh
-from xlmp_jax.batching import gather_predictions, micro_batches, pad_rows
+from xlmp_jax.batching import gather_predictions, micro_batches
 from xlmp_jax.model import XLMP
 from xlmp_jax.model_config import ModelConfig
 from xlmp_jax.optim import Optimizer

@@ -19,8 +19,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from data_pipelines.batch_format import pad_rows
 from xlmp_jax import config_utils, console
-from xlmp_jax.batching import pad_rows
 from xlmp_jax.faults import FaultInjector
 from xlmp_jax.preemption import Preempted, Preemption
 from xlmp_jax.run_config import RunConfig

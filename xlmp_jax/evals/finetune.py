@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 from xlmp_jax.evals.transfer_data import Example
-from xlmp_jax.hf.encoder import Encoder, Tokenizer, encode_pair, encode_text, unwrap_params
+from xlmp_jax.hf.encoder import Encoder, Tokenizer, encode_pair, encode_text, pad_rows, unwrap_params
 
 Row = tuple[str, str, float]
 KINDS = ("classification", "tagging")
@@ -51,13 +51,6 @@ def featurize(
             row += pieces
         rows.append([*row, tokenizer.eos_id])
     return rows, labels
-
-
-def pad_to(rows: Sequence[Sequence[int]], length: int, pad_id: int) -> np.ndarray:
-    out = np.full((len(rows), length), pad_id, np.int32)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = row[:length]
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -139,7 +132,7 @@ class FineTuner:
 
     def fit(self, rows: Sequence[Sequence[int]], labels: np.ndarray) -> list[float]:
         """Runs ``settings.steps`` steps over shuffled epochs of the rows; returns the loss per step."""
-        ids = pad_to(rows, self.length, self.encoder.config.pad_token_id)
+        ids = pad_rows(rows, self.length, self.encoder.config.pad_token_id)
         labels = np.asarray(labels, np.int32)
         if self.kind == "tagging":
             labels = labels[:, : self.length]
@@ -160,7 +153,7 @@ class FineTuner:
 
     def predict(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
         """Argmax labels: [N] for classification, [N, length] for tagging."""
-        ids = pad_to(rows, self.length, self.encoder.config.pad_token_id)
+        ids = pad_rows(rows, self.length, self.encoder.config.pad_token_id)
         b = self.settings.batch_size
         preds = []
         for start in range(0, len(ids), b):

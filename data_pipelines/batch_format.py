@@ -1,0 +1,29 @@
+"""The batch format both inputs produce and the steps read (data_pipelines/README.md): its keys, and the
+filler rows that bring a short batch up to a fixed row count without adding tokens or predictions.
+
+Its own module so that the trainer and the steps can use it without importing an input pipeline (grain,
+TensorFlow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+BATCH_KEYS = ("input_ids", "attention_mask", "positions", "targets", "weights", "language")
+
+
+def pad_rows(batch: Mapping[str, Any], rows: int, pad_id: int) -> dict[str, np.ndarray]:
+    """A host batch (NumPy arrays) with filler rows appended up to ``rows``: ``pad_id`` in ``input_ids`` and
+    ``positions``, zeros elsewhere, so they carry no tokens and no predictions."""
+    out = {name: np.asarray(value) for name, value in batch.items()}
+    extra = rows - len(next(iter(out.values())))
+    if not extra:
+        return out
+    fill = {"input_ids": pad_id, "positions": pad_id}
+    return {
+        name: np.concatenate([value, np.full((extra, *value.shape[1:]), fill.get(name, 0), value.dtype)])
+        for name, value in out.items()
+    }
