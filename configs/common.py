@@ -68,10 +68,42 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
             # JAX's persistent compilation cache, so a restart loads its programs; '' = off. A set
             # JAX_COMPILATION_CACHE_DIR environment variable wins (xlmp_jax/compile_cache.py).
             compilation_cache_dir=compile_cache.DEFAULT_DIR,
+            lr_schedule="linear",  # linear | cosine | rsqrt: warm-up, then that decay (xlmp_jax/optim.py)
+            # name -> param_group(...): own learning-rate multiplier, warm-up, weight decay, start or freezing
+            # for the parameters a pattern matches (the rest keep the values above); {} = one group
+            param_groups=ml_collections.ConfigDict(),
+            profile_steps=(),  # (first step, number of steps): a jax.profiler trace in DIR/profile; () = off
+            profile_all_hosts=False,  # trace every process, not only process 0
+            goodput_cloud_logger="",  # also record goodput with ml-goodput-measurement under this name; '' = off
         )
     )
     train.update(overrides)
     return train
+
+
+def param_group(
+    pattern: str,
+    *,
+    lr_multiplier: float = 1.0,
+    warmup_steps: int = -1,
+    weight_decay: float = -1.0,
+    trainable_from: int = 0,
+    frozen: bool = False,
+) -> ml_collections.ConfigDict:
+    """One ``train.param_groups`` entry: the parameters whose path ``pattern`` fully matches
+    (``pool/.*``), their learning rate as a multiple of ``train.learning_rate``, their own warm-up and weight
+    decay (-1: the train section's), the update they start training at (their warm-up starts there), or
+    ``frozen`` for good (no optimizer state, no gradients)."""
+    return ml_collections.ConfigDict(
+        dict(
+            pattern=pattern,
+            lr_multiplier=float(lr_multiplier),
+            warmup_steps=warmup_steps,
+            weight_decay=float(weight_decay),
+            trainable_from=trainable_from,
+            frozen=frozen,
+        )
+    )
 
 
 def mesh_config(**overrides) -> ml_collections.ConfigDict:

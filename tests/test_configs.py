@@ -104,7 +104,10 @@ def test_resolve_hands_typed_sections_equal_to_the_file(name):
     run = config_utils.resolve(config)
     assert isinstance(run.train, TrainConfig) and isinstance(run.mesh, MeshConfig)
     assert isinstance(run.data, DataConfig) and isinstance(run.model, ModelConfig)
-    assert dataclasses.asdict(run.train) == config.train.to_dict()
+    train = dataclasses.asdict(run.train)
+    groups = {g.pop("name"): g for g in train.pop("param_groups")}  # a tuple of ParamGroups, named in the file
+    assert train == {k: v for k, v in config.train.to_dict().items() if k != "param_groups"}
+    assert groups == config.train.param_groups.to_dict()
     assert dataclasses.asdict(run.mesh) == config.mesh.to_dict()
     assert run.model == ModelConfig.from_dict(config.model) and run.init_from_hf == config.init_from_hf
     assert run.data.seq_length == config.data.seq_length and run.data.languages == tuple(config.data.languages)

@@ -103,6 +103,12 @@ def _read_params(item_dir: epath.Path) -> dict:
     return restored["params"]
 
 
+def saved_config(step_dir: epath.Path) -> dict | None:
+    """The run config a checkpoint step saved with itself (a plain dict), or None if it has none."""
+    path = epath.Path(step_dir) / CONFIG / "metadata"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def _read_config(step_dir: epath.Path) -> ml_collections.ConfigDict:
     for candidate in (step_dir / CONFIG / "metadata", step_dir.parent.parent / "config.json"):
         if candidate.exists():

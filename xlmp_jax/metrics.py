@@ -74,7 +74,7 @@ def _combine(acc: dict, new: dict) -> dict:
     for name, value in new.items():
         if name in _DERIVED:
             continue
-        if name in _LAST:
+        if name in _LAST or name.startswith("learning_rate/"):  # each parameter group's, when there are groups
             out[name] = value
         elif name in _MAX:
             out[name] = jnp.maximum(acc[name], value)
@@ -128,8 +128,8 @@ def summarize(sums: Mapping[str, Any], languages: Sequence[str], prefix: str = "
     good = steps - int(s.get("skipped", 0))
     if "grad_norm" in s:
         scalars["grad_norm"] = float(s["grad_norm"]) / good if good else math.nan
-    for name in ("learning_rate",):
-        if name in s:
+    for name in s:
+        if name == "learning_rate" or name.startswith("learning_rate/"):
             scalars[name] = float(s[name])
     if "skipped" in s:
         scalars["skipped_steps"] = float(s["skipped"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,6 +55,61 @@ def from_section(cls: type, section: Mapping[str, Any] | Any, name: str) -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
+class ParamGroup:
+    """One entry of ``config.train.param_groups`` (``configs/common.param_group`` writes one with its defaults).
+
+    ``pattern`` must fully match a parameter's path (``pool/.*``, ``layer_\\d+/.*``); -1 for ``warmup_steps`` or
+    ``weight_decay`` takes the train section's value; the group trains from update ``trainable_from`` (its
+    warm-up starts there) unless ``frozen`` (never)."""
+
+    name: str
+    pattern: str
+    lr_multiplier: float
+    warmup_steps: int  # -1 = train.warmup_steps
+    weight_decay: float  # -1 = train.weight_decay
+    trainable_from: int  # 0 = from the first update
+    frozen: bool
+
+    def __post_init__(self):
+        where = f"train.param_groups.{self.name}"
+        if not isinstance(self.pattern, str) or not self.pattern:
+            raise ValueError(f"{where}.pattern must be a non-empty regular expression, got {self.pattern!r}")
+        try:
+            re.compile(self.pattern)
+        except re.error as e:
+            raise ValueError(f"{where}.pattern={self.pattern!r} is not a regular expression: {e}") from e
+        number = isinstance(self.lr_multiplier, int | float) and not isinstance(self.lr_multiplier, bool)
+        if not number or not math.isfinite(self.lr_multiplier) or self.lr_multiplier <= 0:
+            raise ValueError(
+                f"{where}.lr_multiplier must be a finite number > 0 (use frozen=True to hold a group still), "
+                f"got {self.lr_multiplier!r}"
+            )
+        if not _is_int(self.warmup_steps) or self.warmup_steps < -1:
+            raise ValueError(
+                f"{where}.warmup_steps must be an integer >= 0, or -1 (= train's), got {self.warmup_steps!r}"
+            )
+        decay = self.weight_decay
+        if isinstance(decay, bool) or not isinstance(decay, int | float) or not (decay >= 0 or decay == -1):
+            raise ValueError(f"{where}.weight_decay must be a number >= 0, or -1 (= train's), got {decay!r}")
+        if not _is_int(self.trainable_from) or self.trainable_from < 0:
+            raise ValueError(f"{where}.trainable_from must be a non-negative integer, got {self.trainable_from!r}")
+        if not isinstance(self.frozen, bool):
+            raise ValueError(f"{where}.frozen must be true or false, got {self.frozen!r}")
+
+
+def parse_param_groups(section: Mapping[str, Any] | Any) -> tuple[ParamGroup, ...]:
+    """``config.train.param_groups`` (name -> fields) as ParamGroups, each checked; ``rest`` is reserved."""
+    groups = []
+    for name, fields in dict(section).items():
+        if name == "rest":
+            raise ValueError("train.param_groups.rest: 'rest' names the parameters no group matches; rename the group")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"train.param_groups.{name}: a group name is letters, digits and '_'")
+        groups.append(from_section(ParamGroup, {"name": name, **dict(fields)}, f"train.param_groups.{name}"))
+    return tuple(groups)
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """``config.train``: the optimizer, the loop's cadence, eval, checkpoints (documented in configs/common.py)."""
 
@@ -83,8 +139,18 @@ class TrainConfig:
     restore_data: bool
     peak_flops: float  # 0 = the device table
     compilation_cache_dir: str  # '' = off
+    lr_schedule: str  # linear | cosine | rsqrt (xlmp_jax.optim)
+    param_groups: tuple[ParamGroup, ...]  # parsed from the section's name -> fields mapping
+    profile_steps: tuple[int, ...]  # (first step, number of steps) to trace; () = off
+    profile_all_hosts: bool  # trace on every process, not only process 0
+    goodput_cloud_logger: str  # ml-goodput-measurement's Cloud Logging name; '' = goodput.jsonl only
 
     def __post_init__(self):
+        if not isinstance(self.param_groups, tuple) or not all(isinstance(g, ParamGroup) for g in self.param_groups):
+            object.__setattr__(self, "param_groups", parse_param_groups(self.param_groups))
+        self._check()
+
+    def _check(self):
         for name in _POSITIVE_INTS:
             value = getattr(self, name)
             if not _is_int(value) or value <= 0:
@@ -103,6 +169,28 @@ class TrainConfig:
             if not number or not (value >= low if low_ok else value > low) or value > high:
                 bounds = f"{'[' if low_ok else '('}{low}, {high}{']' if math.isfinite(high) else ')'}"
                 raise ValueError(f"train.{name} must be a finite number in {bounds}, got {value!r}")
+        if self.lr_schedule not in ("linear", "cosine", "rsqrt"):
+            raise ValueError(f"train.lr_schedule must be one of linear, cosine, rsqrt, got {self.lr_schedule!r}")
+        for group in self.param_groups:
+            if group.trainable_from >= self.steps and not group.frozen:
+                raise ValueError(
+                    f"train.param_groups.{group.name}.trainable_from={group.trainable_from} is not before "
+                    f"train.steps={self.steps} (set frozen=True for a group that never trains)"
+                )
+        profile = tuple(self.profile_steps) if isinstance(self.profile_steps, tuple | list) else self.profile_steps
+        object.__setattr__(self, "profile_steps", profile)
+        if (
+            not isinstance(profile, tuple)
+            or profile
+            and (len(profile) != 2 or not all(_is_int(v) for v in profile) or profile[0] < 1 or profile[1] < 1)
+        ):
+            raise ValueError(
+                f"train.profile_steps must be () (off) or (first step >= 1, number of steps >= 1), got {profile!r}"
+            )
+        if not isinstance(self.profile_all_hosts, bool):
+            raise ValueError(f"train.profile_all_hosts must be true or false, got {self.profile_all_hosts!r}")
+        if not isinstance(self.goodput_cloud_logger, str):
+            raise ValueError(f"train.goodput_cloud_logger must be a string, got {self.goodput_cloud_logger!r}")
         if self.batch_size % self.grad_accum_steps:
             raise ValueError(
                 f"train.batch_size={self.batch_size} is not divisible by train.grad_accum_steps={self.grad_accum_steps}"

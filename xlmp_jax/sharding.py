@@ -178,13 +178,14 @@ def fit_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> Partition
 def logical_shardings(boxed_tree: Any, mesh: Mesh, rules: Sequence = LOGICAL_RULES) -> Any:
     """NamedShardings for a tree of (abstract) arrays boxed with logical axis names (``nn.Partitioned``).
 
-    Unboxed leaves are replicated. The result has the structure of ``nn.unbox(boxed_tree)``.
+    Unboxed leaves are replicated. The result has the structure of ``nn.unbox(boxed_tree)``; a part without
+    arrays (optax's ``MaskedNode``, where a parameter group's optimizer holds nothing) is kept as it is.
     """
     logical = nn.get_partition_spec(boxed_tree)
     shapes = nn.unbox(boxed_tree)
     specs = nn.logical_to_mesh(logical, rules)
     return jax.tree.map(
-        lambda spec, x: NamedSharding(mesh, fit_spec(spec, x.shape, mesh)),
+        lambda spec, x: NamedSharding(mesh, fit_spec(spec, x.shape, mesh)) if hasattr(x, "shape") else x,
         specs,
         shapes,
         is_leaf=lambda x: isinstance(x, PartitionSpec),

@@ -13,6 +13,7 @@ import time
 
 from xlmp_jax import console
 from xlmp_jax.faults import FaultInjector
+from xlmp_jax.goodput import Goodput
 from xlmp_jax.preemption import Preemption
 
 
@@ -32,17 +33,26 @@ def prepare_workdir(workdir: str) -> str:
     return workdir
 
 
+# The goodput category of a start-up phase (xlmp_jax/goodput.py); the others are ``startup/<phase>``.
+_GOODPUT_CATEGORY = {"restore": "checkpoint_restore", "compile": "compile"}
+
+
 class StartupPhases:
-    """Times the start-up phases and ends each at a boundary: its fault point, then the SIGTERM check."""
+    """Times the start-up phases and ends each at a boundary: its fault point, then the SIGTERM check.
+
+    ``goodput`` (set once the work directory is the run's) books each phase to its goodput category."""
 
     def __init__(self, preemption: Preemption, faults: FaultInjector):
         self.preemption, self.faults = preemption, faults
         self.seconds: dict[str, float] = {}
+        self.goodput: Goodput | None = None
         self._began = self._last = time.perf_counter()
 
     def end(self, phase: str) -> None:
         now = time.perf_counter()
         self.seconds[phase], self._last = now - self._last, now
+        if self.goodput is not None:
+            self.goodput.charge(_GOODPUT_CATEGORY.get(phase, f"startup/{phase}"))
         self.faults(f"after_{phase}")
         self.preemption.check_startup(phase)
 

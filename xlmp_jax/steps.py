@@ -33,7 +33,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from data_pipelines.batch_format import pad_rows
 from data_pipelines.config import max_predictions
-from xlmp_jax import losses
+from xlmp_jax import losses, optim
 from xlmp_jax import sharding as sh
 from xlmp_jax.batching import gather_predictions, micro_batches
 from xlmp_jax.model import XLMP
@@ -64,16 +64,19 @@ def make_train_step(
     state_shardings: TrainState,
     *,
     num_languages: int,
+    frozen_groups: frozenset[str] = frozenset(),
     compiler_options: dict[str, Any] | None = None,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """The jitted train step ``step(state, batch) -> (state, metrics)``; ``state`` is donated.
 
+    ``frozen_groups`` (``optimizer.frozen_groups(update)``): parameter groups that do not move in the updates
+    this step serves; no weight gradients are computed for them (the trainer builds one step per phase).
     ``batch`` holds global arrays laid out by ``sharding.shard_batch`` (the batch format of data_pipelines/README.md);
     ``optimizer`` is the one the state was created with (``optim.make_optimizer(run.train)``); the run's fit to
     ``mesh`` was checked by ``sharding.check_fits``.
     Metrics (replicated): ``loss`` (mean cross-entropy), ``objective`` (with smoothing/z-loss),
     ``mlm_accuracy``, ``num_predictions``, ``grad_norm`` (before clipping), ``learning_rate`` (of this
-    update), ``skipped`` (1 if this step was skipped), ``nan_streak``; per language (arrays of
+    update; with parameter groups also ``learning_rate/<group>``), ``skipped`` (1 if this step was skipped), ``nan_streak``; per language (arrays of
     ``num_languages``): ``lang_loss_sum``, ``lang_correct_sum``, ``lang_count``; with a pool:
     ``pool_usage`` [M], ``pool_usage_entropy``, ``pool_example_entropy``, ``pool_lang_weights`` [L, M],
     ``lang_examples`` [L], and ``pool_key_loss`` / ``pool_diversity_loss`` when their weights are > 0;
@@ -82,13 +85,15 @@ def make_train_step(
     """
     cfg, train = run.model, run.train
     model = XLMP(cfg)
-    tx, schedule = optimizer
+    tx = optimizer.tx
+    labels = optimizer.labels(state_shardings.params)
     accum, mlm_rate, languages = train.grad_accum_steps, run.data.mlm_rate, num_languages
     smoothing, z_loss = train.label_smoothing, train.z_loss
     micro_sharding = NamedSharding(mesh, jax.sharding.PartitionSpec(None, sh.BATCH_AXES))
     logits_sharding = sh.logits_sharding(mesh)
 
     def loss_fn(params, micro, rng, total, rows):
+        params = optim.stop_frozen(params, labels, frozen_groups)
         outputs = _apply_model(model, params, micro, rng)
         outputs["logits"] = jax.lax.with_sharding_constraint(outputs["logits"], logits_sharding)
         terms = losses.mlm_loss(
@@ -137,7 +142,6 @@ def make_train_step(
                 return optax.apply_updates(state.params, updates), opt_state
 
             params, opt_state = jax.lax.cond(finite, apply, lambda _: (state.params, state.opt_state), None)
-            lr = schedule(state.step - state.skipped)
             bad = (~finite).astype(jnp.int32)
             new_state = state.replace(
                 step=state.step + 1,
@@ -149,9 +153,9 @@ def make_train_step(
             metrics = finalize(sums)
             metrics.update(
                 grad_norm=grad_norm,
-                learning_rate=jnp.asarray(lr, jnp.float32),
                 skipped=bad,
                 nan_streak=new_state.nan_streak,
+                **optim.learning_rates(optimizer, state.step - state.skipped),
             )
             return new_state, metrics
 

@@ -69,8 +69,12 @@ def _train_in(
 ) -> dict[str, float]:
     """``train`` once the work directory is this run's (``check_lease()`` raises once it no longer is)."""
     from xlmp_jax import checkpoint, compile_cache, optim, sharding, state
+    from xlmp_jax.goodput import Goodput
 
     tcfg = run.train
+    main_process = jax.process_index() == 0
+    phases.goodput = Goodput(workdir, active=main_process, cloud_logger=tcfg.goodput_cloud_logger)
+    phases.goodput.charge("startup/process")  # the interpreter, imports, config and data checks, the lease
     # Before anything compiles (the init is a program too); the counters tell the log what the cache served.
     cache = (compile_cache.enable(tcfg.compilation_cache_dir), compile_cache.COUNTER.snapshot())
     mesh = sharding.make_mesh(run.mesh)
@@ -104,9 +108,12 @@ def _train_in(
         # A run that resumes restores into the abstract state: nothing is initialised only to be overwritten.
         resuming = ckpt.latest_step() is not None
         if resuming:
+            check_resumable(ckpt, run)
             target, shardings = state.abstract_train_state(run.model, optimizer.tx, mesh)
         else:
             target, shardings = _initial_state(run, optimizer, mesh)
+        if optimizer.groups:
+            say_groups(run, target.params)
         phases.end("init")
         restored = ckpt.restore_latest(target, data if tcfg.restore_data else None) if resuming else None
         if restored is not None:
@@ -128,6 +135,33 @@ def _train_in(
         return _train_loop(loop, train_state, start, peak_flops=peak_flops)
     finally:
         ckpt.close()
+
+
+def check_resumable(ckpt, run: RunConfig) -> None:
+    """Refuses, naming both, a checkpoint whose optimizer state another set of parameter groups wrote."""
+    from xlmp_jax import optim
+    from xlmp_jax.checkpoint_read import saved_config
+
+    step = ckpt.latest_step()
+    saved = saved_config(ckpt.directory / str(step))
+    if saved is None:
+        return
+    theirs = optim.state_layout(saved.get("train", {}).get("param_groups", {}))
+    ours = optim.state_layout(run.resolved.train.param_groups)
+    if theirs != ours:
+        raise TrainError(
+            f"checkpoint {ckpt.directory / str(step)} was written with train.param_groups {optim.describe_layout(theirs)}, "
+            f"this run has {optim.describe_layout(ours)}: the optimizer state has another layout. Resume with the "
+            "checkpoint's groups, or start a new work directory from its params (init from an export of it)."
+        )
+
+
+def say_groups(run: RunConfig, params: Any) -> None:
+    """The parameter groups with their parameter counts and settings, at start-up."""
+    from xlmp_jax import optim
+
+    for line in optim.describe_groups(run.train, optim.group_sizes(params, run.train.param_groups)):
+        console.say(line)
 
 
 def _initial_state(run: RunConfig, optimizer, mesh) -> tuple[Any, Any]:
@@ -176,6 +210,8 @@ def _train_loop(loop: _Run, state, start: int, *, peak_flops: float) -> dict[str
     """Steps ``start + 1 .. train.last_step``: the first batch and the compiled step are start-up's last phases."""
     from data_pipelines.config import max_predictions
     from xlmp_jax import compile_cache, flops, metrics, sharding, steps
+    from xlmp_jax import goodput as goodput_lib
+    from xlmp_jax.profiling import StepProfiler
 
     run, mesh, shardings, data, eval_data, ckpt, phases = (
         loop.run, loop.mesh, loop.shardings, loop.data, loop.eval_data, loop.ckpt, loop.phases
@@ -186,8 +222,18 @@ def _train_loop(loop: _Run, state, start: int, *, peak_flops: float) -> dict[str
     first_batch = sharding.shard_batch(next(batches), mesh)
     phases.end("first_batch")
     # Compiled ahead of the first step, so that a SIGTERM during compilation stops before any step is taken.
-    train_step = steps.make_train_step(run, loop.optimizer, mesh, shardings, num_languages=len(languages))
-    train_step = train_step.lower(state, first_batch).compile()
+    # One program per phase of the parameter groups (a group frozen for its first updates is left out of the
+    # gradient until then): the first now, a later one when its update comes.
+    optimizer, goodput = loop.optimizer, phases.goodput
+
+    def compiled_step(frozen: frozenset[str], batch):
+        step_fn = steps.make_train_step(
+            run, optimizer, mesh, shardings, num_languages=len(languages), frozen_groups=frozen
+        )
+        return step_fn.lower(state, batch).compile()
+
+    frozen = optimizer.frozen_groups(start)
+    train_step = compiled_step(frozen, first_batch)
     eval_step = None
     if eval_data:
         eval_step = steps.make_eval_step(run.model, run.data.mlm_rate, mesh, shardings, num_languages=len(languages))
@@ -204,13 +250,24 @@ def _train_loop(loop: _Run, state, start: int, *, peak_flops: float) -> dict[str
     preemption, fault = phases.preemption, phases.faults
     writer = metrics.MetricsWriter(loop.workdir, active=main_process, resume_step=start)
     progress = console.Progress(start, tcfg.steps, main_process)
+    profiler = StepProfiler(loop.workdir, tcfg.profile_steps, active=main_process or tcfg.profile_all_hosts)
+    goodput.write()
 
     acc, last = None, {}
     window_start, window_steps, first = time.perf_counter(), 0, True
     sharded = itertools.chain([first_batch], (sharding.shard_batch(b, mesh) for b in batches))
     try:
         for step, batch in zip(range(start + 1, last_step + 1), sharded, strict=False):
-            state, step_metrics = train_step(state, batch)
+            if optimizer.groups and optimizer.frozen_groups(step - 1) != frozen:  # the next phase of the groups
+                goodput.charge_steps()
+                frozen = optimizer.frozen_groups(step - 1)
+                train_step = compiled_step(frozen, batch)
+                goodput.charge("compile")
+                console.say(f"step {step}: parameter groups frozen now: {', '.join(sorted(frozen)) or 'none'}")
+            with profiler.step(step):
+                state, step_metrics = train_step(state, batch)
+            goodput.step_taken(step)
+            profiler.after_step(step, state)
             acc = metrics.accumulate(acc, step_metrics)
             window_steps += 1
             progress.update(1)
@@ -234,6 +291,8 @@ def _train_loop(loop: _Run, state, start: int, *, peak_flops: float) -> dict[str
                 last = scalars
                 progress.log(step, scalars)
                 acc, window_start, window_steps = None, time.perf_counter(), 0
+                goodput.charge_steps()
+                goodput.write()
                 fault("after_log", step)
                 if sums["nan_streak"] >= tcfg.max_consecutive_nan > 0:
                     raise TrainError(
@@ -242,26 +301,42 @@ def _train_loop(loop: _Run, state, start: int, *, peak_flops: float) -> dict[str
                         f"were skipped. Try a lower train.learning_rate (now {tcfg.learning_rate}) or a grad_clip."
                     )
             if preempted:
+                goodput.charge_steps()
                 ckpt.save(step, state, data=data, config=run.resolved)
                 ckpt.wait()
+                goodput.charge("checkpoint_save")
+                goodput.write()
                 raise Preempted(f"SIGTERM: saved checkpoint {ckpt.directory / str(step)} and stopped")
             eval_loss = None
             if eval_step is not None and (step % tcfg.eval_every == 0 or step == tcfg.steps):
                 in_eval = functools.partial(fault, "in_eval", step)
+                jax.block_until_ready(state.step)  # the steps' time is not the eval's
+                goodput.charge_steps()
                 eval_scalars, eval_extra = run_eval(run, eval_step, state, eval_data, languages, in_eval)
                 writer.write(step, eval_scalars, eval_extra)
                 eval_loss = eval_scalars.get("eval/loss")
                 progress.log(step, eval_scalars)
+                goodput.charge("eval")
             if step % tcfg.checkpoint_every == 0 or step == last_step or eval_loss is not None:
+                jax.block_until_ready(state.step)
+                goodput.charge_steps()
                 ckpt.save(step, state, data=data, config=run.resolved, eval_loss=eval_loss)
                 if fault.active:  # a fault must land after the commit, not race it
                     ckpt.wait()
+                goodput.charge("checkpoint_save")
+                goodput.write()
                 fault("after_checkpoint", step)
             if eval_loss is not None or step % tcfg.checkpoint_every == 0:
                 window_start = time.perf_counter()  # eval and checkpoint time is not step time
     finally:
+        profiler.stop()
         writer.close()
         progress.close()
+    ckpt.wait()  # the last save's commit belongs to this run's account
+    goodput.charge("checkpoint_save")
+    goodput.write(final=True)
+    if main_process:
+        console.say(goodput_lib.describe(goodput_lib.summarize(goodput_lib.read_records(loop.workdir))))
     return last
 
 
