@@ -6,13 +6,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
 import pytest
 from helpers import REPO
 
-from xlmp_jax import checkpoint_read
+from xlmp_jax import checkpoint_read, goodput
 from xlmp_jax import train as train_lib
 
 # 1 layer, 8 prompts, 3 languages, 8 rows of 32 tokens; every step logged, a checkpoint every 2 steps, an eval
@@ -37,6 +38,9 @@ ARGS = [
 ]
 
 
+WALL: dict[str, list[float]] = {}  # work directory -> each run's wall time, measured outside the process
+
+
 def _run(workdir, cache, faults: str = "") -> tuple[int, str, str]:
     env = dict(
         os.environ,
@@ -51,7 +55,9 @@ def _run(workdir, cache, faults: str = "") -> tuple[int, str, str]:
         XLMP_FAULTS=faults,
     )
     cmd = [sys.executable, "-m", "xlmp_jax.train", *ARGS, f"--workdir={workdir}"]
+    began = time.time()
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    WALL.setdefault(str(workdir), []).append(time.time() - began)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -126,3 +132,23 @@ def test_kills_at_five_points_then_resume_is_bit_identical(tmp_path):
     assert [p for p, _ in leaves_a] == [p for p, _ in leaves_b]
     for (path, x), (_, y) in zip(leaves_a, leaves_b, strict=True):
         np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+
+    # Goodput: every attempt's categories add up to the wall time measured outside its process, less what a kill
+    # or the interpreter's exit leaves after the last record; the steps redone after a restore are badput.
+    for workdir, attempts in ((straight, 1), (chaos, len(kills) + 2)):
+        records = goodput.read_records(str(workdir))
+        summary = goodput.summarize(records)
+        outside = sum(WALL[str(workdir)])
+        assert summary["attempts"] == attempts, (workdir, summary)
+        assert outside - GOODPUT_TOLERANCE_S * attempts <= summary["total_s"] <= outside, (outside, summary)
+    chaos_seconds = goodput.summarize(goodput.read_records(str(chaos)))["seconds"]
+    assert chaos_seconds["redone_steps"] > 0 and "redone_steps" not in summary_of(straight)["seconds"]
+
+
+# Per attempt: the time after its last goodput record (up to one logged step before a SIGKILL) and the
+# interpreter's exit after the final record, which no account inside the process can see.
+GOODPUT_TOLERANCE_S = 3.0
+
+
+def summary_of(workdir) -> dict:
+    return goodput.summarize(goodput.read_records(str(workdir)))

@@ -403,3 +403,28 @@ def test_unusable_cache_dir_names_the_setting(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(ValueError, match=f"compilation cache directory '{blocker}/cache' cannot be created"):
         compile_cache_lib.enable(str(blocker / "cache"), environ={})
+
+
+def test_profile_steps_write_a_trace_tensorboard_reads_and_goodput_accounts_the_run(tmp_path, capsys):
+    import time
+
+    from xlmp_jax import goodput
+
+    began = time.time()
+    trainer.train(_config("train.steps=3", "train.profile_steps=(2, 2)", "train.checkpoint_every=3"), str(tmp_path))
+    ended = time.time()
+    out = capsys.readouterr().out
+    assert f"profile of steps 2-3 written to {tmp_path / 'tb'}" in out
+    traces = list((tmp_path / "tb" / "plugins" / "profile").glob("*/*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 0  # where TensorBoard's profile plugin looks
+    assert b"train" in traces[0].read_bytes()  # the step annotations' name
+
+    records = goodput.read_records(str(tmp_path))
+    assert records[-1]["final"] and records[-1]["step"] == 3 and {r["attempt"] for r in records} == {1}
+    seconds = records[-1]["seconds"]
+    assert {"startup/process", "startup/config", "startup/data", "compile", "steps", "checkpoint_save"} <= set(seconds)
+    assert "redone_steps" not in seconds and all(v >= 0 for v in seconds.values())
+    # in-process, the account runs from the call to the final record (the CLI starts it at its process' start)
+    total = records[-1]["total_s"]
+    assert ended - began - 0.5 <= total <= ended - began
+    assert f"goodput {100 * seconds['steps'] / total:.1f}% of {total:.1f}s over 1 attempt" in out

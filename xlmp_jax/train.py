@@ -28,6 +28,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from xlmp_jax import config_utils, console  # noqa: E402
+from xlmp_jax.goodput import process_start_time  # noqa: E402
 from xlmp_jax.preemption import PREEMPTED_EXIT, Preempted, Preemption  # noqa: E402
 from xlmp_jax.run_config import RunConfig  # noqa: E402
 from xlmp_jax.trainer import TrainError, train  # noqa: E402
@@ -153,7 +154,13 @@ def main(argv: Sequence[str]) -> None:
             if _PLAN.value:
                 print_plan(run, jax.device_count())
                 return
-            train(run, _WORKDIR.value, peak_flops=_PEAK_FLOPS.value, preemption=preemption)
+            train(
+                run,
+                _WORKDIR.value,
+                peak_flops=_PEAK_FLOPS.value,
+                preemption=preemption,
+                started_at=process_start_time(),  # the imports are part of the attempt's goodput account
+            )
         _report_pool(run, _WORKDIR.value)
     except Preempted as e:
         print(f"xlmp_jax.train: {e}", flush=True)

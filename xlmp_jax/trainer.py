@@ -38,8 +38,12 @@ def train(
     *,
     peak_flops: float = 0.0,
     preemption: Preemption | None = None,
+    started_at: float | None = None,
 ) -> dict[str, float]:
     """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns the last logged scalars.
+
+    ``started_at`` (Unix seconds): where this attempt's goodput account starts; the CLI passes its process'
+    start, so the imports count; by default, this call.
 
     ``config`` is a run resolved by ``config_utils.resolve`` (the CLI's), or a loaded ConfigDict, resolved here.
     SIGTERM is recorded from the first line on (``preemption``: an armed one the caller owns, else this call
@@ -48,7 +52,8 @@ def train(
     """
     if preemption is None:
         with Preemption() as armed:
-            return train(config, workdir, peak_flops=peak_flops, preemption=armed)
+            return train(config, workdir, peak_flops=peak_flops, preemption=armed, started_at=started_at)
+    started_at = time.time() if started_at is None else started_at
     phases = StartupPhases(preemption, FaultInjector())
     from data_pipelines import preflight as data_preflight
     from xlmp_jax import lease
@@ -57,7 +62,7 @@ def train(
     data_preflight.check_run_data(run)  # vocabulary size, local files' first records, TFDS names
     workdir = prepare_workdir(workdir)
     with lease.hold_workdir(workdir) as held:  # one run per work directory, refused before anything compiles
-        return _train_in(run, workdir, phases, peak_flops, held.check if held else lambda: None)
+        return _train_in(run, workdir, phases, peak_flops, held.check if held else lambda: None, started_at)
 
 
 def _train_in(
@@ -66,6 +71,7 @@ def _train_in(
     phases: StartupPhases,
     peak_flops: float,
     check_lease: Callable[[], None],
+    started_at: float,
 ) -> dict[str, float]:
     """``train`` once the work directory is this run's (``check_lease()`` raises once it no longer is)."""
     from xlmp_jax import checkpoint, compile_cache, optim, sharding, state
@@ -73,8 +79,10 @@ def _train_in(
 
     tcfg = run.train
     main_process = jax.process_index() == 0
-    phases.goodput = Goodput(workdir, active=main_process, cloud_logger=tcfg.goodput_cloud_logger)
-    phases.goodput.charge("startup/process")  # the interpreter, imports, config and data checks, the lease
+    phases.goodput = Goodput(
+        workdir, active=main_process, start_time=started_at, cloud_logger=tcfg.goodput_cloud_logger
+    )
+    phases.goodput.charge("startup/process")  # (the CLI's interpreter and imports,) config and data checks, lease
     # Before anything compiles (the init is a program too); the counters tell the log what the cache served.
     cache = (compile_cache.enable(tcfg.compilation_cache_dir), compile_cache.COUNTER.snapshot())
     mesh = sharding.make_mesh(run.mesh)
