@@ -246,6 +246,57 @@ def run_config(model_cfg, *, batch_size: int, seq_length: int, mlm_rate: float, 
     return config_utils.resolve(config)
 
 
+FEEDS = ("device", "host", "prefetch")
+
+
+def _xlmp_parts(model_cfg, *, batch_size: int, seq_length: int, dense_head: bool, mesh: dict | None, num_devices):
+    """The pieces both the timed step and the compile-only path build: run config, mesh, optimizer, step."""
+    import jax
+
+    from xlmp_jax import optim, sharding, steps
+
+    mlm_rate = dense_mlm_rate(seq_length) if dense_head else MLM_RATE
+    devices = jax.devices()[:num_devices] if num_devices else jax.devices()
+    run = run_config(model_cfg, batch_size=batch_size, seq_length=seq_length, mlm_rate=mlm_rate, mesh=mesh)
+    device_mesh = sharding.make_mesh(run.mesh, devices=devices)
+    optimizer = optim.make_optimizer(run.train)
+    return run, device_mesh, optimizer, steps, sharding
+
+
+def compile_xlmp_step(
+    model_cfg, *, batch_size: int, seq_length: int, dense_head: bool, num_devices: int | None = 1
+) -> dict[str, Any]:
+    """Compiles the project's train step from abstract shapes only (no state on the device) and returns
+    the compile time and XLA's memory analysis.
+
+    The GPU bench runs this for every variant in parallel processes first, with JAX's persistent cache
+    on, so that the timed runs after it load their executables instead of compiling one by one: the same
+    shapes and shardings lower to the same program, hence the same cache key.
+    """
+    import jax
+
+    from xlmp_jax import state
+
+    run, device_mesh, optimizer, steps, sharding = _xlmp_parts(
+        model_cfg,
+        batch_size=batch_size,
+        seq_length=seq_length,
+        dense_head=dense_head,
+        mesh=None,
+        num_devices=num_devices,
+    )
+    abstract, shardings = state.abstract_train_state(run.model, optimizer.tx, device_mesh)
+    batch_sharding = sharding.batch_sharding(device_mesh)
+    batch = {
+        k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
+        for k, v in synthetic_batch(batch_size, seq_length, model_cfg.vocab_size).items()
+    }
+    train_step = steps.make_train_step(run, optimizer, device_mesh, shardings, num_languages=LANGUAGES)
+    t0 = time.perf_counter()
+    compiled = train_step.lower(abstract, batch).compile()
+    return {"compile_s": time.perf_counter() - t0, **compiled_memory(compiled)}
+
+
 def make_xlmp_step(
     model_cfg,
     *,
@@ -254,37 +305,73 @@ def make_xlmp_step(
     dense_head: bool,
     mesh: dict | None = None,
     num_devices: int | None = 1,
+    feed: str = "device",
 ) -> tuple[Callable[[], Any], Callable[[], dict]]:
     """Returns (step, cost_fn): ``step()`` runs one blocking train step of the project on a fixed batch.
 
     The step is compiled ahead of time here (``lower().compile()``), once: its compile time is part of
-    the build, and ``cost_fn()`` reads XLA's cost analysis of that same executable. The mesh spans the
-    first ``num_devices`` devices (None: all of them).
+    the build, and ``cost_fn()`` reads XLA's cost and memory analyses of that same executable. The mesh
+    spans the first ``num_devices`` devices (None: all of them).
+
+    ``feed`` says where each step's batch comes from, so that the host-to-device copy can be measured:
+    ``device`` reuses one batch already on the device (the step alone); ``host`` copies the host batch
+    before each step and waits for nothing else (what a loop without prefetch pays); ``prefetch`` starts
+    the next step's copy right after dispatching the step, so the copy overlaps the compute (a
+    double-buffered ``prefetch_to_device`` of depth 1).
     """
     import jax
 
-    from xlmp_jax import optim, sharding, state, steps
+    from xlmp_jax import state
 
-    mlm_rate = dense_mlm_rate(seq_length) if dense_head else MLM_RATE
+    if feed not in FEEDS:
+        raise ValueError(f"feed={feed!r} is not one of {FEEDS}")
+    run, device_mesh, optimizer, steps, sharding = _xlmp_parts(
+        model_cfg,
+        batch_size=batch_size,
+        seq_length=seq_length,
+        dense_head=dense_head,
+        mesh=mesh,
+        num_devices=num_devices,
+    )
     batch = synthetic_batch(batch_size, seq_length, model_cfg.vocab_size)
-    devices = jax.devices()[:num_devices] if num_devices else jax.devices()
-    run = run_config(model_cfg, batch_size=batch_size, seq_length=seq_length, mlm_rate=mlm_rate, mesh=mesh)
-    device_mesh = sharding.make_mesh(run.mesh, devices=devices)
-    optimizer = optim.make_optimizer(run.train)
     train_state, shardings = state.create_train_state(run.model, optimizer.tx, device_mesh, jax.random.key(0))
     train_step = steps.make_train_step(run, optimizer, device_mesh, shardings, num_languages=LANGUAGES)
     device_batch = sharding.shard_batch(batch, device_mesh)
+    t0 = time.perf_counter()
     compiled = train_step.lower(train_state, device_batch).compile()
-    holder = {"state": train_state}
+    compile_s = time.perf_counter() - t0
+    holder = {"state": train_state, "next": device_batch}
 
     def step():
-        holder["state"], out = compiled(holder["state"], device_batch)
+        if feed == "host":
+            holder["next"] = sharding.shard_batch(batch, device_mesh)
+        holder["state"], out = compiled(holder["state"], holder["next"])
+        if feed == "prefetch":
+            holder["next"] = sharding.shard_batch(batch, device_mesh)
         return jax.block_until_ready(out["loss"])
 
     def cost():
-        return _cost(compiled)
+        return {**_cost(compiled), **compiled_memory(compiled), "compile_s": compile_s}
 
+    step.compiled = compiled  # the executable itself, for its HLO text (bench/profile_step.py)
     return step, cost
+
+
+def compiled_memory(compiled) -> dict[str, int]:
+    """XLA's memory analysis of a compiled program (what the AOT path reports): bytes of arguments,
+    outputs, temporaries and their aliased part, and their sum minus the donated (aliased) bytes."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - backend dependent; absent is reported as absent
+        return {}
+    if m is None:
+        return {}
+    fields = {
+        name: int(getattr(m, f"{name}_size_in_bytes", 0) or 0) for name in ("argument", "output", "temp", "alias")
+    }
+    out = {f"compiled_{k}_bytes": v for k, v in fields.items()}
+    out["compiled_total_bytes"] = fields["argument"] + fields["output"] + fields["temp"] - fields["alias"]
+    return out
 
 
 def _cost(compiled) -> dict:

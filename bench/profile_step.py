@@ -28,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import common  # noqa: E402
+from bench import common, op_groups  # noqa: E402
 from bench.train_throughput import VARIANTS  # noqa: E402
 
 CATEGORIES = (
@@ -50,8 +50,9 @@ def categorize(name: str) -> str:
     return "other"
 
 
-def summarize_trace(trace_dir: str, top: int = 25, platform: str = "gpu") -> dict:
-    """Sums the durations of the trace's complete events per name, on device (or XLA op) threads."""
+def summarize_trace(trace_dir: str, top: int = 25, platform: str = "gpu", hlo_text: str = "") -> dict:
+    """Sums the durations of the trace's complete events per name, on device (or XLA op) threads; with the
+    compiled step's ``hlo_text``, also per model part (``bench/op_groups.py``)."""
     files = glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True)
     files += glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True)
     if not files:
@@ -69,6 +70,8 @@ def summarize_trace(trace_dir: str, top: int = 25, platform: str = "gpu") -> dic
         device_pids = {pid for pid, n in names.items() if isinstance(pid, int) and re.search(r"/device:(GPU|TPU)", n)}
     totals: collections.Counter = collections.Counter()
     counts: collections.Counter = collections.Counter()
+    groups: collections.Counter = collections.Counter()
+    stacks = op_groups.name_stacks(hlo_text) if hlo_text else {}
     for e in events:
         if e.get("ph") != "X" or "dur" not in e:
             continue
@@ -88,6 +91,8 @@ def summarize_trace(trace_dir: str, top: int = 25, platform: str = "gpu") -> dic
                 continue
         totals[e["name"]] += e["dur"]
         counts[e["name"]] += 1
+        if stacks:
+            groups[op_groups.group_of_event(e["name"], e.get("args"), stacks)] += e["dur"]
     total = sum(totals.values()) or 1.0
     by_cat: collections.Counter = collections.Counter()
     for name, dur in totals.items():
@@ -96,6 +101,7 @@ def summarize_trace(trace_dir: str, top: int = 25, platform: str = "gpu") -> dic
         "traced_op_time_ms": total / 1e3,
         "device_pids": sorted(device_pids),
         "by_category": {k: round(v / total, 4) for k, v in by_cat.most_common()},
+        "by_group": {k: round(v / total, 4) for k, v in groups.most_common()},
         "top": [
             {"name": n[:120], "ms": round(d / 1e3, 3), "share": round(d / total, 4), "count": counts[n]}
             for n, d in totals.most_common(top)
@@ -111,6 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--dtype", default="float32")
     p.add_argument("--overrides", default="", help="ModelConfig fields as JSON")
+    p.add_argument("--feed", default="device", choices=common.FEEDS, help="where each step's batch comes from")
+    p.add_argument("--cache_dir", default="", help="JAX's persistent compilation cache (the device run's)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--trace_dir", default="")
@@ -121,10 +129,16 @@ def main(argv: list[str] | None = None) -> dict:
         args.size, args.batch, args.seq, args.warmup, args.steps = "tiny", 2, 16, 1, 1
     import jax
 
+    if args.cache_dir:
+        from xlmp_jax import compile_cache
+
+        compile_cache.enable(args.cache_dir, environ={})
     spec = VARIANTS[args.variant]
     overrides = json.loads(args.overrides) if args.overrides else {}
     model_cfg = common.model_config(args.size, pool=spec["pool"], dtype=args.dtype, **overrides)
-    step, _ = common.make_xlmp_step(model_cfg, batch_size=args.batch, seq_length=args.seq, dense_head=spec["dense"])
+    step, _ = common.make_xlmp_step(
+        model_cfg, batch_size=args.batch, seq_length=args.seq, dense_head=spec["dense"], feed=args.feed
+    )
     for _ in range(args.warmup):
         step()
     trace_dir = args.trace_dir or tempfile.mkdtemp(prefix="xlmp_trace_")
@@ -143,14 +157,16 @@ def main(argv: list[str] | None = None) -> dict:
         seq=args.seq,
         dtype=args.dtype,
         overrides=overrides,
+        feed=args.feed,
         step_impl="project",
         traced_step_wall_s=wall,
         trace_dir=trace_dir,
-        **summarize_trace(trace_dir, platform=jax.devices()[0].platform),
+        **summarize_trace(trace_dir, platform=jax.devices()[0].platform, hlo_text=step.compiled.as_text()),
     )
     print(f"{args.size} {args.variant} B={args.batch} T={args.seq} {args.dtype} {overrides}: {wall * 1e3:.1f} ms/step")
     if "top" in summary:
         print("by category:", summary["by_category"])
+        print("by model part:", summary["by_group"])
         for row in summary["top"]:
             print(f"  {row['ms'] / args.steps:9.2f} ms/step {row['share']:6.1%} x{row['count']:<5} {row['name']}")
     return summary

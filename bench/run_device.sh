@@ -1,19 +1,42 @@
 #!/usr/bin/env bash
-# The GPU-machine run behind BENCHMARKS.md's GPU, weak-scaling and uncontended-CPU figures.
-# Runs on one H100 host (16 cores): the GPU bench on cores 0-3, weak scaling on simulated CPU devices on
-# cores 4-11, and the xlmp-vs-transformers CPU comparison pinned to 2 cores (12,13) as a clean cross-check
-# of the contended 2-core dev-machine run. Usage: bash bench/run_device.sh OUTDIR [gpu_configs] [cpu_sizes]
+# Issue 28's one GPU call (at most ~7 minutes on an H100): base and large at T = 512 in bf16, both
+# attention recipes (XLA with attention dropout 0.1; cuDNN flash without), and the candidates of
+# BENCHMARKS.md section 5's H100 profile (batch, remat policy, PRNG, host feed vs prefetch), each a
+# config of bench/gpu_mfu.py's `issue28` list; then a profile, by kernel and by model part, of the
+# fastest base config. tokens/s, MFU against the datasheet and a bf16 matmul of the same run, device
+# memory against xlmp_jax.memory's plan (`train --plan`) and XLA's compiled-memory analysis.
+#
+# Every config compiles first, 6 at a time, into a persistent cache; the timed runs then load their
+# programs one by one (nothing else on the GPU); no timed run starts after --budget_s.
+#
+#   bash bench/fetch_device_wheels.sh           # here, once: the wheels the device image lacks
+#   bash bench/run_device.sh OUTDIR             # on the GPU machine (BENCHMARKS.md section 5: the call)
+#   bash bench/run_device.sh --smoke OUTDIR     # here, on the CPU: the same script at tiny size
 set -u
-out=${1:-/tmp/bench_out}; configs=${2:-b32,b32_fused,b32_rbg,b32_nopool,b32_dense,b64_fused,b128_fused,b128_fused_remat}
-cpu_sizes=${3:-small,base}
-mkdir -p "$out"
+smoke=0; if [ "${1:-}" = "--smoke" ]; then smoke=1; shift; fi
+out=${1:-/tmp/bench_out}; mkdir -p "$out"
+here=$(cd "$(dirname "$0")" && pwd)
+py=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
-pin() { if command -v taskset >/dev/null; then taskset -c "$@"; else shift; "$@"; fi; }
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv
-python3 -c "import jax, flax, optax, ml_collections; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
-JAX_PLATFORMS=cpu pin 4-11 timeout 540 python3 bench/weak_scaling.py --json="$out/weak_scaling.json" >"$out/weak_scaling.log" 2>&1 &
-JAX_PLATFORMS=cpu pin 12,13 timeout 540 python3 bench/train_throughput.py --sizes="$cpu_sizes" --steps=4 \
-  --json="$out/cpu_2core.json" >"$out/cpu_2core.log" 2>&1 &
-pin 0-3 timeout 540 python3 bench/gpu_mfu.py --configs="$configs" --json="$out/gpu_mfu.json" 2>&1 | tee "$out/gpu_mfu.log"
-wait
-tail -n 12 "$out/weak_scaling.log" "$out/cpu_2core.log"
+if [ "$smoke" = 0 ] && ls "$here"/device_wheels/*.whl >/dev/null 2>&1; then
+  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/xlmp_site \
+    "$here"/device_wheels/*.whl || exit 1
+  export PYTHONPATH=/tmp/xlmp_site${PYTHONPATH:+:$PYTHONPATH}
+fi
+if [ "$smoke" = 1 ]; then
+  export JAX_PLATFORMS=cpu
+  flags=(--smoke --precompile=2 --budget_s=0 --timeout=120)
+else
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv
+  flags=(--precompile=6 --budget_s=300 --timeout=150 --warmup=2 --steps=10)
+fi
+"$py" -c "import jax, flax, optax, ml_collections; print('jax', jax.__version__, 'flax', flax.__version__, \
+'optax', optax.__version__, jax.devices())" || exit 1
+cache=$(mktemp -d /tmp/xlmp_cache.XXXXXX)
+set -o pipefail
+"$py" "$here/gpu_mfu.py" --configs=issue28 "${flags[@]}" --cache_dir="$cache" --profile_best \
+  --trace_dir="$cache/traces" --json="$out/gpu_mfu.json" 2>&1 | grep --line-buffered -v '^RESULT' \
+  | tee "$out/gpu_mfu.log"
+rc=$?
+rm -rf "$cache"
+exit $rc

@@ -45,10 +45,12 @@ def measure(
     steps: int,
     dtype: str = "float32",
     overrides: dict | None = None,
+    feed: str = "device",
 ) -> dict:
     """Runs one variant in this process and returns its measurements.
 
-    ``overrides`` are ModelConfig fields (e.g. ``{"remat": "full", "attention_dropout": 0.0}``).
+    ``overrides`` are ModelConfig fields (e.g. ``{"remat": "full", "attention_dropout": 0.0}``); ``feed``
+    where each step's batch comes from (``common.make_xlmp_step``; xlmp variants only).
     """
     spec = VARIANTS[variant]
     model_cfg = common.model_config(size, pool=spec["pool"], dtype=dtype, **(overrides or {}))
@@ -58,8 +60,10 @@ def measure(
     if spec["framework"] == "torch":
         step, info = common.make_torch_step(model_cfg, batch_size=batch, seq_length=seq)
     else:
-        step, cost = common.make_xlmp_step(model_cfg, batch_size=batch, seq_length=seq, dense_head=spec["dense"])
-        info = {"step_impl": "project"}
+        step, cost = common.make_xlmp_step(
+            model_cfg, batch_size=batch, seq_length=seq, dense_head=spec["dense"], feed=feed
+        )
+        info = {"step_impl": "project", "feed": feed}
     build_s = time.perf_counter() - t_build
     times, first = common.time_steps(step, warmup, steps)
     k = seq if spec["dense"] else min(seq, common.max_predictions(seq, common.MLM_RATE))
@@ -86,9 +90,20 @@ def measure(
         result["overrides"] = overrides
     if spec["framework"] == "xlmp":
         result.update(common.device_memory(model_cfg, batch_size=batch, seq_length=seq, dense_head=spec["dense"]))
-    if cost is not None and os.environ.get("BENCH_COST", "0") == "1":
-        result["xla_cost"] = cost()
+    if cost is not None:
+        analysis = cost()
+        result.update({k: v for k, v in analysis.items() if k.startswith("compiled_") or k == "compile_s"})
+        if os.environ.get("BENCH_COST", "0") == "1":
+            result["xla_cost"] = analysis
     return result
+
+
+def compile_only(variant: str, size: str, batch: int, seq: int, dtype: str, overrides: dict | None) -> dict:
+    """Compiles one xlmp variant's step without running it (``common.compile_xlmp_step``): fills the
+    persistent compilation cache for a later timed run of the same variant."""
+    spec = VARIANTS[variant]
+    model_cfg = common.model_config(size, pool=spec["pool"], dtype=dtype, **(overrides or {}))
+    return common.compile_xlmp_step(model_cfg, batch_size=batch, seq_length=seq, dense_head=spec["dense"])
 
 
 def _fmt(x: float) -> str:
@@ -201,6 +216,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json", default="", help="also write all results to this file")
     p.add_argument("--smoke", action="store_true", help="one tiny step of each variant, in-process")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    p.add_argument("--feed", default="device", help=argparse.SUPPRESS)  # worker: common.FEEDS
+    p.add_argument("--compile_only", action="store_true", help=argparse.SUPPRESS)  # worker: fill the cache
+    p.add_argument("--cache_dir", default="", help=argparse.SUPPRESS)  # worker: JAX's persistent cache
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error(f"--rounds={args.rounds} must be at least 1")
@@ -208,18 +226,30 @@ def main(argv: list[str] | None = None) -> dict:
     if args.smoke:
         args.sizes, args.batch, args.seq, args.warmup, args.steps = "tiny", 2, 16, 1, 1
     if args.worker:  # child process: one variant, one size
-        common.emit(
-            measure(
-                args.worker,
-                args.sizes,
-                args.batch,
-                args.seq,
-                args.warmup,
-                args.steps,
-                args.dtype,
-                json.loads(args.overrides) if args.overrides else None,
-            )
+        from xlmp_jax import compile_cache
+
+        overrides = json.loads(args.overrides) if args.overrides else None
+        if args.cache_dir:
+            compile_cache.enable(args.cache_dir, environ={})
+        if args.compile_only:
+            common.emit(compile_only(args.worker, args.sizes, args.batch, args.seq, args.dtype, overrides))
+            return {}
+        before = compile_cache.COUNTER.snapshot() if args.cache_dir else None
+        result = measure(
+            args.worker,
+            args.sizes,
+            args.batch,
+            args.seq,
+            args.warmup,
+            args.steps,
+            args.dtype,
+            overrides,
+            args.feed,
         )
+        if before is not None:
+            requests, hits = (now - then for now, then in zip(compile_cache.COUNTER.snapshot(), before, strict=True))
+            result["cache"] = {"requests": requests, "hits": hits}
+        common.emit(result)
         return {}
 
     sizes, variants = args.sizes.split(","), args.variants.split(",")

@@ -105,3 +105,34 @@ def test_cpu_ops_smoke_times_every_op():
     ops = {r["op"]: r for r in out["results"]}
     assert len(ops) == 7 and all(r["seconds"] > 0 for r in ops.values())
     assert all(r["gflops"] > 0 for name, r in ops.items() if name.startswith("head"))
+
+
+@pytest.mark.slow
+def test_run_device_smoke_measures_every_issue28_config(tmp_path):
+    """bench/run_device.sh --smoke: the whole device call on the CPU at tiny size, one entry per config."""
+    from bench import gpu_mfu
+
+    env = {**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": "", "XLA_FLAGS": "", "TMPDIR": str(tmp_path)}
+    proc = subprocess.run(
+        ["bash", str(REPO / "bench" / "run_device.sh"), "--smoke", str(tmp_path / "out")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = json.loads((tmp_path / "out" / "gpu_mfu.json").read_text())
+    labels = gpu_mfu.PRESETS["issue28"].split(",")
+    assert [r["label"] for r in out["results"]] == labels
+    assert set(out["precompile"]) == set(labels)
+    for r in out["results"]:
+        assert "error" not in r, r
+        for value in (r["tokens_per_s"]["median"], r["achieved_tflops"], r["mfu_measured_matmul"], r["plan_bytes"]):
+            assert np.isfinite(value) and value > 0, r
+        assert r["compiled_total_bytes"] > 0 and r["step_impl"] == "project"
+    assert {r["feed"] for r in out["results"]} == {"device", "host", "prefetch"}
+    prof = out["profile"]
+    assert prof["label"] == out["best"] and prof["traced_op_time_ms"] > 0
+    assert abs(sum(prof["by_group"].values()) - 1.0) < 0.01
+    assert {"attention", "lm head + loss", "optimizer + grad norm", "host transfer"} <= set(prof["by_group"])
