@@ -98,7 +98,7 @@ def test_warmup_longer_than_training_is_an_error():
 # The typed run: resolved once, the config files the only schema.
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES + ("base_from_xlmr",))
 def test_resolve_hands_typed_sections_equal_to_the_file(name):
     config = config_utils.load_config(f"configs/{name}.py")
     run = config_utils.resolve(config)
@@ -140,3 +140,16 @@ def test_stop_after_sets_the_last_step_and_load_run_resolves():
     assert run.train.steps == 300 and run.train.last_step == 40
     with pytest.raises(config_utils.ConfigError, match="data.seq_length=200 exceeds the model's position table"):
         config_utils.load_run("configs/tiny.py", ["data.seq_length=200"])
+
+
+def test_the_xlmr_recipe_splits_base_into_pool_and_encoder():
+    from xlmp_jax import optim
+    from xlmp_jax.model import param_shapes
+
+    run = config_utils.load_run("configs/base_from_xlmr.py")
+    sizes = optim.group_sizes(param_shapes(run.model), run.train.param_groups)
+    counts = count_params(run.model)
+    assert sizes["pool"] == counts["pool"] and sizes["rest"] == 0
+    assert sizes["encoder"] == counts["encoder"] + counts["vocab_padding"]  # the padding rows are parameters too
+    optimizer = optim.make_optimizer(run.train)
+    assert optimizer.frozen_groups(0) == {"encoder"} and optimizer.frozen_groups(2000) == set()

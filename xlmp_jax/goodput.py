@@ -97,6 +97,8 @@ class Goodput:
         self._cursor = self.start_time
         self._steps: list[int] = []  # steps taken since the last charge of step time
         self.step = self.max_step = 0
+        if active:
+            _end_cut_line(self.path)
         self._cloud = _CloudRecorder(cloud_logger, workdir) if cloud_logger and active else None
         if self._cloud:
             self._cloud.job_start(self.start_time)
@@ -148,6 +150,15 @@ class Goodput:
             os.fsync(f.fileno())
         if final and self._cloud:
             self._cloud.job_end()
+
+
+def _end_cut_line(path: str) -> None:
+    """Ends a last line that a kill cut short, so this attempt's records start on lines of their own."""
+    if os.path.isfile(path) and os.path.getsize(path):
+        with open(path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
 
 
 class _CloudRecorder:
