@@ -119,15 +119,14 @@ class Goodput:
     def charge_steps(self) -> None:
         """Books the time since the previous charge to the steps taken since: shared between ``steps`` and
         ``redone_steps`` by how many of them an earlier attempt had already reached."""
+        steps = self._steps
+        if not steps:  # nothing to book: the time goes to the next charge
+            return
         now = time.time()
-        elapsed, steps = max(now - self._cursor, 0.0), self._steps
-        redone = sum(1 for s in steps if s <= self.done_before)
-        if steps:
-            for category, count in (("redone_steps", redone), (PRODUCTIVE, len(steps) - redone)):
-                if count:
-                    self.seconds[category] = self.seconds.get(category, 0.0) + elapsed * count / len(steps)
-        else:
-            self.seconds["other"] = self.seconds.get("other", 0.0) + elapsed
+        elapsed, redone = max(now - self._cursor, 0.0), sum(1 for s in steps if s <= self.done_before)
+        for category, count in (("redone_steps", redone), (PRODUCTIVE, len(steps) - redone)):
+            if count:
+                self.seconds[category] = self.seconds.get(category, 0.0) + elapsed * count / len(steps)
         self._cursor, self._steps = now, []
 
     def write(self, *, final: bool = False) -> None:
