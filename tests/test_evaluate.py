@@ -476,7 +476,7 @@ def test_registry_names_its_modules_and_gives_the_sweep_config_their_blocks():
         assert config[name].to_dict() == module.config().to_dict()
     assert set(evaluate.split_list(config.evals)) < set(evals.REGISTRY)
     assert config.classification.tfds_train == "xtreme_xnli" and config.tagging.tfds_test == "wikiann"
-    with pytest.raises(ValueError, match=r"unknown eval 'nope' \(known: \['classification', "):
+    with pytest.raises(ValueError, match=r"unknown eval 'nope' \(known: \['bucc', 'classification', "):
         evals.load("nope")
 
 

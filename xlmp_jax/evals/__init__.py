@@ -3,8 +3,10 @@
 Every eval is one module here, listed in ``REGISTRY`` (eval name -> module), with ``NAME``, ``config()`` (its
 settings block: the sweep config's ``c.<NAME>``) and ``run(ctx, cfg) -> rows`` (``context``). The evals:
 ``mlm`` (per-language masked-LM loss/accuracy), ``retrieval`` (XTREME Tatoeba-style sentence retrieval),
-``pool`` (soft language clustering of the prompt pool, ``pool_analysis``), ``classification`` and ``tagging``
-(zero-shot cross-lingual transfer: ``transfer``, its examples ``transfer_data``, the fine-tuning ``finetune``).
+``pool`` (soft language clustering of the prompt pool, ``pool_analysis``), ``classification``, ``tagging`` and
+``pos`` (zero-shot cross-lingual transfer: ``transfer``, its examples ``transfer_data``, the fine-tuning
+``finetune``), ``tatoeba`` (XTREME's Tatoeba from TFDS or its files) and ``bucc`` (BUCC 2018 bitext mining
+with the ratio margin, ``mining``).
 Shared: ``encoder`` (jitted forward passes + tokenisation), ``context`` (what a cell's eval gets), ``heldout``
 (held-out text), ``clustering`` (chance-corrected statistics), ``results`` (the tidy result table, summary,
 plots, TensorBoard).
@@ -24,6 +26,9 @@ REGISTRY: dict[str, str] = {
     "pool": "xlmp_jax.evals.pool",
     "classification": "xlmp_jax.evals.classification",
     "tagging": "xlmp_jax.evals.tagging",
+    "pos": "xlmp_jax.evals.pos",
+    "tatoeba": "xlmp_jax.evals.tatoeba",
+    "bucc": "xlmp_jax.evals.bucc",
 }
 
 

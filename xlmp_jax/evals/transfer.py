@@ -1,4 +1,4 @@
-"""The sweep side of the zero-shot transfer evals (``classification``, ``tagging``): their settings block,
+"""The sweep side of the zero-shot transfer evals (``classification``, ``tagging``, ``pos``): their settings block,
 which source their examples come from (TFDS, local files or the shipped sample: read by ``transfer_data``)
 and the run both share; the fine-tuning itself is ``finetune``."""
 
@@ -23,7 +23,7 @@ def config(**overrides) -> ml_collections.ConfigDict:
             tfds_train_split="train",
             tfds_test="",
             tfds_test_split="test",
-            local_dir="",  # train.tsv + test-<lang>.tsv (classification) / train.conll + test-<lang>.conll
+            local_dir="",  # train.tsv + test-<lang>.tsv (classification) / train.conll[u] + test-<lang>.conll[u]
             languages="",  # test languages; '' = every parallel language of the sample (tfds/sample) or file found
             max_train=2000,  # 0 = all
             max_test=500,  # per language; 0 = all
@@ -41,23 +41,26 @@ def config(**overrides) -> ml_collections.ConfigDict:
 
 
 def finetune_data(
-    kind: str, s: ml_collections.ConfigDict, seed: int
+    kind: str, s: ml_collections.ConfigDict, seed: int, name: str = ""
 ) -> tuple[list[transfer_data.Example], dict[str, list[transfer_data.Example]]]:
-    """(English training examples, {language: test examples}) from TFDS, local files or the sample."""
+    """(English training examples, {language: test examples}) from TFDS, local files or the sample.
+
+    ``name``: the eval's name in error messages (its settings block), ``kind`` when not given."""
+    name = name or kind
     source = s.source
     if source == "auto":
         source = "tfds" if s.data_dir else "local" if s.local_dir else "sample"
-    reader = transfer_data.read_classification_tsv if kind == "classification" else transfer_data.read_conll
+    reader = transfer_data.read_classification_tsv if kind == "classification" else transfer_data.read_tagging
     if source == "local":
         train_path, test_paths = transfer_data.local_files(s.local_dir, kind)
         wanted = split_list(s.languages) or sorted(test_paths)
         missing = [lang for lang in wanted if lang not in test_paths]
         if missing:
-            raise ValueError(f"{kind}: no test-{missing[0]} file in {s.local_dir!r} (have: {sorted(test_paths)})")
+            raise ValueError(f"{name}: no test-{missing[0]} file in {s.local_dir!r} (have: {sorted(test_paths)})")
         return reader(train_path, s.max_train), {lang: reader(test_paths[lang], s.max_test) for lang in wanted}
     if source == "tfds":
         if not (s.tfds_train and s.tfds_test):
-            raise ValueError(f"{kind}.source='tfds' needs {kind}.tfds_train and {kind}.tfds_test")
+            raise ValueError(f"{name}.source='tfds' needs {name}.tfds_train and {name}.tfds_test")
         from data_pipelines import sample
 
         wanted = split_list(s.languages) or sample.parallel_languages()
@@ -83,12 +86,13 @@ def finetune_data(
         return transfer_data.derived_tagging(english), {
             lang: transfer_data.derived_tagging(t) for lang, t in tests.items()
         }
-    raise ValueError(f"{kind}.source={s.source!r} is not one of auto, tfds, local, sample")
+    raise ValueError(f"{name}.source={s.source!r} is not one of auto, tfds, local, sample")
 
 
-def run(kind: str, ctx: EvalContext, cfg: ml_collections.ConfigDict) -> list[Row]:
-    """Fine-tunes a copy of the checkpoint on English ``kind`` data; rows per test language."""
-    train, tests = finetune_data(kind, cfg, ctx.sweep.seed)
+def run(kind: str, ctx: EvalContext, cfg: ml_collections.ConfigDict, name: str = "") -> list[Row]:
+    """Fine-tunes a copy of the checkpoint on English ``kind`` data; rows per test language (``name``: the
+    eval's, for messages)."""
+    train, tests = finetune_data(kind, cfg, ctx.sweep.seed, name)
     fields = [f.name for f in dataclasses.fields(finetune.FinetuneSettings) if f.name != "seed"]
     settings = finetune.FinetuneSettings(**{name: cfg[name] for name in fields}, seed=ctx.sweep.seed)
     rows, _ = finetune.zero_shot_eval(ctx.encoder, ctx.tokenizer, kind, train, tests, settings)

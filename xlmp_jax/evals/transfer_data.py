@@ -3,7 +3,8 @@
 Data comes from TFDS (``xtreme_xnli``/``xnli``, ``xtreme_pawsx``/``paws_x_wiki``, ``wikiann``, ...) when
 prepared in a ``data_dir``; otherwise from local files: a directory with ``train.tsv`` (English) and
 ``test-<lang>.tsv`` (``sentence1<TAB>[sentence2<TAB>]label``) for classification, ``train.conll`` and
-``test-<lang>.conll`` (``token<TAB>tag`` lines, blank line between sentences) for tagging.
+``test-<lang>.conll`` (``token<TAB>tag`` lines, blank line between sentences) or ``train.conllu`` and
+``test-<lang>.conllu`` (Universal Dependencies' CoNLL-U: words and their UPOS tags) for tagging.
 ``derived_*`` build tiny tasks from the shipped sample for smoke runs. Which source a sweep reads is
 ``transfer.finetune_data``; fine-tuning on the examples is ``finetune``.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import io
 import os
 import re
 from collections.abc import Sequence
@@ -81,12 +83,54 @@ def read_conll(path: str, max_examples: int = 0) -> list[Example]:
     return examples[:max_examples] if max_examples else examples
 
 
+def read_conllu(path: str, max_examples: int = 0) -> list[Example]:
+    """Words and UPOS tags of a CoNLL-U file (the ``conllu`` package parses it).
+
+    As XTREME's UD-POS (and TFDS's ``xtreme_pos``): multi-word token lines and empty nodes are skipped
+    (their ids are ranges / decimals, the syntactic words carry the tags), and so is a word whose form or
+    UPOS is ``_``; a sentence left with no word is dropped. A word line without CoNLL-U's 10 tab-separated
+    fields is an error naming file:line (the parser itself would read it leniently).
+    """
+    import conllu
+
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split("\t")
+        if line.strip() and not line.startswith("#") and len(fields) != 10:
+            raise ValueError(f"{path}:{number}: expected 10 tab-separated CoNLL-U fields, got {len(fields)}: {line!r}")
+    examples = []
+    try:
+        for sentence in conllu.parse_incr(io.StringIO(text)):
+            words = [t for t in sentence if isinstance(t["id"], int)]
+            words = [t for t in words if t["form"] not in (None, "_") and t["upos"] not in (None, "_")]
+            if words:
+                examples.append(Example(tuple(t["form"] for t in words), tags=tuple(t["upos"] for t in words)))
+            if max_examples and len(examples) >= max_examples:
+                break
+    except conllu.exceptions.ParseException as e:
+        raise ValueError(f"{path}: not CoNLL-U ({e})") from None
+    if not examples:
+        raise ValueError(f"CoNLL-U file {path!r} holds no tagged sentences")
+    return examples
+
+
+def read_tagging(path: str, max_examples: int = 0) -> list[Example]:
+    """A tagging file by its extension: ``.conllu`` (``read_conllu``), else ``token<TAB>tag`` (``read_conll``)."""
+    reader = read_conllu if path.endswith(".conllu") else read_conll
+    return reader(path, max_examples)
+
+
 def local_files(directory: str, kind: str) -> tuple[str, dict[str, str]]:
-    """(train file, {language: test file}) of a local task directory."""
+    """(train file, {language: test file}) of a local task directory (tagging: ``.conllu`` if its
+    ``train.conllu`` exists, else ``.conll``)."""
     ext = "tsv" if kind == "classification" else "conll"
+    if kind != "classification" and os.path.isfile(os.path.join(directory, "train.conllu")):
+        ext = "conllu"
     train = os.path.join(directory, f"train.{ext}")
     if not os.path.isfile(train):
-        raise FileNotFoundError(f"{kind} data directory {directory!r} has no train.{ext}")
+        also = " or train.conllu" if ext == "conll" else ""
+        raise FileNotFoundError(f"{kind} data directory {directory!r} has no train.{ext}{also}")
     tests = {}
     for path in sorted(glob.glob(os.path.join(directory, f"test-*.{ext}"))):
         tests[re.sub(rf"^test-(.*)\.{ext}$", r"\1", os.path.basename(path))] = path
@@ -104,14 +148,20 @@ def tfds_examples(
 ) -> list[Example]:
     """Examples of one language from a prepared TFDS dataset.
 
-    Handles per-language builder configs (``xtreme_pawsx/de``, ``paws_x_wiki/en``, ``wikiann/fr``) and
-    multilingual ``Translation`` features (``xnli``/``xtreme_xnli``: premise[lang], hypothesis per language).
+    Handles per-language builder configs named ``<lang>`` (``xtreme_pawsx/de``, ``paws_x_wiki/en``,
+    ``wikiann/fr``, ``universal_dependencies/de_gsd`` with language ``de_gsd``) or ``<name>_<lang>``
+    (``xtreme_pos/xtreme_pos_de``), tags under ``tags`` or ``upos``, and multilingual ``Translation``
+    features (``xnli``/``xtreme_xnli``: premise[lang], hypothesis per language).
     """
     import tensorflow_datasets as tfds
 
     builder = tfds.builder(name, data_dir=data_dir or None)
     if builder.BUILDER_CONFIGS and "/" not in name:
-        builder = tfds.builder(f"{name}/{language}", data_dir=data_dir or None)
+        configs = {c.name for c in builder.BUILDER_CONFIGS}
+        config = next((c for c in (language, f"{name}_{language}") if c in configs), None)
+        if config is None:
+            raise ValueError(f"TFDS {name!r} has no config for language {language!r} (e.g. {sorted(configs)[:5]})")
+        builder = tfds.builder(f"{name}/{config}", data_dir=data_dir or None)
     full_name = builder.name + (f"/{builder.builder_config.name}" if builder.builder_config else "")
     try:
         dataset = builder.as_dataset(split=split)
@@ -121,9 +171,10 @@ def tfds_examples(
     examples = []
     for ex in tfds.as_numpy(dataset):
         if kind == "tagging":
-            names = info["tags"].feature.names
+            field = "tags" if "tags" in ex else "upos"
+            names = info[field].feature.names
             examples.append(
-                Example(texts=tuple(_text(t) for t in ex["tokens"]), tags=tuple(names[int(t)] for t in ex["tags"]))
+                Example(texts=tuple(_text(t) for t in ex["tokens"]), tags=tuple(names[int(t)] for t in ex[field]))
             )
         elif "premise" in ex:  # multilingual XNLI-style record
             premise = _text(ex["premise"][language])

@@ -42,15 +42,27 @@ def unwrap_params(params: Any) -> dict:
 def default_layer(config: ModelConfig) -> int:
     """The layer pooled by default: the middle one, ``num_layers // 2`` (6 of XLM-R base's 12).
 
-    Our choice: XTREME's retrieval tasks (Tatoeba/BUCC) use a middle layer of the encoder, where
-    representations are the most language-neutral; the exact layer of the paper is unconfirmed offline.
+    Our choice: middle layers are the most language-neutral. XTREME's own retrieval layer is ``xtreme_layer``.
     """
     return config.num_layers // 2
 
 
+XTREME_LAYERS = {12: 8, 24: 14}  # encoder depth -> the hidden state XTREME's retrieval scripts mean-pool
+
+
+def xtreme_layer(num_layers: int) -> int:
+    """The hidden state XTREME's Tatoeba/BUCC scripts mean-pool: 8 of 12 (base), 14 of 24 (large).
+
+    Their ``--specific_layer`` indexes the layer outputs without the embeddings (7 for base, 13 for large in
+    ``run_tatoeba.sh``), so it is layer output 8 / 14 here (0 = embeddings). Other depths: our extrapolation,
+    two thirds of the way up (``2 * num_layers // 3``).
+    """
+    return XTREME_LAYERS.get(num_layers, 2 * num_layers // 3)
+
+
 def resolve_layer(layer: int | str, num_layers: int) -> int:
     """Hidden-state index: 0 = embedding output, i = output of layer i (negative counts from the last);
-    'middle' = num_layers // 2 (``default_layer``), 'last' = num_layers."""
+    'middle' = num_layers // 2 (``default_layer``), 'xtreme' = ``xtreme_layer``, 'last' = num_layers."""
     given = layer
     if isinstance(layer, str):
         text = layer.strip().lower()
@@ -58,10 +70,12 @@ def resolve_layer(layer: int | str, num_layers: int) -> int:
             return num_layers // 2
         if text == "last":
             return num_layers
+        if text == "xtreme":
+            return xtreme_layer(num_layers)
         try:
             layer = int(text)
         except ValueError:
-            raise ValueError(f"layer {layer!r} is not 'middle', 'last' or an integer") from None
+            raise ValueError(f"layer {layer!r} is not 'middle', 'xtreme', 'last' or an integer") from None
     if not -(num_layers + 1) <= layer <= num_layers:
         raise ValueError(f"layer={given!r} is outside [0, {num_layers}] (0 = embeddings, {num_layers} = last layer)")
     return layer % (num_layers + 1)
