@@ -9,8 +9,8 @@ devices, the project's own train step (``steps.make_train_step`` on the sharding
 Measured, per device and step:
 
 * ``xla_flops``: ``compiled.cost_analysis()['flops']`` of the partitioned program (matmuls and
-  element-wise work), and ``dot_flops``: the matmuls alone, read from the HLO (``bench.hlo_cost``);
-* ``comm_bytes``: what one device sends in the program's collectives (ring convention, ``bench.hlo_cost``).
+  element-wise work), and ``dot_flops``: the matmuls alone, read from the HLO (``xlmp_jax.hlo_cost``);
+* ``comm_bytes``: what one device sends in the program's collectives (ring convention, ``xlmp_jax.hlo_cost``).
 
 Formulas (n = 8 devices, layout d x f x t, B rows of T tokens, S = T + Lp encoder positions, K head
 positions, N layers, D hidden, P_t = params per device with only the tensor axis applied, P_dev = params
@@ -25,7 +25,7 @@ per device (``memory.param_table``), 4-byte fp32 params/gradients, c = compute-d
 * tensor-parallel activation all-reduces, 2 forward + 2 backward per layer:  4 N x 2 (t-1)/t x B/(d f) x S x D x c.
 
 Just over 300 lines because the formulas above and the code that evaluates them stand in one file, to be
-read side by side; the HLO reading lives in ``bench.hlo_cost``.
+read side by side; the HLO reading lives in ``xlmp_jax.hlo_cost``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from typing import Any  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from bench import hlo_cost  # noqa: E402
+from xlmp_jax import hlo_cost  # noqa: E402
 
 LAYOUTS = ((8, 1, 1), (1, 8, 1), (1, 1, 8), (2, 2, 2), (2, 4, 1), (1, 2, 4))
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cost_table.json")
