@@ -111,23 +111,10 @@ def compile_step(run: Any, compiler_options: dict[str, Any] | None = None) -> An
 
 
 def flops_formula(run: Any, num_devices: int) -> float:
-    """Model FLOPs per device and step: ``flops.flops_per_token`` x tokens / devices, plus remat's recompute."""
-    from data_pipelines.config import max_predictions
+    """Model FLOPs per device and step: ``flops.step_flops_per_device`` (the formula with remat's recompute)."""
     from xlmp_jax import flops
 
-    model = run.model
-    t = run.data.seq_length
-    k = min(t, max_predictions(t, run.data.mlm_rate))
-    rows = run.train.batch_size
-    total = flops.flops_per_token(model, t, k) * rows * t
-    s = t + (model.pool.length if model.pool is not None else 0)
-    d, f, n = model.hidden_size, model.intermediate_size, model.num_layers
-    attention_forward = 4.0 * n * s * s * d * rows  # QK^T and the probabilities' mix: batched, not saved
-    if model.remat == "dots_no_batch":
-        total += attention_forward
-    elif model.remat == "full":
-        total += attention_forward + 2.0 * n * (4 * d * d + 2 * d * f) * s * rows
-    return total / num_devices
+    return flops.step_flops_per_device(run, num_devices)
 
 
 def comm_formula(run: Any, num_devices: int) -> dict[str, float]:
