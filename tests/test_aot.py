@@ -52,10 +52,11 @@ def test_layouts_table_overrides_and_user_precedence():
         "--config.mesh.data=1",
         "--config.mesh.fsdp=-1",
         "--config.mesh.tensor=1",
+        "--config.model.scan_layers=True",
         "--config.model.remat=dots_no_batch",
     ]
     mine = layouts.layout_overrides("configs/large.py", "v5litepod-256", ["--config.mesh.tensor=4"])
-    assert mine == ["--config.model.remat=dots_no_batch"]  # a hand-set mesh axis replaces the table's mesh
+    assert mine == ["--config.model.scan_layers=True", "--config.model.remat=dots_no_batch"]  # the mesh is the user's
     assert layouts.layout_overrides("configs/tiny.py", "v5litepod-256") == []
     assert layouts.layout_overrides("configs/base.py", "v4-8") == []
     run = aot.load_run("configs/base.py", ["--config.model.remat=none"], "v4-32", 2)

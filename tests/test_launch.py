@@ -457,8 +457,8 @@ def test_tpu_up_uses_the_slices_layout_and_the_user_wins(capsys):
     ssh = [c for c in commands(out) if any(a.startswith("--command=") for a in c)]
     (nohup,) = [line for c in ssh for line in remote_lines(c) if line.startswith("nohup ")]
     argv = shlex.split(nohup.split(" >> ")[0])
-    assert argv[-5:] == [
-        "--config.mesh.data=1", "--config.mesh.fsdp=-1", "--config.mesh.tensor=1",
+    assert argv[-6:] == [
+        "--config.mesh.data=1", "--config.mesh.fsdp=-1", "--config.mesh.tensor=1", "--config.model.scan_layers=True",
         "--config.data.vocab_path=/elsewhere/spm.model", "--config.model.remat=full",
     ]  # fmt: skip
     assert "--config.model.remat=dots_no_batch" not in argv

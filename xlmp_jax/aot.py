@@ -13,7 +13,9 @@ compiler. The mesh and remat are the ones ``launch.layouts`` gives the launcher 
 * memory from the compiler (arguments, outputs, temporaries, total = arguments + outputs + temporaries -
   aliased, the donated state counted once) against the chip's HBM and against ``train --plan``
   (``xlmp_jax.memory``);
-* FLOPs from the compiler's cost analysis against ``flops.step_flops_per_device``;
+* FLOPs from the compiler's cost analysis against ``flops.step_flops_per_device``. XLA counts a loop body
+  once, so with ``model.scan_layers`` the other layers' FLOPs are added from the formula
+  (``flops.layer_flops_per_device``) and the bytes accessed (the HBM term) are one layer's: a lower bound;
 * bytes sent per collective kind, read from the HLO (``xlmp_jax.hlo_cost``; loop bodies times their trip
   count);
 * a roofline bound on the step time: the largest of FLOPs / peak, bytes accessed / HBM bandwidth and
@@ -144,6 +146,7 @@ def analyse(
     eval_step: bool = True,
     devices: Sequence[Any] = (),
     compiler_options: dict[str, Any] | None = None,
+    hlo_path: str = "",
 ) -> dict[str, Any]:
     """Compiles ``run``'s train (and eval) step for the slice; returns the report's numbers.
 
@@ -176,10 +179,19 @@ def analyse(
     compiled = _compile(step.lower(state, batch))
     compile_s = time.perf_counter() - began
     text = compiled.as_text()
+    if hlo_path:
+        with open(hlo_path, "w") as f:
+            f.write(text)
     mem, cost = memory(compiled), costs(compiled)
     comm = hlo_cost.collective_bytes(text, n)
     plan = memory_plan.plan(run, n)
     formula_flops = flops.step_flops_per_device(run, n)
+    # XLA's cost analysis counts a loop body once: a scan over the layers adds the other layers' FLOPs from
+    # the formula; its bytes accessed stay those of one layer (the HBM term is then a lower bound).
+    scanned = run.model.scan_layers and run.model.num_layers > 1
+    xla_flops = cost["flops"]
+    if scanned:
+        cost["flops"] = xla_flops + (run.model.num_layers - 1) * flops.layer_flops_per_device(run, n)
     bound = roofline(cost["flops"], cost["bytes_accessed"], comm["total"], chip)
     tokens = run.train.batch_size * run.data.seq_length
     report: dict[str, Any] = {
@@ -198,6 +210,8 @@ def analyse(
         "memory": mem,
         "plan_total": plan["total"],
         "flops": cost["flops"],
+        "xla_flops": xla_flops,
+        "scan_layers": bool(scanned),
         "formula_flops": formula_flops,
         "bytes_accessed": cost["bytes_accessed"],
         "collectives": comm,
@@ -230,6 +244,12 @@ def format_report(r: dict[str, Any]) -> str:
     c = r["collectives"]
     t = r["roofline"]["terms_s"]
     ratio = m["total"] / r["plan_total"] if r["plan_total"] else float("nan")
+    scan = r.get("scan_layers")
+    flops_note = (
+        f"XLA {r['xla_flops'] / 1e12:.4g} with the scanned layer once + {r['num_layers'] - 1} layers by the formula; "
+        if scan
+        else ""
+    )
     lines = [
         f"{r['topology']} ({r['topology_name']}{', x' + str(r['num_slices']) + ' slices' if r['num_slices'] > 1 else ''}):"
         f" {r['num_devices']} x {r['device_kind']}; mesh {mesh}; remat={r['remat']}; {r['num_layers']} layers;"
@@ -239,13 +259,14 @@ def format_report(r: dict[str, Any]) -> str:
         f"{_gib(m['temporaries'])}, aliased {_gib(m['aliased'])} -> total {_gib(m['total'])} "
         f"= {m['total'] / hbm:.0%} of {_gib(hbm)} HBM; the plan (train --plan) says {_gib(r['plan_total'])} "
         f"(compiler / plan = {ratio:.2f})",
-        f"  FLOPs per device: {r['flops'] / 1e12:.4g} TFLOP (formula {r['formula_flops'] / 1e12:.4g}; "
+        f"  FLOPs per device: {r['flops'] / 1e12:.4g} TFLOP ({flops_note}formula {r['formula_flops'] / 1e12:.4g}; "
         f"compiler / formula = {r['flops'] / r['formula_flops']:.3f})",
         "  bytes sent per device (ring convention, loops x trip count): "
         + ", ".join(f"{k} {c[k] / 1e9:.3f} GB" for k in c if k != "total" and c[k])
         + f"; total {c['total'] / 1e9:.3f} GB",
-        f"  roofline: compute {t['compute'] * 1e3:.1f} ms (FLOPs / peak), HBM {t['hbm'] * 1e3:.1f} ms (bytes "
-        f"accessed {r['bytes_accessed'] / 1e9:.1f} GB / bandwidth), ICI {t['ici'] * 1e3:.1f} ms (collective "
+        f"  roofline: compute {t['compute'] * 1e3:.1f} ms (FLOPs / peak), HBM {'>= ' if scan else ''}"
+        f"{t['hbm'] * 1e3:.1f} ms (bytes accessed {r['bytes_accessed'] / 1e9:.1f} GB / bandwidth"
+        f"{'; XLA counts the scanned layer once' if scan else ''}), ICI {t['ici'] * 1e3:.1f} ms (collective "
         f"bytes / one chip's send bandwidth) -> step >= {r['roofline']['bound_s'] * 1e3:.1f} ms, "
         f"{r['roofline']['limited_by']}-bound; <= {r['tokens_per_s_bound']:,.0f} tokens/s",
         f"  chip figures: {r['chip_source']}",
@@ -278,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_eval", action="store_true", help="compile the train step only")
     p.add_argument("--layers", type=int, default=0, help="compile with this many encoder layers (0 = the config's)")
     p.add_argument("--json", default="", help="also write the numbers here")
+    p.add_argument("--hlo", default="", help="also write the compiled train step's HLO text here")
     return p
 
 
@@ -292,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except LaunchError as e:
             raise ValueError(str(e)) from None
         run = load_run(args.config, overrides, args.topology, args.num_slices, args.layers)
-        report = analyse(run, args.topology, args.num_slices, eval_step=not args.no_eval)
+        report = analyse(run, args.topology, args.num_slices, eval_step=not args.no_eval, hlo_path=args.hlo)
     except DoesNotFit as e:
         print(f"does not fit: {args.topology} x{args.num_slices}: {e}", flush=True)
         return DOES_NOT_FIT

@@ -67,6 +67,19 @@ def step_flops_per_device(run: Any, num_devices: int) -> float:
     return total / num_devices
 
 
+def layer_flops_per_device(run: Any, num_devices: int) -> float:
+    """The share of ``step_flops_per_device`` that one encoder layer does (matmuls, attention and remat's
+    recompute): what each further iteration of a scan over the layers adds, which XLA's cost analysis
+    leaves out (it counts a loop body once; ``xlmp_jax.aot``)."""
+    import dataclasses
+
+    model = run.model
+    without = dataclasses.replace(run, model=dataclasses.replace(model, num_layers=1, scan_layers=False))
+    with_one = step_flops_per_device(without, num_devices)
+    none = dataclasses.replace(without, model=dataclasses.replace(without.model, num_layers=2))
+    return step_flops_per_device(none, num_devices) - with_one
+
+
 def mfu(tokens_per_s: float, flops_per_token: float, peak_flops: float) -> float:
     """Model FLOPs utilisation: achieved model FLOP/s over ``peak_flops`` (of all devices together)."""
     if peak_flops <= 0:

@@ -132,10 +132,22 @@ def computations(hlo_text: str) -> dict[str, list[str]]:
     return out
 
 
-def computation_runs(hlo_text: str) -> dict[str, float]:
+_INT_CONSTANT = re.compile(r"=\s*[su](?:32|64)\[\]\S*\s+constant\((\d+)\)")
+
+
+def _condition_bound(lines: list[str]) -> float:
+    """A loop's trip count from its condition when XLA printed none (the TPU compiler does not): the one
+    integer constant the condition compares the counter with (a scan counts 0 .. N-1); 1 if not that form."""
+    values = {int(m.group(1)) for line in lines if (m := _INT_CONSTANT.search(line))}
+    return float(values.pop()) if len(values) == 1 and any("compare(" in line for line in lines) else 1.0
+
+
+def computation_runs(hlo_text: str, trip_counts: bool = True) -> dict[str, float]:
     """How many times each computation runs per run of the program (see the module docstring).
 
-    A loop whose trip count XLA did not work out counts once; ``async-update``/``-done`` name the
+    ``trip_counts=False`` counts every loop body once (as XLA's ``cost_analysis`` does). A loop's trip
+    count is XLA's ``known_trip_count``, else the bound in its condition (``_condition_bound``);
+    one whose count neither gives counts once; ``async-update``/``-done`` name the
     computation their ``-start`` already counted and add nothing; each branch of a conditional counts as
     if taken (an upper bound).
     """
@@ -150,7 +162,11 @@ def computation_runs(hlo_text: str) -> dict[str, float]:
             trips = 1.0
             if m.group(3) == "while":
                 found = _TRIP_COUNT.search(line)
-                trips = float(found.group(1)) if found else 1.0
+                cond = re.search(r"condition=%([^\s,()}]+)", line)
+                trips = (
+                    float(found.group(1)) if found else _condition_bound(comps.get(cond.group(1), []) if cond else [])
+                )
+                trips = trips if trip_counts else 1.0
             callees = _CALLEES.findall(line)
             for group in _BRANCHES.findall(line):
                 callees += [c.strip().lstrip("%") for c in group.split(",") if c.strip()]
@@ -260,3 +276,45 @@ def flops_by_op(hlo_text: str) -> dict[str, float]:
         where = re.search(r'op_name="([^"]*)"', ins["attrs"])
         out[where.group(1) if where else f"{op} (no op_name)"] += flops
     return dict(out)
+
+
+_FREE_OPS = frozenset(
+    "parameter constant get-tuple-element tuple bitcast while call conditional after-all partition-id replica-id "
+    "opt-barrier custom-call".split()
+)
+
+
+def unfused_bytes(hlo_text: str, trip_counts: bool = True) -> float:
+    """Bytes read and written by the program's unfused instructions (each fusion, collective, copy...: its
+    operands plus its output), times how often each runs (``computation_runs``; ``trip_counts=False``: every
+    loop body once). A rough stand-in for XLA's ``bytes accessed`` whose *ratio* with and without trip
+    counts says how much a loop adds (``loop_factor``)."""
+    comps = computations(hlo_text)
+    runs = computation_runs(hlo_text, trip_counts)
+    fused = set()
+    for lines in comps.values():
+        for line in lines:
+            m = _INSTRUCTION.match(line)
+            if m and (m.group(3) == "fusion" or "to_apply=" in line):
+                fused |= set(re.findall(r"(?:calls|to_apply)=%([^\s,()}]+)", line))
+    instrs = {name: instructions("\n".join(lines)) for name, lines in comps.items()}
+    shapes = {i["name"]: i["shape"] for group in instrs.values() for i in group}
+    total = 0.0
+    for name, group in instrs.items():
+        if name in fused or not runs.get(name):
+            continue
+        for ins in group:
+            if ins["opcode"] in _FREE_OPS or ins["opcode"].endswith("-done"):
+                continue
+            operands = sum(shape_bytes(shapes[o]) for o in ins["operands"] if o in shapes)
+            total += runs[name] * (operands + shape_bytes(ins["shape"]))
+    return total
+
+
+def loop_factor(hlo_text: str) -> float:
+    """``unfused_bytes`` with loop trip counts over without: 1 for a program without loops; for ``nn.scan``
+    over N layers about (outside + N x one layer) / (outside + one layer). XLA's ``cost_analysis`` counts a
+    loop body once, so its ``bytes accessed`` times this factor estimates the program's (``xlmp_jax.aot``;
+    checked against the Python-loop program by ``bench.aot_table --check``)."""
+    once = unfused_bytes(hlo_text, trip_counts=False)
+    return unfused_bytes(hlo_text) / once if once else 1.0
