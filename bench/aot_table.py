@@ -219,6 +219,11 @@ def _cpu_only() -> None:
     jax.config.update("jax_platforms", "cpu")  # the TPU is only a compile target (also in worker processes)
 
 
+def _worker_init() -> None:
+    # libtpu takes a machine-wide lock file when it loads; compile-only workers touch no TPU, so they share it.
+    os.environ["ALLOW_MULTIPLE_LIBTPU_LOAD"] = "1"
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default="base,large,base_baseline,large_baseline")
@@ -252,7 +257,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.workers, mp_context=context, initializer=_worker_init) as pool:
             futures = [pool.submit(point, *job) for job in jobs]
             check_future = None
             if args.check:
