@@ -61,6 +61,11 @@ def layouts_for(config: str, topology: str, names: list[str], remats: list[str])
     return out
 
 
+def _same_run(a: list[str], b: list[str]) -> bool:
+    """Whether two override lists set the same fields to the same values (order aside)."""
+    return sorted(a) == sorted(b)
+
+
 def _numbers(report: dict[str, Any]) -> dict[str, float]:
     """The depth-dependent quantities of an ``xlmp_jax.aot.analyse`` report, flat."""
     flat = {f"memory.{k}": float(v) for k, v in report["memory"].items()}
@@ -228,8 +233,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default="base,large,base_baseline,large_baseline")
     p.add_argument("--topologies", default=",".join(TOPOLOGIES))
-    p.add_argument("--layouts", default="launcher,data,fsdp,fsdp_tp", help="launcher, data, fsdp, fsdp_tp")
-    p.add_argument("--remats", default="none,full", help="remat policies for the non-launcher layouts")
+    p.add_argument("--layouts", default="launcher,data", help="launcher, data, fsdp, fsdp_tp (comma-separated)")
+    p.add_argument("--remats", default="none", help="remat policies for the non-launcher layouts (none,full,...)")
     p.add_argument("--scan", type=int, default=1, help="1: compile with model.scan_layers=True (one layer's program)")
     p.add_argument("--depths", default="", help="'a,b': compile loops at depths a and b and extrapolate ('' = full)")
     p.add_argument(
@@ -249,7 +254,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for topology in args.topologies.split(","):
         for config in args.configs.split(","):
             for label, overrides in layouts_for(config, topology, args.layouts.split(","), args.remats.split(",")):
-                jobs.append((config, topology, label, [*scan, *overrides], depths))
+                job = (config, topology, label, list(dict.fromkeys([*scan, *overrides])), depths)
+                if not any(j[:2] == job[:2] and _same_run(j[3], job[3]) for j in jobs):  # the launcher's, again
+                    jobs.append(job)
     if args.check and args.check.split(":")[0] not in args.configs.split(","):
         raise ValueError(f"--check={args.check}: its config is not in --configs={args.configs}")
     began = time.perf_counter()

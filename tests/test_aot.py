@@ -150,3 +150,30 @@ def test_cli_verdicts_fits_and_does_not_fit(tmp_path):
     assert big.returncode == aot.DOES_NOT_FIT, big.stdout + big.stderr
     line = big.stdout.splitlines()[-1]
     assert line.startswith("does not fit: v5litepod-4") and "exceeds available HBM" in line, line
+
+
+def test_table_layouts_extrapolation_and_markdown():
+    from bench import aot_table
+
+    labels = [label for label, _ in aot_table.layouts_for("large", "v5litepod-256", ["launcher", "fsdp"], ["none"])]
+    assert labels == ["launcher", "fsdp/none"]
+    assert [lab for lab, _ in aot_table.layouts_for("large_baseline", "v4-32", ["launcher", "data"], ["none"])] == [
+        "launcher"
+    ]
+    with pytest.raises(ValueError, match="'mystery'"):
+        aot_table.layouts_for("base", "v4-32", ["mystery"], ["none"])
+    a, b = {"flops": 3.0, "memory.total": 10.0}, {"flops": 5.0, "memory.total": 12.0}
+    assert aot_table.extrapolate(a, 1, b, 2, 24) == {"flops": 49.0, "memory.total": 56.0}
+    row = {
+        "config": "large", "topology": "v5litepod-256", "layout": "launcher", "mesh": {"data": 1, "fsdp": 256, "tensor": 1},
+        "remat": "full", "grad_accum_steps": 1, "hbm_bytes": 16 * 2**30, "plan_total": 4 * 2**30, "fits": True,
+        "estimate": {"memory.total": 2 * 2**30, "collectives.total": 1e9, "compile_s": 100.0},
+        "roofline": {"terms_s": {"compute": 0.1, "hbm": 0.2, "ici": 0.05}, "bound_s": 0.2, "limited_by": "hbm"},
+        "tokens_per_s_bound": 5e6,
+    }  # fmt: skip
+    refused = {k: v for k, v in row.items() if k not in ("estimate", "roofline", "tokens_per_s_bound")}
+    refused.update(layout="data/none", fits=False, compiled_at=24)
+    text = aot_table.markdown([row, refused], None)
+    assert "| data/none | 1,256,1 | full | 1 | > HBM at 24 layer(s) | 16 |" in text
+    assert "| large | v5litepod-256 | launcher | 1,256,1 | full | 1 | 2.00 | 16 | 4.00 | 0.50 | yes | 1.00 |" in text
+    assert "* large on v5litepod-256: launcher (5,000,000 tokens/s bound)" in text
