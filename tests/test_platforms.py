@@ -18,7 +18,7 @@ LIBTPU_NOISE = re.compile(r"TPU_|libtpu|InitGoogle|Source Location Trace|worker 
 def test_nothing_changes_when_platforms_are_chosen(monkeypatch):
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     assert platforms.platforms_without_absent_tpu() is None
-    monkeypatch.delenv("JAX_PLATFORMS")
+    monkeypatch.setattr(platforms, "_platforms_chosen", lambda: False)
     monkeypatch.setenv("JAX_FORCE_TPU_INIT", "1")
     assert platforms.platforms_without_absent_tpu() is None
 
@@ -35,3 +35,14 @@ def test_cpu_console_has_no_libtpu_lines():
     assert proc.stdout.strip() == "cpu"
     noise = [line for line in (proc.stdout + proc.stderr).splitlines() if LIBTPU_NOISE.search(line)]
     assert not noise, "\n".join(noise)
+
+
+def test_hidden_gpus_mean_cpu(monkeypatch):
+    monkeypatch.delenv("JAX_FORCE_TPU_INIT", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setattr(platforms, "_platforms_chosen", lambda: False)
+    monkeypatch.setattr(platforms.importlib.util, "find_spec", lambda name: object())  # libtpu and CUDA "installed"
+    monkeypatch.setattr(platforms, "_tpu_chips", lambda: 0)
+    assert platforms.platforms_without_absent_tpu() == "cpu"
+    monkeypatch.setattr(platforms, "_tpu_chips", lambda: 4)
+    assert platforms.platforms_without_absent_tpu() is None  # a TPU VM: JAX chooses

@@ -7,6 +7,8 @@ hostname", a source-location trace) and costs ~1.5 s before JAX falls back. ``sk
 ``xlmp_jax`` is imported, before any device query) leaves the TPU out of ``jax_platforms`` when no TPU chip
 is attached (JAX's own PCI check), so the probe happens only where a TPU is. It changes nothing when
 ``JAX_PLATFORMS`` (or ``jax_platforms``) is set, when ``JAX_FORCE_TPU_INIT`` is, or when libtpu is absent.
+On a GPU machine the list is then ``cuda,cpu``, and a CUDA that fails to start is an error rather than a
+silent fall-back to the CPU (set ``JAX_PLATFORMS`` to choose otherwise).
 """
 
 from __future__ import annotations
@@ -24,15 +26,22 @@ def _tpu_chips() -> int:
 
 
 def _cuda_usable() -> bool:
+    """A CUDA plugin is installed and an NVIDIA GPU is attached and not hidden (``CUDA_VISIBLE_DEVICES``)."""
     from jax._src import hardware_utils
 
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
     plugin = any(importlib.util.find_spec(m) for m in ("jax_cuda12_plugin", "jax_cuda13_plugin"))
     return plugin and hardware_utils.has_visible_nvidia_gpu()
 
 
+def _platforms_chosen() -> bool:
+    return bool(os.environ.get("JAX_PLATFORMS") or jax.config.jax_platforms)
+
+
 def platforms_without_absent_tpu() -> str | None:
     """The ``jax_platforms`` value that skips an absent TPU (``'cuda,cpu'`` or ``'cpu'``), or None to leave JAX be."""
-    if os.environ.get("JAX_PLATFORMS") or jax.config.jax_platforms or "JAX_FORCE_TPU_INIT" in os.environ:
+    if _platforms_chosen() or "JAX_FORCE_TPU_INIT" in os.environ:
         return None
     if importlib.util.find_spec("libtpu") is None or _tpu_chips() > 0:
         return None
