@@ -17,7 +17,7 @@ from xlmp_jax.pool import PoolConfig
 
 def _config(**kw) -> ModelConfig:
     pool = PoolConfig(size=8, length=2)
-    base = dict(hidden_dropout=0.0, attention_dropout=0.0, num_layers=3, vocab_size=512, pool=pool)
+    base = dict(hidden_dropout=0.0, attention_dropout=0.0, num_layers=2, vocab_size=512, pool=pool)
     return ModelConfig.preset("tiny", **{**base, **kw})
 
 
@@ -59,12 +59,12 @@ def test_hidden_states_match_and_shapes_are_the_stacked_loop():
     stacked_shapes = layer_stack.to_layout(param_shapes(loop_cfg), scan=True)
     shapes = param_shapes(scan_cfg)
     assert jax.tree.map(lambda x: x.shape, shapes) == jax.tree.map(lambda x: x.shape, stacked_shapes)
-    assert shapes["layers"]["layer"]["attention"]["query"]["kernel"].shape == (3, 64, 4, 16)
+    assert shapes["layers"]["layer"]["attention"]["query"]["kernel"].shape == (2, 64, 4, 16)
     params = nn.unbox(init_params(loop_cfg, jax.random.key(0))["params"])
     ids, mask = _batch()
     a = XLMP(loop_cfg).apply({"params": params}, ids, mask, output_hidden_states=True)
     b = XLMP(scan_cfg).apply({"params": layer_stack.to_layout(params, True)}, ids, mask, output_hidden_states=True)
-    assert len(a["all_hidden_states"]) == len(b["all_hidden_states"]) == 4
+    assert len(a["all_hidden_states"]) == len(b["all_hidden_states"]) == 3
     for x, y in zip(a["all_hidden_states"], b["all_hidden_states"], strict=True):
         np.testing.assert_allclose(y, x, atol=1e-5)
 
@@ -102,4 +102,4 @@ def test_transformers_export_and_import_go_through_the_loop_form():
     assert state.keys() == from_scan.keys()
     assert all(np.array_equal(state[k], from_scan[k]) for k in state)
     imported = names.from_hf_state_dict(state, scan_cfg, pool_params=params["pool"])
-    assert imported["layers"]["layer"]["output"]["kernel"].shape == (3, 256, 64)
+    assert imported["layers"]["layer"]["output"]["kernel"].shape == (2, 256, 64)
