@@ -9,8 +9,8 @@ devices, the project's own train step (``steps.make_train_step`` on the sharding
 Measured, per device and step:
 
 * ``xla_flops``: ``compiled.cost_analysis()['flops']`` of the partitioned program (matmuls and
-  element-wise work), and ``dot_flops``: the matmuls alone, read from the HLO (``bench.hlo_cost``);
-* ``comm_bytes``: what one device sends in the program's collectives (ring convention, ``bench.hlo_cost``).
+  element-wise work), and ``dot_flops``: the matmuls alone, read from the HLO (``xlmp_jax.hlo_cost``);
+* ``comm_bytes``: what one device sends in the program's collectives (ring convention, ``xlmp_jax.hlo_cost``).
 
 Formulas (n = 8 devices, layout d x f x t, B rows of T tokens, S = T + Lp encoder positions, K head
 positions, N layers, D hidden, P_t = params per device with only the tensor axis applied, P_dev = params
@@ -25,7 +25,7 @@ per device (``memory.param_table``), 4-byte fp32 params/gradients, c = compute-d
 * tensor-parallel activation all-reduces, 2 forward + 2 backward per layer:  4 N x 2 (t-1)/t x B/(d f) x S x D x c.
 
 Just over 300 lines because the formulas above and the code that evaluates them stand in one file, to be
-read side by side; the HLO reading lives in ``bench.hlo_cost``.
+read side by side; the HLO reading lives in ``xlmp_jax.hlo_cost``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from typing import Any  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from bench import hlo_cost  # noqa: E402
+from xlmp_jax import hlo_cost  # noqa: E402
 
 LAYOUTS = ((8, 1, 1), (1, 8, 1), (1, 1, 8), (2, 2, 2), (2, 4, 1), (1, 2, 4))
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cost_table.json")
@@ -111,23 +111,10 @@ def compile_step(run: Any, compiler_options: dict[str, Any] | None = None) -> An
 
 
 def flops_formula(run: Any, num_devices: int) -> float:
-    """Model FLOPs per device and step: ``flops.flops_per_token`` x tokens / devices, plus remat's recompute."""
-    from data_pipelines.config import max_predictions
+    """Model FLOPs per device and step: ``flops.step_flops_per_device`` (the formula with remat's recompute)."""
     from xlmp_jax import flops
 
-    model = run.model
-    t = run.data.seq_length
-    k = min(t, max_predictions(t, run.data.mlm_rate))
-    rows = run.train.batch_size
-    total = flops.flops_per_token(model, t, k) * rows * t
-    s = t + (model.pool.length if model.pool is not None else 0)
-    d, f, n = model.hidden_size, model.intermediate_size, model.num_layers
-    attention_forward = 4.0 * n * s * s * d * rows  # QK^T and the probabilities' mix: batched, not saved
-    if model.remat == "dots_no_batch":
-        total += attention_forward
-    elif model.remat == "full":
-        total += attention_forward + 2.0 * n * (4 * d * d + 2 * d * f) * s * rows
-    return total / num_devices
+    return flops.step_flops_per_device(run, num_devices)
 
 
 def comm_formula(run: Any, num_devices: int) -> dict[str, float]:

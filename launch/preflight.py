@@ -5,8 +5,11 @@ bad value. The mesh and batch rules are the trainer's own (``xlmp_jax.sharding``
 tensor`` describe one slice (-1 = the rest), ``mesh.dcn_data`` multiplies ``data`` across slices, and
 each micro-batch splits over ``data x fsdp`` (``dcn_data`` included) and over the processes.
 
-The device counts of each accelerator type are ``launch.accelerators``.
-CLI: ``python -m launch.preflight --config=configs/base.py --accelerator=v4-32 --workdir=gs://b/run``.
+The device counts of each accelerator type are ``launch.accelerators``; a TPU type's mesh and remat come
+from ``launch.layouts`` unless overridden. ``--aot`` (``aot_check``) goes further and compiles the run for
+the TPU type on this machine (``xlmp_jax.aot``, minutes rather than seconds): a layout that does not fit in
+HBM fails here instead of on the pod.
+CLI: ``python -m launch.preflight --config=configs/base.py --accelerator=v4-32 --workdir=gs://b/run [--aot]``.
 """
 
 from __future__ import annotations
@@ -14,14 +17,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
+import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from launch import layouts
 from launch.accelerators import Accelerator, gpu_accelerator, tpu_accelerator
-from launch.common import LaunchError, PreflightError, split_overrides
+from launch.common import REPO_ROOT, LaunchError, PreflightError, split_overrides
 
 if TYPE_CHECKING:
     from xlmp_jax.run_config import RunConfig
@@ -177,6 +183,33 @@ def preflight(
     return Report(cfg, mesh, notes)
 
 
+def aot_check(
+    config: str,
+    overrides: Sequence[str],
+    accelerator_type: str,
+    num_slices: int = 1,
+    *,
+    run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
+) -> str:
+    """Compiles the run for the slice on this machine (``python -m xlmp_jax.aot``) and returns its verdict
+    line (``fits: ...``); a layout that does not fit, or a compile that fails, is a ``PreflightError``.
+
+    A subprocess, as the launcher must not start a JAX backend of its own (it would claim this machine's
+    GPUs); it runs in dry runs too, since it creates nothing. Large takes a few minutes on 2 cores.
+    """
+    cmd = [sys.executable, "-m", "xlmp_jax.aot", f"--config={config}", f"--topology={accelerator_type}"]
+    cmd += [f"--num_slices={num_slices}", *overrides]
+    proc = run(cmd, cwd=str(REPO_ROOT), capture_output=True, text=True)
+    lines = [line for line in (proc.stdout or "").splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    if proc.returncode == 0 and last.startswith("fits:"):
+        return last
+    if proc.returncode == 3:
+        raise PreflightError(f"the compile check says the run {last or 'does not fit'} ({shlex.join(cmd)})")
+    detail = ((proc.stderr or "").strip().splitlines() or [last or "no output"])[-1]
+    raise PreflightError(f"the compile check failed (exit {proc.returncode}): {detail} ({shlex.join(cmd)})")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m launch.preflight", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True)
@@ -186,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=0, help="GPU nodes")
     parser.add_argument("--gpus_per_node", type=int, default=8)
     parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true")
+    parser.add_argument("--aot", action="store_true", help="also compile the run for the TPU type (xlmp_jax.aot)")
     args, extra = parser.parse_known_args(argv)
     try:
         if args.accelerator:
@@ -194,7 +228,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             accel = gpu_accelerator(args.nodes, args.gpus_per_node)
         else:
             raise PreflightError("pass --accelerator=<TPU type> or --nodes=N [--gpus_per_node=G]")
-        report = preflight(args.config, split_overrides(extra), accel, args.workdir, dry_run=args.dry_run)
+        overrides = split_overrides(extra)
+        if args.accelerator:
+            overrides = layouts.layout_overrides(args.config, args.accelerator, overrides) + overrides
+        report = preflight(args.config, overrides, accel, args.workdir, dry_run=args.dry_run)
+        if args.aot:
+            if not args.accelerator:
+                raise PreflightError("--aot compiles for a TPU type: pass --accelerator=<TPU type>")
+            report.notes.append(aot_check(args.config, overrides, args.accelerator, args.num_slices))
     except LaunchError as e:
         print(f"preflight failed: {e}", file=sys.stderr)
         return 2

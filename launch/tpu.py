@@ -9,7 +9,10 @@
 (``nohup python -m xlmp_jax.train ...`` on all workers at once; per-worker log ``~/xlmp-logs/train.log``,
 pid in ``~/xlmp-logs/train.pid``), then ``logs`` (streams worker 0's log; Ctrl-C stops watching, not
 training). ``stop`` sends SIGTERM (the trainer checkpoints, then exits); ``delete`` removes the TPU.
-Every subcommand takes ``--dry-run``: it prints the exact gcloud commands and runs nothing.
+Every subcommand takes ``--dry-run``: it prints the exact gcloud commands and runs nothing. ``up``/``start``
+add the slice's mesh and remat from ``launch.layouts`` (a ``--config.*`` override wins); ``--aot`` compiles
+the run for the accelerator type on this machine first (``xlmp_jax.aot``; also in a dry run, which then
+shows the verdict) and stops before creating anything if it does not fit.
 
 The gcloud commands and the worker scripts are ``launch.tpu_vm.Tpu``; this module is the CLI.
 
@@ -26,7 +29,7 @@ import pathlib
 import sys
 from collections.abc import Sequence
 
-from launch import accelerators, preflight
+from launch import accelerators, layouts, preflight
 from launch.common import (
     REPO_ROOT,
     LaunchError,
@@ -82,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = argparse.ArgumentParser(add_help=False)
     add_common_flags(train, dry_run_flag=False)  # --dry-run comes with the tpu flags
     train.add_argument("--no_stream", action="store_true", help="do not stream worker 0's log after starting")
+    train.add_argument(
+        "--aot", action="store_true", help="before creating anything, compile the run for the TPU type (xlmp_jax.aot)"
+    )
     sub.add_parser("up", parents=[tpu, create, install, train], help="preflight, create/reuse, install, start, logs")
     sub.add_parser("create", parents=[tpu, create], help="create the TPU (or reuse it)")
     sub.add_parser("install", parents=[tpu, install], help="copy/clone the repo and install it on every worker")
@@ -101,8 +107,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if overrides and args.action not in ("up", "start"):
             raise LaunchError(f"config overrides {overrides} only make sense with `up` or `start`")
         tpu = Tpu(args, runner)
+        if args.action in ("up", "start"):  # the slice's layout (launch.layouts); the user's overrides win
+            implied = layouts.layout_overrides(args.config, args.accelerator_type, overrides)
+            if implied:
+                runner.note(f"layout for {args.accelerator_type} (launch.layouts): {' '.join(implied)}")
+            overrides = implied + overrides
         if args.action in ("up", "start") and not args.skip_preflight:
             run_preflight(args, overrides, runner)
+        if args.action in ("up", "start") and args.aot:  # also in dry runs: it creates nothing
+            verdict = preflight.aot_check(args.config, overrides, args.accelerator_type, args.num_slices)
+            runner.note(f"compile check: {verdict}")
         if args.action in ("up", "create"):
             tpu.create()
         if args.action in ("up", "install"):

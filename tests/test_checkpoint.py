@@ -137,6 +137,18 @@ def test_incompatible_checkpoint_names_path_and_param(tmp_path, state8):
     assert os.path.isdir(tmp_path / "checkpoints" / "3")  # an incompatible checkpoint is not "corrupt"
 
 
+def test_restore_across_the_scan_switch_names_the_setting(tmp_path, state8):
+    from xlmp_jax import layer_stack
+
+    ckpt = checkpoint.Checkpointer(str(tmp_path))
+    ckpt.save(3, state8)
+    ckpt.close()
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state8)
+    scanned = abstract.replace(params=layer_stack.to_layout(abstract.params, scan=True))
+    with pytest.raises(checkpoint.IncompatibleCheckpointError, match=r"as a loop .*scan_layers=False"):
+        checkpoint.Checkpointer(str(tmp_path)).restore_latest(scanned)
+
+
 def test_load_params_errors(tmp_path, state8):
     with pytest.raises(checkpoint_read.CheckpointError, match="no checkpoint in"):
         checkpoint_read.load_params(str(tmp_path))

@@ -1,7 +1,7 @@
-"""The HLO collective-bytes and matmul-FLOPs reader (bench.hlo_cost) and the cost table's formulas.
+"""The HLO collective-bytes and matmul-FLOPs reader (xlmp_jax.hlo_cost) and the cost table's formulas.
 
 Collectives come from small jitted functions on the 8 simulated CPU devices of conftest, whose bytes
-follow from their shapes and group sizes by the ring convention of ``bench.hlo_cost``.
+follow from their shapes and group sizes by the ring convention of ``xlmp_jax.hlo_cost``.
 """
 
 import argparse
@@ -13,7 +13,8 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from bench import cost_table, hlo_cost
+from bench import cost_table
+from xlmp_jax import hlo_cost
 
 try:
     from jax import shard_map
@@ -57,6 +58,51 @@ def test_resharding_to_replicated_is_an_all_gather_of_the_full_buffer():
     gathers = [c for c in hlo_cost.collectives(text, 8) if c["op"] == "all-gather"]
     assert [(c["group"], c["size"]) for c in gathers] == [(8, 64 * 32 * 4)]
     assert hlo_cost.collective_bytes(text, 8)["all-gather"] == pytest.approx(7 / 8 * 64 * 32 * 4)
+
+
+def test_collectives_in_a_loop_count_once_per_iteration():
+    """A psum inside a 5-step loop sends 5 times the bytes of the same psum outside one."""
+    mesh = _mesh((8,), ("x",))
+    x = jax.device_put(jnp.ones((8, 256), jnp.float32), NamedSharding(mesh, P("x")))
+
+    def looped(a):
+        return jax.lax.fori_loop(0, 5, lambda i, v: v + jax.lax.psum(v, "x"), a)
+
+    fn = shard_map(looped, mesh=mesh, in_specs=P("x"), out_specs=P("x"))
+    text = _hlo(fn, x)
+    reduces = [c for c in hlo_cost.collectives(text, 8) if c["op"] == "all-reduce"]
+    assert [c["runs"] for c in reduces] == [5.0]
+    assert hlo_cost.collective_bytes(text, 8)["all-reduce"] == pytest.approx(5 * 2 * 7 / 8 * 256 * 4)
+
+
+LOOP_HLO = """
+%body (p: (s32[], f32[4])) -> (s32[], f32[4]) {
+  %p = (s32[], f32[4]{0}) parameter(0)
+  %x = f32[4]{0} get-tuple-element(%p), index=1
+  %ar = f32[4]{0} all-reduce(%x), replica_groups={}, to_apply=%add
+  ROOT %t = (s32[], f32[4]{0}) tuple(%i, %ar)
+}
+
+%inner (q: f32[4]) -> f32[4] {
+  %q = f32[4]{0} parameter(0)
+  ROOT %ag = f32[4]{0} all-gather(%q), replica_groups={{0,1}}, dimensions={0}
+}
+
+ENTRY %main (a: f32[4]) -> f32[4] {
+  %a = f32[4]{0} parameter(0)
+  %w = (s32[], f32[4]{0}) while(%init), condition=%cond, body=%body, backend_config={"known_trip_count":{"n":"24"}}
+  %s = ((f32[4]{0}), f32[4]{0}) async-start(%a), calls=%inner
+  ROOT %d = f32[4]{0} async-done(%s), calls=%inner
+}
+"""
+
+
+def test_hand_written_loop_and_async_wrapper():
+    runs = hlo_cost.computation_runs(LOOP_HLO)
+    assert (runs["ENTRY"], runs["body"], runs["inner"]) == (1.0, 24.0, 1.0)  # -done adds nothing
+    by_name = {c["name"]: c for c in hlo_cost.collectives(LOOP_HLO, 8)}
+    assert by_name["ar"]["bytes"] == pytest.approx(24 * 2 * 7 / 8 * 16)
+    assert by_name["ag"]["bytes"] == pytest.approx(1 / 2 * 16)
 
 
 def test_sharded_matmul_flops_per_device():

@@ -443,3 +443,38 @@ def test_local_dry_run_prints_both_processes(capsys, tmp_path):
         assert c[0] == "env" and "XLMP_NUM_CPU_DEVICES=4" in c and "JAX_PLATFORMS=cpu" in c
         assert c[-3:] == ["--coordinator_address=localhost:12345", "--num_processes=2", f"--process_id={i}"]
     assert not os.path.exists(tmp_path / "r")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Per-slice layouts (launch.layouts) and the compile check (--aot, xlmp_jax.aot)
+
+
+def test_tpu_up_uses_the_slices_layout_and_the_user_wins(capsys):
+    base = ["up", *TPU_ARGS, "--accelerator_type=v5litepod-256", "--config=configs/large.py"]
+    base += ["--workdir=gs://b/run", "--dry-run", "--no_stream", "--config.data.vocab_path=/elsewhere/spm.model"]
+    code, out, err = run_main(tpu.main, [*base, "--config.model.remat=full"], capsys)
+    assert code == 0, err
+    ssh = [c for c in commands(out) if any(a.startswith("--command=") for a in c)]
+    (nohup,) = [line for c in ssh for line in remote_lines(c) if line.startswith("nohup ")]
+    argv = shlex.split(nohup.split(" >> ")[0])
+    assert argv[-6:] == [
+        "--config.mesh.data=1", "--config.mesh.fsdp=-1", "--config.mesh.tensor=1", "--config.model.scan_layers=True",
+        "--config.data.vocab_path=/elsewhere/spm.model", "--config.model.remat=full",
+    ]  # fmt: skip
+    assert "--config.model.remat=dots_no_batch" not in argv
+
+
+def test_aot_check_verdicts():
+    from launch.common import PreflightError
+
+    def fake(rc, out, err=""):
+        return lambda cmd, **kw: subprocess.CompletedProcess(cmd, rc, out, err)
+
+    ok = preflight.aot_check("configs/large.py", ["--config.x=1"], "v5litepod-256", run=fake(0, "...\nfits: v5e x1\n"))
+    assert ok == "fits: v5e x1"
+    with pytest.raises(PreflightError, match="does not fit: v5litepod-256 x1: RESOURCE"):
+        preflight.aot_check(
+            "configs/large.py", [], "v5litepod-256", run=fake(3, "does not fit: v5litepod-256 x1: RESOURCE")
+        )
+    with pytest.raises(PreflightError, match=r"failed \(exit 1\): xlmp_jax.aot: error: bad"):
+        preflight.aot_check("configs/large.py", [], "v9-1", run=fake(1, "", "xlmp_jax.aot: error: bad"))

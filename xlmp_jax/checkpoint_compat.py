@@ -74,6 +74,14 @@ def check_compatible(saved_tree: Any, target_state: Any, where: str) -> None:
     """Raises IncompatibleCheckpointError naming the first parameter whose shape (or presence) differs."""
     saved = _shapes(saved_tree)
     target = _shapes(ocp.tree.serialize_tree(_abstract(target_state), keep_empty_nodes=True))
+    scanned = [any(n.startswith("params/layers/layer/") for n in tree) for tree in (saved, target)]
+    if scanned[0] != scanned[1]:
+        how = {True: "scanned (model.scan_layers=True)", False: "as a loop (model.scan_layers=False)"}
+        raise IncompatibleCheckpointError(
+            f"checkpoint {where} holds the encoder layers {how[scanned[0]]}, this config {how[scanned[1]]}: "
+            f"resume with --config.model.scan_layers={scanned[0]} (xlmp_jax.layer_stack converts params "
+            "between the two forms; exports are the same either way)"
+        )
     # Parameters first: that is the mismatch a user can act on (another model size / pool setting).
     for prefix in ("params/", ""):
         for name in sorted(set(saved) | set(target)):

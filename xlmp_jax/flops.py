@@ -7,6 +7,8 @@ gradients): 6·n·a·b per training step.
 
 from __future__ import annotations
 
+from typing import Any
+
 from xlmp_jax.model_config import ModelConfig
 
 
@@ -39,6 +41,43 @@ def flops_per_token(cfg: ModelConfig, seq_length: int, num_predictions: int) -> 
     pool = 6.0 * pool_size * d * (1 + prompt_len) / t
     head = 6.0 * (d * d + d * v) * k / t
     return encoder + attention + pool + head
+
+
+def step_flops_per_device(run: Any, num_devices: int) -> float:
+    """Model FLOPs per device of one train step of ``run`` (a ``RunConfig``): ``flops_per_token`` x the
+    batch's tokens / devices, plus what ``model.remat`` recomputes in the backward pass: the attention's
+    two batched matmuls (4 N S^2 D per row, not saved) for ``dots_no_batch``, the whole forward for ``full``.
+
+    The figure the compiled step's ``cost_analysis()`` is checked against (``bench.cost_table``, ``xlmp_jax.aot``).
+    """
+    from data_pipelines.config import max_predictions
+
+    model = run.model
+    t = run.data.seq_length
+    k = min(t, max_predictions(t, run.data.mlm_rate))
+    rows = run.train.batch_size
+    total = flops_per_token(model, t, k) * rows * t
+    s = t + (model.pool.length if model.pool is not None else 0)
+    d, f, n = model.hidden_size, model.intermediate_size, model.num_layers
+    attention_forward = 4.0 * n * s * s * d * rows
+    if model.remat == "dots_no_batch":
+        total += attention_forward
+    elif model.remat == "full":
+        total += attention_forward + 2.0 * n * (4 * d * d + 2 * d * f) * s * rows
+    return total / num_devices
+
+
+def layer_flops_per_device(run: Any, num_devices: int) -> float:
+    """The share of ``step_flops_per_device`` that one encoder layer does (matmuls, attention and remat's
+    recompute): what each further iteration of a scan over the layers adds, which XLA's cost analysis
+    leaves out (it counts a loop body once; ``xlmp_jax.aot``)."""
+    import dataclasses
+
+    model = run.model
+    without = dataclasses.replace(run, model=dataclasses.replace(model, num_layers=1, scan_layers=False))
+    with_one = step_flops_per_device(without, num_devices)
+    none = dataclasses.replace(without, model=dataclasses.replace(without.model, num_layers=2))
+    return step_flops_per_device(none, num_devices) - with_one
 
 
 def mfu(tokens_per_s: float, flops_per_token: float, peak_flops: float) -> float:

@@ -79,6 +79,27 @@ def check_inputs(config: ModelConfig, input_ids: Any, positions: Any = None) -> 
             )
 
 
+def remat_layer(cfg: ModelConfig) -> type[nn.Module]:
+    """``EncoderLayer``, rematerialised by ``cfg.remat``'s policy (``deterministic`` static)."""
+    if cfg.remat == "none":
+        return EncoderLayer
+    return nn.remat(EncoderLayer, policy=REMAT_POLICIES[cfg.remat], static_argnums=(3,))
+
+
+class ScannedLayer(nn.Module):
+    """One encoder layer as the body of ``nn.scan``: (x, mask, deterministic, collect) -> (x, x or None).
+
+    ``collect`` returns each layer's output as the scan's stacked output (``output_hidden_states``).
+    """
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool, collect: bool):
+        x = remat_layer(self.config)(self.config, name="layer")(x, mask, deterministic)
+        return x, (x if collect else None)
+
+
 class XLMP(nn.Module):
     """XLM-R encoder with an optional prompt pool, and the masked-LM head.
 
@@ -97,10 +118,18 @@ class XLMP(nn.Module):
             self.pool = PromptPool(
                 cfg.pool, cfg.hidden_size, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype)
             )
-        layer_cls = EncoderLayer
-        if cfg.remat != "none":
-            layer_cls = nn.remat(EncoderLayer, policy=REMAT_POLICIES[cfg.remat], static_argnums=(3,))
-        self.layers = [layer_cls(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]
+        if cfg.scan_layers:
+            self.layers = nn.scan(
+                ScannedLayer,
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
+                length=cfg.num_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )(cfg)
+        else:
+            layer_cls = remat_layer(cfg)
+            self.layers = [layer_cls(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]
         self.lm_head = MLMHead(cfg, self.embeddings)
 
     def __call__(
@@ -141,10 +170,15 @@ class XLMP(nn.Module):
             mask = jnp.concatenate([prompt_mask, attention_mask], axis=1)
 
         all_hidden = [x[:, num_prompt:]]
-        for layer in self.layers:
-            x = layer(x, mask, deterministic)
+        if cfg.scan_layers:
+            x, stacked = self.layers(x, mask, deterministic, output_hidden_states)
             if output_hidden_states:
-                all_hidden.append(x[:, num_prompt:])
+                all_hidden += [stacked[i][:, num_prompt:] for i in range(cfg.num_layers)]
+        else:
+            for layer in self.layers:
+                x = layer(x, mask, deterministic)
+                if output_hidden_states:
+                    all_hidden.append(x[:, num_prompt:])
         hidden = x[:, num_prompt:]  # heads and losses see only the input's own tokens
         outputs["hidden_states"] = hidden
         if output_hidden_states:

@@ -70,6 +70,11 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype ("bfloat16" on TPU/GPU)
     param_dtype: str = "float32"  # master weights
     remat: str = "none"  # one of REMAT_POLICIES
+    # True: the encoder layers are one nn.scan over a stacked layer (params under "layers/layer", each with
+    # a leading [num_layers] axis): one layer's program, so compile time no longer grows with depth.
+    # False: a Python loop of "layer_0".."layer_{N-1}" (checkpoints and exports use this form;
+    # xlmp_jax.layer_stack converts both ways). Same numbers; only the dropout draws differ.
+    scan_layers: bool = False
     # auto: jax.nn.dot_product_attention (XLA) unless attention dropout is active, then an explicit
     # softmax with dropout; cudnn: cuDNN's fused kernel (GPU, bf16/fp16, no attention dropout, valid
     # keys first in each row: the data pipeline's right padding). See SelfAttention.
@@ -105,6 +110,8 @@ class ModelConfig:
             raise ValueError(f"model.remat={self.remat!r} is not one of {tuple(REMAT_POLICIES)}")
         if self.attention not in ATTENTION_IMPLS:
             raise ValueError(f"model.attention={self.attention!r} is not one of {ATTENTION_IMPLS}")
+        if not isinstance(self.scan_layers, bool):
+            raise ValueError(f"model.scan_layers must be True or False, got {self.scan_layers!r}")
         for name in ("hidden_dropout", "attention_dropout"):
             rate = getattr(self, name)
             if not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:

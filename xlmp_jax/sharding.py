@@ -45,6 +45,7 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
     ("kv", None),
     ("prompts", None),
     ("prompt_length", None),
+    ("layers", None),  # the stacked layer axis of model.scan_layers: every device holds every layer's shard
 )
 
 

@@ -215,4 +215,5 @@ def make_eval_step(
             batch = sh.shard_batch(pad_rows(batch, rows + extra, model.config.pad_token_id), mesh)
         return jitted(params, batch)
 
+    eval_step.lower = jitted.lower  # (params, batch) as shapes: xlmp_jax.aot compiles the step without data
     return eval_step

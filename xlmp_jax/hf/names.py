@@ -8,11 +8,13 @@ zeros to ``padded_vocab_size`` on import and cut back to ``vocab_size`` on expor
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
+from xlmp_jax import layer_stack
 from xlmp_jax.model_config import ModelConfig
 
 Array = np.ndarray
@@ -147,11 +149,13 @@ def from_hf_state_dict(state_dict: Mapping[str, Any], config: ModelConfig, pool_
         if pool_params is None:
             raise ValueError("config has a prompt pool: pass pool_params (e.g. a fresh initialisation)")
         params["pool"] = {k: np.asarray(v) for k, v in pool_params.items()}
-    return params
+    return layer_stack.to_layout(params, config.scan_layers)
 
 
 def to_hf_state_dict(params: Mapping[str, Any], config: ModelConfig) -> dict[str, np.ndarray]:
-    """A transformers ``XLMRobertaForMaskedLM`` state dict (NumPy, fp32) from our params; pool excluded."""
+    """A transformers ``XLMRobertaForMaskedLM`` state dict (NumPy, fp32) from our params; pool excluded.
+    Scanned layers (``model.scan_layers``) are unstacked first (``xlmp_jax.layer_stack``)."""
+    params = layer_stack.to_layout(params, scan=False)
     out = {
         hf: np.ascontiguousarray(to_hf(np.asarray(_get(params, ours), np.float32), config))
         for ours, hf, _, to_hf in _encoder_mapping(config)
@@ -164,4 +168,4 @@ def to_hf_state_dict(params: Mapping[str, Any], config: ModelConfig) -> dict[str
 def _shapes_of(config: ModelConfig) -> dict:
     from xlmp_jax.model import param_shapes  # local: keeps this module importable without tracing
 
-    return param_shapes(config)
+    return param_shapes(dataclasses.replace(config, scan_layers=False))  # the mapping is per loop layer

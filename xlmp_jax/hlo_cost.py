@@ -10,8 +10,10 @@ convention (n = the size of the collective's replica group, ``size`` = the bytes
 * all-to-all:          (n - 1) / n x operand size      (keeps its own 1/n)
 * collective-permute:  operand size x (pairs with source != target) / devices  (mean over devices)
 
-Variadic (tuple) collectives count every operand. A collective inside a loop body counts once (the
-train step's loops are the RNG's and hold none). ``dot_flops`` adds up 2 x output x contracted size of
+Variadic (tuple) collectives count every operand. A collective inside a loop body counts once per
+iteration: ``computation_runs`` gives how often each computation runs per run of the program (a ``while``
+body its caller's count times the loop's ``known_trip_count``; fusions, calls and async wrappers their
+caller's count), so a layer scan's collectives add up to the unrolled loop's. ``dot_flops`` adds up 2 x output x contracted size of
 every ``dot`` by the JAX op that made it (the ``op_name`` metadata), to find which op carries FLOPs.
 """
 
@@ -107,10 +109,85 @@ def _permute_share(attrs: str, num_devices: int) -> float:
     return moving / num_devices
 
 
+_COMPUTATION = re.compile(r"^(ENTRY\s+)?%?([^\s({]+)\s*(?:\(.*)?\{\s*$")
+_CALLEES = re.compile(r"\b(?:body|calls|to_apply|true_computation|false_computation)=%([^\s,()}]+)")
+_BRANCHES = re.compile(r"branch_computations=\{([^}]*)\}")
+_TRIP_COUNT = re.compile(r'"known_trip_count":\{"n":"(\d+)"')
+
+
+def computations(hlo_text: str) -> dict[str, list[str]]:
+    """The program's computations in the order printed (callees before callers): name -> instruction lines.
+    The entry computation is named ``'ENTRY'``."""
+    out: dict[str, list[str]] = {}
+    current = None
+    for line in hlo_text.splitlines():
+        m = _COMPUTATION.match(line)
+        if m and not line.startswith(" "):
+            current = "ENTRY" if m.group(1) else m.group(2).lstrip("%")
+            out[current] = []
+        elif line.startswith("}"):
+            current = None
+        elif current is not None:
+            out[current].append(line)
+    return out
+
+
+_INT_CONSTANT = re.compile(r"=\s*[su](?:32|64)\[\]\S*\s+constant\((\d+)\)")
+
+
+def _condition_bound(lines: list[str]) -> float:
+    """A loop's trip count from its condition when XLA printed none (the TPU compiler does not): the one
+    integer constant the condition compares the counter with (a scan counts 0 .. N-1); 1 if not that form."""
+    values = {int(m.group(1)) for line in lines if (m := _INT_CONSTANT.search(line))}
+    return float(values.pop()) if len(values) == 1 and any("compare(" in line for line in lines) else 1.0
+
+
+def computation_runs(hlo_text: str, trip_counts: bool = True) -> dict[str, float]:
+    """How many times each computation runs per run of the program (see the module docstring).
+
+    ``trip_counts=False`` counts every loop body once (as XLA's ``cost_analysis`` does). A loop's trip
+    count is XLA's ``known_trip_count``, else the bound in its condition (``_condition_bound``);
+    one whose count neither gives counts once; ``async-update``/``-done`` name the
+    computation their ``-start`` already counted and add nothing; each branch of a conditional counts as
+    if taken (an upper bound).
+    """
+    comps = computations(hlo_text)
+    runs: dict[str, float] = {name: 0.0 for name in comps}
+    runs["ENTRY"] = 1.0
+    for name in reversed(list(comps)):  # callers are printed after their callees
+        for line in comps[name]:
+            m = _INSTRUCTION.match(line)
+            if not m or m.group(3).endswith(("-done", "-update")):
+                continue
+            trips = 1.0
+            if m.group(3) == "while":
+                found = _TRIP_COUNT.search(line)
+                cond = re.search(r"condition=%([^\s,()}]+)", line)
+                trips = (
+                    float(found.group(1)) if found else _condition_bound(comps.get(cond.group(1), []) if cond else [])
+                )
+                trips = trips if trip_counts else 1.0
+            callees = _CALLEES.findall(line)
+            for group in _BRANCHES.findall(line):
+                callees += [c.strip().lstrip("%") for c in group.split(",") if c.strip()]
+            for callee in callees:
+                if callee in runs:
+                    body = m.group(3) == "while" and f"body=%{callee}" in line
+                    runs[callee] += runs[name] * (trips if body else 1.0)
+    return runs
+
+
 def collectives(hlo_text: str, num_devices: int) -> list[dict[str, Any]]:
     """Each collective of the program: ``op``, ``name``, ``group`` (n), ``size`` (bytes of the buffer
-    the convention names) and ``bytes`` (what one device sends, by the module docstring's convention)."""
-    instrs = instructions(hlo_text)
+    the convention names), ``runs`` (times it runs per program run: loop trip counts) and ``bytes`` (what
+    one device sends over all those runs, by the module docstring's convention)."""
+    instrs = []
+    comps = computations(hlo_text)
+    runs = computation_runs(hlo_text)
+    for comp, lines in comps.items():
+        instrs += [dict(ins, runs=runs[comp]) for ins in instructions("\n".join(lines))]
+    if not comps:  # a bare instruction list (no computation headers): every instruction runs once
+        instrs = [dict(ins, runs=1.0) for ins in instructions(hlo_text)]
     shapes = {i["name"]: i["shape"] for i in instrs}
     out = []
     for ins in instrs:
@@ -124,8 +201,8 @@ def collectives(hlo_text: str, num_devices: int) -> list[dict[str, Any]]:
             raise ValueError(f"collective {ins['name']} reads {e.args[0]!r}, not defined in the HLO text") from None
         if base == "collective-permute":
             out.append(
-                dict(op=base, name=ins["name"], group=2, size=operand_bytes,
-                     bytes=operand_bytes * _permute_share(ins["attrs"], num_devices))
+                dict(op=base, name=ins["name"], group=2, size=operand_bytes, runs=ins["runs"],
+                     bytes=ins["runs"] * operand_bytes * _permute_share(ins["attrs"], num_devices))
             )  # fmt: skip
             continue
         n = group_size(ins["attrs"], num_devices)
@@ -136,7 +213,9 @@ def collectives(hlo_text: str, num_devices: int) -> list[dict[str, Any]]:
         else:
             size = operand_bytes
         factor = 2.0 * (n - 1) / n if base == "all-reduce" else (n - 1) / n
-        out.append(dict(op=base, name=ins["name"], group=n, size=size, bytes=factor * size))
+        out.append(
+            dict(op=base, name=ins["name"], group=n, size=size, runs=ins["runs"], bytes=ins["runs"] * factor * size)
+        )
     return out
 
 
@@ -197,3 +276,45 @@ def flops_by_op(hlo_text: str) -> dict[str, float]:
         where = re.search(r'op_name="([^"]*)"', ins["attrs"])
         out[where.group(1) if where else f"{op} (no op_name)"] += flops
     return dict(out)
+
+
+_FREE_OPS = frozenset(
+    "parameter constant get-tuple-element tuple bitcast while call conditional after-all partition-id replica-id "
+    "opt-barrier custom-call".split()
+)
+
+
+def unfused_bytes(hlo_text: str, trip_counts: bool = True) -> float:
+    """Bytes read and written by the program's unfused instructions (each fusion, collective, copy...: its
+    operands plus its output), times how often each runs (``computation_runs``; ``trip_counts=False``: every
+    loop body once). A rough stand-in for XLA's ``bytes accessed`` whose *ratio* with and without trip
+    counts says how much a loop adds (``loop_factor``)."""
+    comps = computations(hlo_text)
+    runs = computation_runs(hlo_text, trip_counts)
+    fused = set()
+    for lines in comps.values():
+        for line in lines:
+            m = _INSTRUCTION.match(line)
+            if m and (m.group(3) == "fusion" or "to_apply=" in line):
+                fused |= set(re.findall(r"(?:calls|to_apply)=%([^\s,()}]+)", line))
+    instrs = {name: instructions("\n".join(lines)) for name, lines in comps.items()}
+    shapes = {i["name"]: i["shape"] for group in instrs.values() for i in group}
+    total = 0.0
+    for name, group in instrs.items():
+        if name in fused or not runs.get(name):
+            continue
+        for ins in group:
+            if ins["opcode"] in _FREE_OPS or ins["opcode"].endswith("-done"):
+                continue
+            operands = sum(shape_bytes(shapes[o]) for o in ins["operands"] if o in shapes)
+            total += runs[name] * (operands + shape_bytes(ins["shape"]))
+    return total
+
+
+def loop_factor(hlo_text: str) -> float:
+    """``unfused_bytes`` with loop trip counts over without: 1 for a program without loops; for ``nn.scan``
+    over N layers about (outside + N x one layer) / (outside + one layer). XLA's ``cost_analysis`` counts a
+    loop body once, so its ``bytes accessed`` times this factor estimates the program's (``xlmp_jax.aot``;
+    checked against the Python-loop program by ``bench.aot_table --check``)."""
+    once = unfused_bytes(hlo_text, trip_counts=False)
+    return unfused_bytes(hlo_text) / once if once else 1.0
