@@ -98,7 +98,8 @@ def topology_devices(accelerator_type: str, num_slices: int = 1) -> list[Any]:
     Sets libtpu's environment for a machine that is not a TPU VM (unless already set: on a TPU VM the real
     values stay): no metadata-server query, and the accelerator type and a worker name, without which
     libtpu prints a page of warnings while it loads; and no log files (``TPU_LOG_DIR=disabled``; libtpu
-    writes /tmp/tpu_logs otherwise; set ``TPU_LOG_DIR`` to a folder to keep the compiler's logs).
+    writes /tmp/tpu_logs otherwise; set ``TPU_LOG_DIR`` to a folder to keep the compiler's logs); and libtpu's
+    one-process lock off (``ALLOW_MULTIPLE_LIBTPU_LOAD``).
     """
     if num_slices < 1:
         raise ValueError(f"--num_slices={num_slices} must be >= 1")
@@ -108,6 +109,9 @@ def topology_devices(accelerator_type: str, num_slices: int = 1) -> list[Any]:
     os.environ.setdefault("TPU_ACCELERATOR_TYPE", accelerator_type)
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
     os.environ.setdefault("TPU_LOG_DIR", "disabled")
+    # Compiling for a description opens no chip, so several processes (a test run's workers, the table's
+    # workers, a training job's preflight) may hold libtpu at once instead of failing on its lock file.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     try:
         from jax.experimental import topologies
     except ImportError as e:  # pragma: no cover - part of jax
