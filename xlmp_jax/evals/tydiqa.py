@@ -1,4 +1,5 @@
-"""The sweep's ``tydiqa`` eval: XTREME's TyDiQA-GoldP (gold passages; trained on its English training set), zero-shot from English.
+"""The sweep's ``tydiqa`` eval: XTREME's TyDiQA-GoldP (gold passages; trained on its English training set),
+zero-shot from English.
 
 Its data, settings and run are ``qa``'s."""
 
