@@ -17,7 +17,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.workdirs = ""  # comma-separated work directories (of python -m xlmp_jax.train)
     c.steps = "all"  # all | latest | comma-separated step numbers (must exist in every work directory)
     c.out = ""  # results directory: results.csv/.json, summary.md, plots/, tb/, cells.jsonl
-    c.evals = "mlm,retrieval,pool"  # any of: mlm, retrieval, pool, classification, tagging, pos, tatoeba, bucc
+    # any of: mlm, retrieval, pool, classification, tagging, pos, tatoeba, bucc, xquad, mlqa, tydiqa
+    c.evals = "mlm,retrieval,pool"
     c.batch_size = 32  # sentences per forward pass
     c.max_length = 128  # tokens per sentence, <s> and </s> included
     c.seed = 0
@@ -25,6 +26,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.tensorboard = True  # scalars under out/tb/<workdir name>/
     # JAX's persistent compilation cache; '' = off; a set JAX_COMPILATION_CACHE_DIR wins (xlmp_jax/compile_cache.py)
     c.compilation_cache_dir = compile_cache.DEFAULT_DIR
-    for name in evals.REGISTRY:  # mlm, retrieval, pool, classification, tagging, pos, tatoeba, bucc
+    for name in evals.REGISTRY:  # every eval listed above
         c[name] = evals.load(name).config()
     return c

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -84,17 +84,36 @@ def _head_logits(model, kind: str, representation: str, params, ids, rng, determ
     return hidden @ params["head"]["kernel"] + params["head"]["bias"]
 
 
-def _loss(model, kind, representation, params, ids, labels, rng):
-    logits = _head_logits(model, kind, representation, params, ids, rng, deterministic=False)
+def label_cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean cross-entropy over the labels >= 0 (one per row, or one per token for tagging)."""
+    del mask  # the labels already mark what counts
     valid = (labels >= 0).astype(jnp.float32)
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
     return (nll * valid).sum() / jnp.maximum(valid.sum(), 1.0)
 
 
-class FineTuner:
-    """Fine-tunes one encoder + a fresh linear head; ``predict`` then labels new rows."""
+def _loss(model, kind, representation, criterion, params, ids, labels, rng):
+    logits = _head_logits(model, kind, representation, params, ids, rng, deterministic=False)
+    return criterion(logits, labels, ids != model.config.pad_token_id)
 
-    def __init__(self, encoder: Encoder, kind: str, num_labels: int, settings: FinetuneSettings):
+
+Criterion = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]  # (logits, labels, token mask) -> loss
+
+
+class FineTuner:
+    """Fine-tunes one encoder + a fresh linear head; ``predict`` then labels new rows.
+
+    ``criterion`` turns the head's logits ([B, C], or [B, T, C] for tagging), the labels and the non-pad
+    token mask into the loss; other heads on per-token logits (QA's start/end) bring their own."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        kind: str,
+        num_labels: int,
+        settings: FinetuneSettings,
+        criterion: Criterion = label_cross_entropy,
+    ):
         if kind not in KINDS:
             raise ValueError(f"fine-tuning kind {kind!r} is not one of {KINDS}")
         if settings.representation not in ("cls", "mean"):
@@ -118,7 +137,7 @@ class FineTuner:
         self.optimizer = optax.chain(
             optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=settings.weight_decay)
         )
-        loss = functools.partial(_loss, self.model, kind, settings.representation)
+        loss = functools.partial(_loss, self.model, kind, settings.representation, criterion)
 
         def step(params, opt_state, ids, labels, rng):
             value, grads = jax.value_and_grad(loss)(params, ids, labels, rng)
@@ -151,19 +170,22 @@ class FineTuner:
             losses.append(float(loss))
         return losses
 
-    def predict(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
-        """Argmax labels: [N] for classification, [N, length] for tagging."""
+    def logits(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
+        """The head's fp32 logits: [N, C] for classification, [N, length, C] for tagging."""
         ids = pad_rows(rows, self.length, self.encoder.config.pad_token_id)
         b = self.settings.batch_size
-        preds = []
+        out = []
         for start in range(0, len(ids), b):
             chunk = ids[start : start + b]
             real = len(chunk)
             if real < b:
                 chunk = np.concatenate([chunk, np.tile(chunk[:1], (b - real, 1))])
-            logits = self._logits(self.params, chunk, None)
-            preds.append(np.asarray(jnp.argmax(logits, axis=-1))[:real])
-        return np.concatenate(preds)
+            out.append(np.asarray(self._logits(self.params, chunk, None))[:real])
+        return np.concatenate(out)
+
+    def predict(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
+        """Argmax labels: [N] for classification, [N, length] for tagging."""
+        return np.argmax(self.logits(rows), axis=-1)
 
 
 def spans(tags: Sequence[str]) -> set[tuple[int, int, str]]:
