@@ -6,6 +6,7 @@ import logging
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import init_state, mesh_of, model_of
@@ -137,16 +138,36 @@ def test_incompatible_checkpoint_names_path_and_param(tmp_path, state8):
     assert os.path.isdir(tmp_path / "checkpoints" / "3")  # an incompatible checkpoint is not "corrupt"
 
 
-def test_restore_across_the_scan_switch_names_the_setting(tmp_path, state8):
+def test_restore_across_the_scan_switch_converts_params_and_optimizer_state(tmp_path, state8):
     from xlmp_jax import layer_stack
 
+    saved = _perturbed(state8, 3)
+    moved = jax.tree.map(lambda x: x + 0.25 if jnp.issubdtype(x.dtype, jnp.floating) else x, saved.opt_state)
+    saved = saved.replace(opt_state=moved)  # Adam moments that are not zeros, so their conversion shows
     ckpt = checkpoint.Checkpointer(str(tmp_path))
-    ckpt.save(3, state8)
+    ckpt.save(3, saved)
     ckpt.close()
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state8)
-    scanned = abstract.replace(params=layer_stack.to_layout(abstract.params, scan=True))
-    with pytest.raises(checkpoint.IncompatibleCheckpointError, match=r"as a loop .*scan_layers=False"):
-        checkpoint.Checkpointer(str(tmp_path)).restore_latest(scanned)
+
+    def scanned(tree):
+        return layer_stack.to_layout(tree, scan=True)
+
+    # a loop checkpoint into a scanned run: params and Adam moments stacked, every value kept
+    target = abstract.replace(params=scanned(abstract.params), opt_state=scanned(abstract.opt_state))
+    restored, step = checkpoint.Checkpointer(str(tmp_path)).restore_latest(target)
+    assert step == 3
+    want = saved.replace(params=scanned(saved.params), opt_state=scanned(saved.opt_state))
+    _assert_trees_equal(restored, want)
+    for got, place in zip(jax.tree.leaves(restored), jax.tree.leaves(target), strict=True):
+        assert got.sharding.is_equivalent_to(place.sharding, got.ndim)
+
+    # and back: the scanned state saved, restored into the loop form
+    other = tmp_path / "scanned"
+    ckpt = checkpoint.Checkpointer(str(other))
+    ckpt.save(4, restored)
+    ckpt.close()
+    back, _ = checkpoint.Checkpointer(str(other)).restore_latest(abstract)
+    _assert_trees_equal(back, saved)
 
 
 def test_load_params_errors(tmp_path, state8):

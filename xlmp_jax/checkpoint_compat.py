@@ -17,6 +17,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from xlmp_jax import layer_stack
+
 log = logging.getLogger(__name__)
 
 
@@ -74,14 +76,6 @@ def check_compatible(saved_tree: Any, target_state: Any, where: str) -> None:
     """Raises IncompatibleCheckpointError naming the first parameter whose shape (or presence) differs."""
     saved = _shapes(saved_tree)
     target = _shapes(ocp.tree.serialize_tree(_abstract(target_state), keep_empty_nodes=True))
-    scanned = [any(n.startswith("params/layers/layer/") for n in tree) for tree in (saved, target)]
-    if scanned[0] != scanned[1]:
-        how = {True: "scanned (model.scan_layers=True)", False: "as a loop (model.scan_layers=False)"}
-        raise IncompatibleCheckpointError(
-            f"checkpoint {where} holds the encoder layers {how[scanned[0]]}, this config {how[scanned[1]]}: "
-            f"resume with --config.model.scan_layers={scanned[0]} (xlmp_jax.layer_stack converts params "
-            "between the two forms; exports are the same either way)"
-        )
     # Parameters first: that is the mismatch a user can act on (another model size / pool setting).
     for prefix in ("params/", ""):
         for name in sorted(set(saved) | set(target)):
@@ -148,12 +142,32 @@ class RestorePlan:
     """How to read a saved state into ``like``: what Orbax reads into, then the padding that follows."""
 
     target: Any  # like's abstract twin: storable leaves with their shardings
-    read_as: Any  # ``target`` with the unpadded vocabulary leaves at their saved shapes, replicated
+    read_as: Any  # ``target`` with the unpadded vocabulary leaves at their saved shapes, replicated, and its layers
+    # in the saved form (a loop or a scan)
     unpadded: dict[str, tuple]  # name -> saved shape of the vocabulary leaves to zero-pad
+    relayout: bool = False  # the checkpoint's layers are in the other form (model.scan_layers): convert them
 
     def finish(self, restored: Any, like: Any) -> Any:
-        """The state read with ``read_as``, padded and placed in ``like``'s shardings, PRNG keys typed again."""
+        """The state read with ``read_as``, in ``like``'s layer form, padded and placed in its shardings, PRNG
+        keys typed again."""
+        if self.relayout:
+            restored = _in_layer_form(restored, _is_scanned(_shapes(self.target)))
+            restored = jax.tree.map(lambda x, t: jax.device_put(x, t.sharding), restored, self._unpadded_target())
         return from_storable(_pad_rows(restored, self.target, self.unpadded), like)
+
+    def _unpadded_target(self) -> Any:
+        return _with_shapes(self.target, self.unpadded)
+
+
+def _is_scanned(shapes: dict[str, tuple]) -> bool:
+    return any(name.startswith("params/layers/layer/") for name in shapes)
+
+
+def _in_layer_form(state: Any, scan: bool) -> Any:
+    """``state`` with its params and every params-shaped part of its optimizer state as a layer loop or a scan."""
+    return state.replace(
+        params=layer_stack.to_layout(state.params, scan), opt_state=layer_stack.to_layout(state.opt_state, scan)
+    )
 
 
 def plan_restore(saved_tree: Any, like: Any, where: str) -> RestorePlan:
@@ -163,5 +177,11 @@ def plan_restore(saved_tree: Any, like: Any, where: str) -> RestorePlan:
     if unpadded:
         log.warning("checkpoint %s was written before vocabulary padding: padding %s", where, sorted(unpadded))
     read_as = _with_shapes(target, unpadded)
+    saved_scan = _is_scanned(_shapes(saved_tree))
+    relayout = saved_scan != _is_scanned(_shapes(target))
+    if relayout:  # a checkpoint of the other model.scan_layers: read in its form, converted in finish()
+        form = {True: "a scan", False: "a loop"}
+        log.warning("checkpoint %s holds the encoder layers as %s: converting on restore", where, form[saved_scan])
+        read_as = _in_layer_form(read_as, saved_scan)
     check_compatible(saved_tree, read_as, where)
-    return RestorePlan(target, read_as, unpadded)
+    return RestorePlan(target, read_as, unpadded, relayout)

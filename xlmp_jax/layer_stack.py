@@ -40,14 +40,26 @@ def stack(tree: Mapping[str, Any]) -> dict[str, Any]:
 
 def _stack(*xs: Any) -> Any:
     if isinstance(xs[0], jax.ShapeDtypeStruct):  # abstract trees (shapes only) stack as shapes
-        return jax.ShapeDtypeStruct((len(xs), *xs[0].shape), xs[0].dtype)
+        return jax.ShapeDtypeStruct((len(xs), *xs[0].shape), xs[0].dtype, sharding=_sharding(xs[0], 1))
     if all(isinstance(x, np.ndarray) for x in xs):
         return np.stack(xs)
     return jax.numpy.stack(xs)
 
 
 def _index(x: Any, i: int) -> Any:
-    return jax.ShapeDtypeStruct(x.shape[1:], x.dtype) if isinstance(x, jax.ShapeDtypeStruct) else x[i]
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(x.shape[1:], x.dtype, sharding=_sharding(x, -1))
+    return x[i]
+
+
+def _sharding(x: jax.ShapeDtypeStruct, axes: int) -> Any:
+    """An abstract leaf's NamedSharding with the (replicated) layer axis added in front (1) or removed (-1)."""
+    sharding = getattr(x, "sharding", None)
+    if not isinstance(sharding, jax.sharding.NamedSharding):
+        return None
+    spec = tuple(sharding.spec)
+    spec = (None, *spec) if axes > 0 else spec[1:]
+    return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec))
 
 
 def unstack(tree: Mapping[str, Any]) -> dict[str, Any]:
