@@ -487,7 +487,7 @@ def test_registry_transfer_evals_run_in_the_sweep_with_their_own_settings(tmp_pa
     for block in (config.classification, config.tagging):
         block.update(dict(source="sample", languages="de,fr", max_train=16, max_test=5, steps=2, batch_size=4))
     config.tagging.max_test = 3
-    assert evaluate.run_sweep(config, checkpoints=source)["computed"] == 2
+    assert evaluate.run_sweep(config, checkpoints=source)["computed"] == 2 * 3  # 3 fine-tuning seeds (default)
     table = {(r.eval, r.language, r.metric): r.value for r in ResultStore(config.out).rows}
     for name, tests in (("classification", 5), ("tagging", 3)):
         assert table[(name, "de", "examples")] == table[(name, "fr", "examples")] == tests  # its own max_test
