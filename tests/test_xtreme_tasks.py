@@ -364,7 +364,7 @@ def test_pos_tatoeba_and_bucc_run_in_the_sweep_on_a_tiny_model(tmp_path, tiny_pa
     config.tatoeba.dir = str(data / "tatoeba")
     config.bucc.update(dict(dir=str(data / "bucc"), languages=""))
     source = FakeCheckpoints(tiny_params, {"xlmp": (True, [10])})
-    assert evaluate.run_sweep(config, checkpoints=source)["computed"] == 3
+    assert evaluate.run_sweep(config, checkpoints=source)["computed"] == 3 + 2  # pos: 3 fine-tuning seeds (default)
     table = {(r.eval, r.language, r.metric): r.value for r in ResultStore(config.out).rows}
     assert 0 <= table[("pos", "fr", "accuracy")] <= 1 and table[("pos", "fr", "examples")] == 2
     assert "f1" not in {m for e, _, m in table if e == "pos"}  # UPOS tags carry no spans

@@ -3,7 +3,8 @@
     python -m xlmp_jax.evaluate --config=configs/eval_sweep.py \
         --config.workdirs=workdirs/tiny,workdirs/tiny_baseline --config.out=evals/tiny
 
-A cell is (work directory, step, eval, that eval's settings); its key is recorded in ``OUT/cells.jsonl``
+A cell is (work directory, step, eval, that eval's settings, and its fine-tuning seed for the evals with
+``seeds``: one cell per seed, so a sweep stopped half-way keeps every seed it finished); its key is recorded in ``OUT/cells.jsonl``
 when it finishes, so re-running after adding a checkpoint (or after an interruption) computes only the
 new cells. Outputs: ``results.csv`` / ``results.json`` (one row per checkpoint x eval x language x
 metric), ``summary.md`` (with XLM-P vs baseline when both are swept), ``plots/``, ``tb/``.
@@ -94,6 +95,26 @@ def eval_settings(sweep: ml_collections.ConfigDict, eval_name: str) -> dict[str,
     return {**own, "_shared": {k: sweep[k] for k in ("batch_size", "max_length", "seed")}}
 
 
+def eval_module(sweep: ml_collections.ConfigDict, name: str) -> str:
+    """The registry entry an eval runs: its block's ``module`` (so two blocks, say ``xnli`` and ``pawsx``,
+    can both run ``classification`` with their own settings), else its own name."""
+    block = sweep.get(name)
+    module = block.get("module", "") if isinstance(block, ml_collections.ConfigDict) else ""
+    return module or name
+
+
+def eval_seeds(sweep: ml_collections.ConfigDict, name: str) -> list[int | None]:
+    """The fine-tuning seeds of an eval with a ``seeds`` setting (the sweep's seed, +1, ...: one cell each),
+    else ``[None]`` (one cell, as before)."""
+    block = sweep.get(name)
+    if not isinstance(block, ml_collections.ConfigDict) or "seeds" not in block:
+        return [None]
+    count = block.seeds
+    if not isinstance(count, int) or count < 1:
+        raise ValueError(f"{name}.seeds={count!r} is not a positive number of fine-tuning seeds")
+    return [sweep.seed + i for i in range(count)]
+
+
 def run_sweep(
     sweep: ml_collections.ConfigDict,
     *,
@@ -108,21 +129,33 @@ def run_sweep(
     if not workdirs:
         raise ValueError("workdirs is empty: set --config.workdirs=DIR1,DIR2")
     names = split_list(sweep.evals)
-    known = registry.REGISTRY if evals is None else evals
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ValueError(f"unknown eval {unknown[0]!r} (known: {sorted(known)})")
     if not names:
         raise ValueError("evals is empty")
+    modules = {name: eval_module(sweep, name) for name in names}
     if evals is None:
-        evals = {name: registry.load(name).run for name in names}
+        unknown = [modules[n] for n in names if modules[n] not in registry.REGISTRY]
+        known = registry.REGISTRY
+    else:
+        unknown = [n for n in names if n not in evals]
+        known = evals
+    if unknown:
+        raise ValueError(f"unknown eval {unknown[0]!r} (known: {sorted(known)})")
+    if evals is None:
+        evals = {name: registry.load(modules[name]).run for name in names}
     for workdir in workdirs:
         if not os.path.isdir(workdir):
             raise FileNotFoundError(f"work directory {workdir!r} does not exist")
-    plan = []  # (workdir, step, [(eval, key)])
+    plan = []  # (workdir, step, [(eval, fine-tuning seed or None, key)])
     for workdir in workdirs:
         for step in select_steps(workdir, checkpoints.steps(workdir), sweep.steps):
-            plan.append((workdir, step, [(n, cell_key(workdir, step, n, eval_settings(sweep, n))) for n in names]))
+            cells = []
+            for n in names:
+                for seed in eval_seeds(sweep, n):
+                    settings = eval_settings(sweep, n)
+                    if seed is not None:
+                        settings["_finetune_seed"] = seed
+                    cells.append((n, seed, cell_key(workdir, step, n, settings)))
+            plan.append((workdir, step, cells))
 
     store = ResultStore(sweep.out)
     total = sum(len(cells) for _, _, cells in plan)
@@ -130,21 +163,22 @@ def run_sweep(
     geometry = console.bar_geometry(sys.stderr)
     with tqdm(total=total, desc="eval sweep", unit="cell", disable=not sweep.progress, **geometry) as bar:
         for workdir, step, cells in plan:
-            pending = [(n, k) for n, k in cells if k not in store]
+            pending = [(n, seed, k) for n, seed, k in cells if k not in store]
             skipped += len(cells) - len(pending)
             bar.update(len(cells) - len(pending))
             if not pending:
                 continue
             run_config, params, step = checkpoints.load(workdir, step)
             encoder = Encoder(ModelConfig.from_dict(run_config.model), params, sweep.batch_size, sweep.max_length)
-            for name, key in pending:
-                bar.set_postfix_str(f"{os.path.basename(workdir)}@{step} {name}")
+            for name, seed, key in pending:
+                bar.set_postfix_str(f"{os.path.basename(workdir)}@{step} {name}" + (f" seed {seed}" if seed else ""))
                 artifact_dir = os.path.join(
                     sweep.out, "plots", f"{os.path.basename(workdir)}-{key.rsplit('|', 1)[-1]}", f"{step}", name
                 )
-                ctx = EvalContext(workdir, step, run_config, encoder, sweep, artifact_dir)
+                ctx = EvalContext(workdir, step, run_config, encoder, sweep, artifact_dir, seed)
+                row_seed = sweep.seed if seed is None else seed
                 rows = [
-                    Result(workdir, int(step), encoder.model_type, name, lang, metric, float(value))
+                    Result(workdir, int(step), encoder.model_type, name, lang, metric, float(value), row_seed)
                     for lang, metric, value in evals[name](ctx, sweep.get(name))
                 ]
                 store.add(key, rows)
@@ -152,7 +186,13 @@ def run_sweep(
                 computed += 1
                 bar.update(1)
     csv_path, json_path = store.write_tables()
-    summary = store.write_summary()
+    if sweep.get("summary_layout", "") == "xtreme":
+        from xlmp_jax.evals import xtreme_summary
+
+        headline = xtreme_summary.parse_headline(sweep.headline, names)
+        summary = store.write_summary(lambda rows: xtreme_summary.render(rows, names, headline, workdirs))
+    else:
+        summary = store.write_summary()
     tb = write_tensorboard(sweep.out, new_rows) if sweep.get("tensorboard", False) and new_rows else None
     return {
         "computed": computed,

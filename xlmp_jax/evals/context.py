@@ -34,6 +34,7 @@ class EvalContext:
     encoder: Encoder
     sweep: ml_collections.ConfigDict
     artifact_dir: str
+    seed: int | None = None  # the cell's fine-tuning seed (evals with ``seeds``); None: the sweep's seed
 
     @functools.cached_property
     def tokenizer(self) -> Tokenizer:

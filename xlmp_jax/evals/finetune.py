@@ -3,8 +3,11 @@
 Two task kinds, as XTREME: ``classification`` (single sentences or sentence pairs, XNLI/PAWS-X style; a
 linear head on the ``<s>`` or mean-pooled final hidden state) and ``tagging`` (NER/POS style; a linear
 head on each word's first sub-token). The whole encoder is fine-tuned with AdamW in a small jitted loop
-(fixed batch shape: one compilation). Here: the features, the head and its training loop, the scores
-(accuracy, BIO span F1); the examples themselves come from ``transfer_data``.
+(fixed batch shape: one compilation, shared by every run of the same architecture and settings). With
+more than one device the batch is split over a one-axis data-parallel mesh and the parameters replicated
+(``sharding``'s batch axes), which gives the single-device numbers to float tolerance. The checkpoint
+reported is the one with the best English dev score (``selection``). Here: the features, the head and its
+training loop, the scores (accuracy, BIO span F1); the examples themselves come from ``transfer_data``.
 """
 
 from __future__ import annotations
@@ -17,9 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
+from xlmp_jax import sharding
+from xlmp_jax.evals import selection
 from xlmp_jax.evals.transfer_data import Example
 from xlmp_jax.hf.encoder import Encoder, Tokenizer, encode_pair, encode_text, pad_rows, unwrap_params
+from xlmp_jax.model import XLMP
+from xlmp_jax.model_config import ModelConfig
 
 Row = tuple[str, str, float]
 KINDS = ("classification", "tagging")
@@ -65,7 +73,27 @@ class FinetuneSettings:
     weight_decay: float = 0.01
     max_length: int = 128
     representation: str = "cls"  # "cls" (<s>) or "mean" (classification only)
+    eval_every: int = 0  # score English dev every this many steps (and after the last); 0 = after the last only
+    devices: int = 1  # data-parallel devices; 0 = the most local devices that divide batch_size
     seed: int = 0
+
+
+def finetune_mesh(batch_size: int, devices: int) -> Mesh | None:
+    """A one-axis data-parallel mesh (named as ``sharding``'s: ``data``) over ``devices`` local devices, or
+    None for one device; ``devices=0`` takes the most local devices that divide ``batch_size``."""
+    available = jax.local_devices()
+    if devices < 0:
+        raise ValueError(f"devices={devices} is negative (0 = as many local devices as divide batch_size)")
+    if devices == 0:
+        devices = max(n for n in range(1, len(available) + 1) if batch_size % n == 0)
+    if devices > len(available):
+        raise ValueError(f"devices={devices} but this host has {len(available)} local devices")
+    if batch_size % devices:
+        raise ValueError(f"batch_size={batch_size} is not divisible by devices={devices}")
+    if devices == 1:
+        return None
+    grid = np.asarray(available[:devices]).reshape(devices, 1, 1)
+    return Mesh(grid, sharding.MESH_AXES)
 
 
 def _head_logits(model, kind: str, representation: str, params, ids, rng, deterministic: bool):
@@ -92,12 +120,39 @@ def label_cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array) -
     return (nll * valid).sum() / jnp.maximum(valid.sum(), 1.0)
 
 
+Criterion = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]  # (logits, labels, token mask) -> loss
+
+
 def _loss(model, kind, representation, criterion, params, ids, labels, rng):
     logits = _head_logits(model, kind, representation, params, ids, rng, deterministic=False)
     return criterion(logits, labels, ids != model.config.pad_token_id)
 
 
-Criterion = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]  # (logits, labels, token mask) -> loss
+@functools.lru_cache(maxsize=16)
+def _programs(
+    config: ModelConfig,
+    kind: str,
+    representation: str,
+    criterion: Criterion,
+    steps: int,
+    lr: float,
+    warmup: float,
+    wd: float,
+):
+    """(optimizer, jitted train step, jitted logits) of one architecture and schedule: cached, so every
+    fine-tuning seed and work directory of the same shape reuses the compiled programs."""
+    model = XLMP(config)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(1, int(steps * warmup)), steps, 0.0)
+    optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=wd))
+    loss = functools.partial(_loss, model, kind, representation, criterion)
+
+    def step(params, opt_state, ids, labels, rng):
+        value, grads = jax.value_and_grad(loss)(params, ids, labels, rng)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    logits = jax.jit(functools.partial(_head_logits, model, kind, representation, deterministic=True))
+    return optimizer, jax.jit(step, donate_argnums=(0, 1)), logits
 
 
 class FineTuner:
@@ -121,54 +176,79 @@ class FineTuner:
         self.encoder, self.kind, self.settings = encoder, kind, settings
         self.model = encoder.model
         self.length = min(settings.max_length, encoder.config.max_length)
+        self.mesh = finetune_mesh(settings.batch_size, settings.devices)
         key = jax.random.key(settings.seed)
         hidden = encoder.config.hidden_size
-        self.params = {
+        params = {
             "encoder": jax.tree.map(lambda x: jnp.array(x, copy=True), unwrap_params(encoder.params)),
             "head": {
                 "kernel": 0.02 * jax.random.normal(key, (hidden, num_labels), jnp.float32),
                 "bias": jnp.zeros((num_labels,), jnp.float32),
             },
         }
-        steps = max(settings.steps, 1)
-        schedule = optax.warmup_cosine_decay_schedule(
-            0.0, settings.learning_rate, max(1, int(steps * settings.warmup_fraction)), steps, 0.0
+        self.params = self._replicate(params)
+        self.optimizer, self._step, self._logits = _programs(
+            encoder.config,
+            kind,
+            settings.representation,
+            criterion,
+            max(settings.steps, 1),
+            settings.learning_rate,
+            settings.warmup_fraction,
+            settings.weight_decay,
         )
-        self.optimizer = optax.chain(
-            optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=settings.weight_decay)
-        )
-        loss = functools.partial(_loss, self.model, kind, settings.representation, criterion)
+        self.losses: list[float] = []
 
-        def step(params, opt_state, ids, labels, rng):
-            value, grads = jax.value_and_grad(loss)(params, ids, labels, rng)
-            updates, opt_state = self.optimizer.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, value
+    def _replicate(self, tree):
+        return tree if self.mesh is None else jax.device_put(tree, sharding.replicated(self.mesh))
 
-        self._step = jax.jit(step, donate_argnums=(0, 1))
-        self._logits = jax.jit(
-            functools.partial(_head_logits, self.model, kind, settings.representation, deterministic=True)
-        )
+    def _batch(self, array: np.ndarray):
+        return array if self.mesh is None else jax.device_put(array, sharding.batch_sharding(self.mesh))
+
+    def start(self, rows: Sequence[Sequence[int]], labels: np.ndarray) -> None:
+        """Sets up training on these rows (optimizer state, batch order); ``advance`` then takes steps."""
+        self._ids = pad_rows(rows, self.length, self.encoder.config.pad_token_id)
+        labels = np.asarray(labels, np.int32)
+        self._labels = labels[:, : self.length] if self.kind == "tagging" else labels
+        self._rng = np.random.default_rng(self.settings.seed)
+        self._key = jax.random.key(self.settings.seed + 1)
+        self._opt_state = self._replicate(self.optimizer.init(self.params))
+        self._order: list[int] = []
+        self.losses = []
+
+    def advance(self, steps: int) -> None:
+        """``steps`` more training steps over shuffled epochs of the rows given to ``start``."""
+        b = self.settings.batch_size
+        for _ in range(steps):
+            while len(self._order) < b:
+                self._order += self._rng.permutation(len(self._ids)).tolist()
+            index, self._order = self._order[:b], self._order[b:]
+            self._key, sub = jax.random.split(self._key)
+            ids, labels = self._batch(self._ids[index]), self._batch(self._labels[index])
+            self.params, self._opt_state, loss = self._step(self.params, self._opt_state, ids, labels, sub)
+            self.losses.append(float(loss))
 
     def fit(self, rows: Sequence[Sequence[int]], labels: np.ndarray) -> list[float]:
         """Runs ``settings.steps`` steps over shuffled epochs of the rows; returns the loss per step."""
-        ids = pad_rows(rows, self.length, self.encoder.config.pad_token_id)
-        labels = np.asarray(labels, np.int32)
-        if self.kind == "tagging":
-            labels = labels[:, : self.length]
-        rng = np.random.default_rng(self.settings.seed)
-        key = jax.random.key(self.settings.seed + 1)
-        opt_state = self.optimizer.init(self.params)
-        order: list[int] = []
-        losses = []
-        b = self.settings.batch_size
-        for _ in range(self.settings.steps):
-            while len(order) < b:
-                order += rng.permutation(len(ids)).tolist()
-            index, order = order[:b], order[b:]
-            key, sub = jax.random.split(key)
-            self.params, opt_state, loss = self._step(self.params, opt_state, ids[index], labels[index], sub)
-            losses.append(float(loss))
-        return losses
+        self.start(rows, labels)
+        self.advance(self.settings.steps)
+        return self.losses
+
+    def fit_selected(
+        self, rows: Sequence[Sequence[int]], labels: np.ndarray, dev_score: Callable[[], float]
+    ) -> selection.Selection:
+        """Trains like ``fit``, scoring ``dev_score()`` every ``settings.eval_every`` steps; leaves the
+        dev-best parameters in place (so ``predict`` uses them) and returns the selection."""
+        self.start(rows, labels)
+        chosen = selection.train_with_selection(
+            self.advance,
+            dev_score,
+            lambda: jax.tree.map(jnp.copy, self.params),  # the step donates its input: keep a copy
+            self.settings.steps,
+            self.settings.eval_every,
+        )
+        self.params = chosen.snapshot
+        return chosen
 
     def logits(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
         """The head's fp32 logits: [N, C] for classification, [N, length, C] for tagging."""
@@ -180,7 +260,7 @@ class FineTuner:
             real = len(chunk)
             if real < b:
                 chunk = np.concatenate([chunk, np.tile(chunk[:1], (b - real, 1))])
-            out.append(np.asarray(self._logits(self.params, chunk, None))[:real])
+            out.append(np.asarray(self._logits(self.params, self._batch(chunk), None))[:real])
         return np.concatenate(out)
 
     def predict(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
@@ -215,6 +295,28 @@ def span_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> flo
     return 2 * precision * recall / (precision + recall)
 
 
+def scores(
+    tuner: FineTuner, examples: Sequence[Example], tokenizer: Tokenizer, names: Sequence[str]
+) -> dict[str, float]:
+    """``accuracy`` (and ``f1`` over BIO spans when the tag set has spans) of the tuner on ``examples``."""
+    label_ids = {name: i for i, name in enumerate(names)}
+    rows, gold = featurize(examples, tokenizer, tuner.kind, label_ids, tuner.length)
+    pred = tuner.predict(rows)
+    if tuner.kind == "classification":
+        return {"accuracy": float((pred == gold).mean())}
+    valid = gold >= 0
+    out = {"accuracy": float((pred[valid] == gold[valid]).mean()) if valid.any() else 0.0}
+    if has_spans(names):
+        gold_tags = [[names[g] for g in row[row >= 0]] for row in gold]
+        pred_tags = [[names[p] for p in pr[row >= 0]] for pr, row in zip(pred, gold, strict=True)]
+        out["f1"] = span_f1(gold_tags, pred_tags)
+    return out
+
+
+def has_spans(names: Sequence[str]) -> bool:
+    return any(n.startswith(("B-", "I-")) for n in names)
+
+
 def zero_shot_eval(
     encoder: Encoder,
     tokenizer: Tokenizer,
@@ -222,8 +324,13 @@ def zero_shot_eval(
     train: Sequence[Example],
     tests: Mapping[str, Sequence[Example]],
     settings: FinetuneSettings,
+    dev: Sequence[Example] = (),
 ) -> tuple[list[Row], list[float]]:
-    """Fine-tunes on ``train`` (English), evaluates on every language in ``tests``: (rows, training losses)."""
+    """Fine-tunes on ``train`` (English), evaluates on every language in ``tests``: (rows, training losses).
+
+    With ``dev`` (English), the parameters scored on the tests are those of the step with the best dev score
+    (span F1 for BIO tags, else accuracy), and the rows say which: ``(en, dev_<metric>)``, ``(en, best_step)``.
+    Without it the last step is scored. ``(all, <metric>)`` rows are the means over the test languages."""
     names = sorted({ex.label for ex in train} if kind == "classification" else {t for ex in train for t in ex.tags})
     if len(names) < 2:
         raise ValueError(f"{kind} training data has fewer than 2 distinct labels: {names}")
@@ -231,21 +338,20 @@ def zero_shot_eval(
     length = min(settings.max_length, encoder.config.max_length)
     tuner = FineTuner(encoder, kind, len(names), settings)
     rows, labels = featurize(train, tokenizer, kind, label_ids, length)
-    losses = tuner.fit(rows, labels)
-    results: list[Row] = [("en", "train_loss_first", losses[0]), ("en", "train_loss_last", losses[-1])]
+    results: list[Row] = []
+    if dev:
+        metric = "f1" if kind == "tagging" and has_spans(names) else "accuracy"
+        chosen = tuner.fit_selected(rows, labels, lambda: scores(tuner, dev, tokenizer, names)[metric])
+        results += [("en", f"dev_{metric}", chosen.dev_score), ("en", "best_step", float(chosen.step))]
+    else:
+        tuner.fit(rows, labels)
+    losses = tuner.losses
+    results += [("en", "train_loss_first", losses[0]), ("en", "train_loss_last", losses[-1])]
+    per_metric: dict[str, list[float]] = {}
     for lang, examples in tests.items():
-        test_rows, gold = featurize(examples, tokenizer, kind, label_ids, length)
-        pred = tuner.predict(test_rows)
-        if kind == "classification":
-            results.append((lang, "accuracy", float((pred == gold).mean())))
-        else:
-            valid = gold >= 0
-            results.append((lang, "accuracy", float((pred[valid] == gold[valid]).mean()) if valid.any() else 0.0))
-            if any(n.startswith(("B-", "I-")) for n in names):
-                gold_tags = [[names[g] for g in row[row >= 0]] for row in gold]
-                pred_tags = [[names[p] for p in pr[row >= 0]] for pr, row in zip(pred, gold, strict=True)]
-                results.append((lang, "f1", span_f1(gold_tags, pred_tags)))
+        for metric, value in scores(tuner, examples, tokenizer, names).items():
+            results.append((lang, metric, value))
+            per_metric.setdefault(metric, []).append(value)
         results.append((lang, "examples", float(len(examples))))
-    accuracies = [v for lang, m, v in results if m == "accuracy"]
-    results.append(("all", "accuracy", float(np.mean(accuracies))))
+    results += [("all", metric, float(np.mean(values))) for metric, values in per_metric.items()]
     return results, losses

@@ -10,5 +10,7 @@ import functools
 from xlmp_jax.evals import transfer
 
 NAME = "pos"
-config = functools.partial(transfer.config, tfds_train="xtreme_pos", tfds_test="xtreme_pos")  # the sweep's block
+config = functools.partial(  # the sweep config's block; xtreme_pos names its dev split "dev"
+    transfer.config, tfds_train="xtreme_pos", tfds_test="xtreme_pos", tfds_dev_split="dev"
+)
 run = functools.partial(transfer.run, "tagging", name=NAME)

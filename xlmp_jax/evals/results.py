@@ -13,11 +13,11 @@ import dataclasses
 import json
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-COLUMNS = ("workdir", "step", "model", "eval", "language", "metric", "value")
+COLUMNS = ("workdir", "step", "model", "eval", "language", "metric", "value", "seed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +31,7 @@ class Result:
     language: str
     metric: str
     value: float
+    seed: int = 0  # the fine-tuning seed of evals with ``seeds`` (else the sweep's seed)
 
 
 class ResultStore:
@@ -67,7 +68,7 @@ class ResultStore:
 
     def write_tables(self) -> tuple[str, str]:
         """``results.csv`` and ``results.json`` (a list of row objects), sorted for stable diffs."""
-        rows = sorted(self.rows, key=lambda r: (r.workdir, r.step, r.eval, r.language, r.metric))
+        rows = sorted(self.rows, key=lambda r: (r.workdir, r.step, r.eval, r.language, r.metric, r.seed))
         csv_path = os.path.join(self.out_dir, "results.csv")
         with open(csv_path, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
@@ -79,9 +80,10 @@ class ResultStore:
             json.dump([dataclasses.asdict(r) for r in rows], f, indent=1)
         return csv_path, json_path
 
-    def write_summary(self) -> str:
+    def write_summary(self, render: Callable[[list[Result]], str] | None = None) -> str:
         """``summary.md``: per eval, one table of metric x language per checkpoint, then the XLM-P vs
-        baseline comparison (latest step of each work directory, language-averaged) when both exist."""
+        baseline comparison (latest step of each work directory, language-averaged) when both exist; or what
+        ``render`` makes of the rows (``xtreme_summary``)."""
         path = os.path.join(self.out_dir, "summary.md")
         plots = sorted(
             os.path.relpath(os.path.join(d, n), self.out_dir)
@@ -90,7 +92,7 @@ class ResultStore:
             if n.endswith(".png")
         )
         with open(path, "w", encoding="utf-8") as f:
-            f.write(markdown_summary(self.rows))
+            f.write((render or markdown_summary)(self.rows))
             if plots:
                 f.write("## Plots\n\n" + "".join(f"- [{p}]({p})\n" for p in plots))
         return path
@@ -102,6 +104,14 @@ def _label(workdir: str, step: int) -> str:
 
 def _fmt(value: float) -> str:
     return f"{value:.4g}" if np.isfinite(value) else str(value)
+
+
+def seed_means(items: Iterable[tuple[tuple, float]]) -> dict[tuple, float]:
+    """{key: mean of its values}: rows that differ only in their fine-tuning seed become their mean."""
+    values: dict[tuple, list[float]] = defaultdict(list)
+    for key, value in items:
+        values[key].append(value)
+    return {key: float(np.mean(v)) for key, v in values.items()}
 
 
 def markdown_summary(rows: Iterable[Result]) -> str:
@@ -120,7 +130,7 @@ def markdown_summary(rows: Iterable[Result]) -> str:
         subset = [r for r in rows if r.eval == eval_name]
         columns = sorted({(r.workdir, r.step) for r in subset})
         keys = sorted({(r.metric, r.language) for r in subset})
-        table = {(r.workdir, r.step, r.metric, r.language): r.value for r in subset}
+        table = seed_means(((r.workdir, r.step, r.metric, r.language), r.value) for r in subset)
         lines += [f"## {eval_name}", ""]
         lines.append("| metric | language | " + " | ".join(_label(w, s) for w, s in columns) + " |")
         lines.append("| --- | --- |" + " --- |" * len(columns))
@@ -144,8 +154,10 @@ def comparison_table(rows: Sequence[Result]) -> list[str]:
     if {r.model for r in rows} != {"xlmp", "baseline"}:
         return []
     grouped: dict[tuple[str, str, str, str], dict[str, float]] = defaultdict(dict)
-    for r in rows:
-        grouped[(r.eval, r.metric, r.model, r.workdir)][r.language] = r.value
+    for (eval_name, metric, model, workdir, language), value in seed_means(
+        ((r.eval, r.metric, r.model, r.workdir, r.language), r.value) for r in rows
+    ).items():
+        grouped[(eval_name, metric, model, workdir)][language] = value
     values: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for (eval_name, metric, model, _), by_language in grouped.items():
         value = by_language["all"] if "all" in by_language else float(np.mean(list(by_language.values())))

@@ -1,10 +1,17 @@
 """The sweep side of the zero-shot transfer evals (``classification``, ``tagging``, ``pos``): their settings block,
 which source their examples come from (TFDS, local files or the shipped sample: read by ``transfer_data``)
-and the run both share; the fine-tuning itself is ``finetune``."""
+and the run both share; the fine-tuning itself is ``finetune``.
+
+English dev data (for choosing the checkpoint, ``selection``): TFDS's ``tfds_dev_split`` of ``tfds_dev``
+(default: the test dataset) in English; locally a ``dev.tsv`` / ``dev.conll`` / ``dev.conllu`` next to the
+training file. Where there is none (the sample-derived tasks, a local folder without a dev file), the last
+``dev_fraction`` of the English training examples is held out of training and used as dev. ``seeds``
+fine-tuning seeds are separate sweep cells (``evaluate``), each seeding head, batch order and dropout."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import ml_collections
 
@@ -34,6 +41,12 @@ def config(**overrides) -> ml_collections.ConfigDict:
             weight_decay=0.01,
             max_length=128,
             representation="cls",  # cls (<s>) or mean; classification only
+            tfds_dev="",  # English dev set for checkpoint selection; '' = tfds_test
+            tfds_dev_split="validation",
+            dev_fraction=0.1,  # no dev set (sample, local without dev.*): this tail of train is held out; 0 = none
+            eval_every=50,  # score English dev every this many fine-tuning steps (and after the last)
+            seeds=3,  # fine-tuning seeds (sweep seed, +1, ...): one sweep cell each
+            devices=0,  # data-parallel devices; 0 = the most local devices that divide batch_size; 1 = one
         )
     )
     c.update(overrides)
@@ -89,11 +102,46 @@ def finetune_data(
     raise ValueError(f"{name}.source={s.source!r} is not one of auto, tfds, local, sample")
 
 
-def run(kind: str, ctx: EvalContext, cfg: ml_collections.ConfigDict, name: str = "") -> list[Row]:
-    """Fine-tunes a copy of the checkpoint on English ``kind`` data; rows per test language (``name``: the
-    eval's, for messages)."""
-    train, tests = finetune_data(kind, cfg, ctx.sweep.seed, name)
+def dev_data(
+    kind: str, s: ml_collections.ConfigDict, train: list[transfer_data.Example], name: str = ""
+) -> tuple[list[transfer_data.Example], list[transfer_data.Example]]:
+    """(training examples, English dev examples): the source's own dev set, else a held-out tail of ``train``
+    (``dev_fraction``; 0 = no dev: the last step is scored)."""
+    name = name or kind
+    source = s.source
+    if source == "auto":
+        source = "tfds" if s.data_dir else "local" if s.local_dir else "sample"
+    if source == "tfds":
+        dataset = s.get("tfds_dev") or s.tfds_test
+        return train, transfer_data.tfds_examples(dataset, s.tfds_dev_split, "en", s.data_dir, kind, s.max_test)
+    if source == "local":
+        reader = transfer_data.read_classification_tsv if kind == "classification" else transfer_data.read_tagging
+        ext = os.path.splitext(transfer_data.local_files(s.local_dir, kind)[0])[1]
+        path = os.path.join(s.local_dir, f"dev{ext}")
+        if os.path.isfile(path):
+            return train, reader(path, s.max_test)
+    fraction = s.get("dev_fraction", 0.0)
+    if not 0 <= fraction < 1:
+        raise ValueError(f"{name}.dev_fraction={fraction} is not in [0, 1)")
+    held = int(round(len(train) * fraction))
+    if fraction and held == 0:
+        held = 1
+    if held >= len(train):
+        raise ValueError(f"{name}.dev_fraction={fraction} leaves no training example of {len(train)}")
+    return (train[: len(train) - held], train[len(train) - held :]) if held else (train, [])
+
+
+def settings_of(cfg: ml_collections.ConfigDict, seed: int) -> finetune.FinetuneSettings:
+    """The ``FinetuneSettings`` of an eval block (fields it lacks keep their defaults) with this seed."""
     fields = [f.name for f in dataclasses.fields(finetune.FinetuneSettings) if f.name != "seed"]
-    settings = finetune.FinetuneSettings(**{name: cfg[name] for name in fields}, seed=ctx.sweep.seed)
-    rows, _ = finetune.zero_shot_eval(ctx.encoder, ctx.tokenizer, kind, train, tests, settings)
+    return finetune.FinetuneSettings(**{f: cfg[f] for f in fields if f in cfg}, seed=seed)
+
+
+def run(kind: str, ctx: EvalContext, cfg: ml_collections.ConfigDict, name: str = "") -> list[Row]:
+    """Fine-tunes a copy of the checkpoint on English ``kind`` data with the cell's fine-tuning seed,
+    selects on English dev; rows per test language (``name``: the eval's, for messages)."""
+    train, tests = finetune_data(kind, cfg, ctx.sweep.seed, name)  # the data does not move with the seed
+    train, dev = dev_data(kind, cfg, train, name)
+    seed = ctx.sweep.seed if ctx.seed is None else ctx.seed
+    rows, _ = finetune.zero_shot_eval(ctx.encoder, ctx.tokenizer, kind, train, tests, settings_of(cfg, seed), dev)
     return rows
