@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax
@@ -184,6 +185,11 @@ def markdown(rows: list[dict[str, Any]], check: dict[str, Any] | None) -> str:
     ]
     best: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:
+        if "error" in r:
+            out.append(
+                f"| {r['config']} | {r['topology']} | {r['layout']} | error: {r['error'].splitlines()[0][:120]} |"
+            )
+            continue
         mesh = ",".join(str(v) for v in r["mesh"].values()) if r.get("mesh") else "-"
         head = f"| {r['config']} | {r['topology']} | {r['layout']} | {mesh} | {r['remat']} | {r['grad_accum_steps']} |"
         plan = f"{r['plan_total'] / GIB:.2f}"
@@ -224,9 +230,34 @@ def _cpu_only() -> None:
     jax.config.update("jax_platforms", "cpu")  # the TPU is only a compile target (also in worker processes)
 
 
-def _worker_init() -> None:
-    # libtpu takes a machine-wide lock file when it loads; compile-only workers touch no TPU, so they share it.
+def _child(send, fn, args) -> None:
+    # libtpu takes a machine-wide lock file when it loads; compile-only processes touch no TPU, so they share it.
     os.environ["ALLOW_MULTIPLE_LIBTPU_LOAD"] = "1"
+    try:
+        send.send(("ok", fn(*args)))
+    except Exception as e:  # noqa: BLE001 -- reported as the row's error
+        send.send(("error", f"{type(e).__name__}: {e}"))
+
+
+def _isolated(fn, job: tuple, *args) -> dict[str, Any]:
+    """``fn(*args)`` in a fresh process; a crash (a signal) or an exception becomes an error row for ``job``."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_child, args=(send, fn, args))
+    child.start()
+    send.close()
+    try:
+        status, value = receive.recv()
+    except EOFError:  # the process died without an answer
+        status, value = "error", None
+    child.join()
+    if status == "ok":
+        return value
+    reason = value or f"the compiler process died (exit {child.exitcode}: signal {-child.exitcode})"
+    print(f"# {job[0]} {job[1]} {job[2]}: {reason.splitlines()[0][:300]}", flush=True)
+    return {"config": job[0], "topology": job[1], "layout": job[2], "overrides": job[3], "error": reason}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -260,36 +291,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.check and args.check.split(":")[0] not in args.configs.split(","):
         raise ValueError(f"--check={args.check}: its config is not in --configs={args.configs}")
     began = time.perf_counter()
-    if args.workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.workers, mp_context=context, initializer=_worker_init) as pool:
-            futures = [pool.submit(point, *job) for job in jobs]
-            check_future = None
-            if args.check:
-                config, topology = args.check.split(":")
-                target = next(j for j in jobs if j[0] == config and j[1] == topology and j[2] == "launcher")
-                check_future = pool.submit(
-                    check_full_depth,
-                    {
-                        **dict(zip(("config", "topology", "layout", "overrides"), target[:4], strict=True)),
-                        "scan_layers": bool(scan),
-                        "depths": list(depths),
-                    },
-                )
-            rows = [f.result() for f in futures]
-            check_raw = check_future.result() if check_future else None
-    else:
-        rows = [point(*job) for job in jobs]
-        check_raw = None
+    # Each compile in a process of its own: a compiler crash (libtpu has overflowed its stack on some layouts)
+    # becomes that row's error instead of the end of the table.
+    with ThreadPoolExecutor(max(args.workers, 1)) as pool:
+        futures = [pool.submit(_isolated, point, job, *job) for job in jobs]
+        check_future = None
         if args.check:
             config, topology = args.check.split(":")
-            row = next(
-                r for r in rows if r["config"] == config and r["topology"] == topology and r["layout"] == "launcher"
-            )
-            check_raw = check_full_depth(row)
+            target = next(j for j in jobs if j[0] == config and j[1] == topology and j[2] == "launcher")
+            check_row = {
+                **dict(zip(("config", "topology", "layout", "overrides"), target[:4], strict=True)),
+                "scan_layers": bool(scan),
+                "depths": list(depths),
+            }
+            check_future = pool.submit(_isolated, check_full_depth, target, check_row)
+        rows = [f.result() for f in futures]
+        check_raw = check_future.result() if check_future else None
+    if check_raw is not None and "error" in check_raw:
+        check_raw = None
     check = _compare(check_raw, rows) if check_raw else None
     from bench.common import machine_info
 
