@@ -48,10 +48,6 @@ class Optimizer(NamedTuple):
         """The groups that do not move at update ``update`` (0-based): frozen, or not trainable yet."""
         return frozenset(g.name for g in self.groups if g.frozen or update < g.trainable_from)
 
-    def phase_changes(self, steps: int) -> list[int]:
-        """The updates (0-based, < ``steps``) at which the set of frozen groups changes, 0 first."""
-        return sorted({0} | {g.trainable_from for g in self.groups if not g.frozen and 0 < g.trainable_from < steps})
-
 
 def make_schedule(
     train: TrainConfig, *, peak: float | None = None, warmup: int | None = None, steps: int | None = None
