@@ -8,7 +8,9 @@ List each arm's work directories in pre-training seed order: the i-th XLM-P run 
 run for the XLM-P - baseline interval. Each (work directory, task, fine-tuning seed) is one cell of
 ``OUT/cells.jsonl``, saved when it finishes: rerunning the same command after an interruption computes
 only what is missing. Data: each task's block (``--config.xnli.data_dir=...``, ``--config.ner.local_dir=...``,
-``--config.tatoeba.dir=...``, ``--config.bucc.dir=...``); README's Evaluation section says how to prepare it.
+``--config.tatoeba.dir=...``, ``--config.bucc.dir=...``, ``--config.xquad.dir=...`` or ``.data_dir=...``, the same
+for ``mlqa`` and ``tydiqa``); README's Evaluation section says how to prepare it. XQuAD-en and TyDiQA-en (English
+dev data) are shown flagged and left out of their task's mean.
 """
 
 import ml_collections
@@ -27,15 +29,9 @@ TASKS = (
     ),
     ("pos", "pos", {}, "accuracy"),
     ("ner", "tagging", dict(tfds_train="wikiann", tfds_test="wikiann"), "f1"),
-    # ---- QUESTION ANSWERING GOES HERE (xquad, mlqa, tydiqa; being built on another branch) ----------------
-    # Each is a registry module whose run(ctx, cfg) wraps a ``selection.FinetuneEntry``:
-    #     entry(train, dev, tests_by_language, seed) -> selection.TaskScores
-    # (per-language test scores at the English-dev-best step, plus the dev score), turned into sweep rows by
-    # ``selection.task_rows``; its block carries ``seeds`` so each fine-tuning seed is its own cell. E.g.
-    #     ("xquad", "qa", dict(dataset="xquad"), "f1"),
-    #     ("mlqa", "qa", dict(dataset="mlqa"), "f1"),
-    #     ("tydiqa", "qa", dict(dataset="tydiqa"), "f1"),
-    # ---------------------------------------------------------------------------------------------------------
+    ("xquad", "xquad", {}, "f1"),  # F1 at the English-dev-best step; EM in the per-language rows
+    ("mlqa", "mlqa", {}, "f1"),
+    ("tydiqa", "tydiqa", {}, "f1"),
     ("bucc", "bucc", {}, "f1"),
     ("tatoeba", "tatoeba", {}, "acc_mean"),
     ("retrieval", "retrieval", {}, "acc_mean"),

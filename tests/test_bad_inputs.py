@@ -230,6 +230,23 @@ def _sweep(**values):
     return setup
 
 
+def _xtreme(task: str, **values):
+    """A case whose call is the XTREME sweep (configs/xtreme.py) with ``task.<field>=<value>`` set; the work
+    directory holds no checkpoint, so only a check made before any checkpoint is read can name the field."""
+
+    def setup(tmp):
+        from xlmp_jax import config_utils, evaluate
+
+        config_utils.ensure_importable()
+        sweep = importlib.import_module("configs.xtreme").get_config()
+        (tmp / "work").mkdir()
+        sweep.workdirs, sweep.out, sweep.evals = str(tmp / "work"), str(tmp / "evals"), task
+        sweep[task].update(values)
+        return lambda: evaluate.run_sweep(sweep)
+
+    return setup
+
+
 def _faults(tmp):
     from xlmp_jax import faults
 
@@ -428,6 +445,30 @@ def catalogue() -> list[Case]:
         Case("eval-missing-workdir", "`workdirs=<missing folder>` in the eval sweep",
              _sweep(workdirs="{tmp}/run7"), FileNotFoundError, r"work directory '.*run7' does not exist", "run7",
              CALL),
+        Case("finetune-zero-seeds", "`xnli.seeds=0` in configs/xtreme.py", _xtreme("xnli", seeds=0), ValueError,
+             r"xnli\.seeds=0 is not a positive number of fine-tuning seeds", "xnli.seeds=0", CALL, "work"),
+        Case("finetune-negative-eval-every", "`ner.eval_every=-5`", _xtreme("ner", eval_every=-5), ValueError,
+             r"ner\.eval_every=-5 is not a step count >= 0", "ner.eval_every=-5", CALL, "work"),
+        Case("finetune-dev-fraction-one", "`pos.dev_fraction=1.0` (nothing left to train on)",
+             _xtreme("pos", dev_fraction=1.0), ValueError, r"pos\.dev_fraction=1\.0 is not in \[0, 1\)",
+             "pos.dev_fraction=1.0", CALL, "work"),
+        Case("finetune-devices-beyond-host", "`pawsx.devices=16` on 8 devices", _xtreme("pawsx", devices=16),
+             ValueError, r"pawsx\.devices=16 but this host has 8 local devices", "pawsx.devices=16", CALL, "work"),
+        Case("finetune-devices-vs-batch", "`xquad.devices=8` with `xquad.batch_size=12`",
+             _xtreme("xquad", devices=8, batch_size=12), ValueError,
+             r"xquad\.devices=8 does not divide xquad\.batch_size=12", "xquad.devices=8", CALL, "work"),
+        Case("qa-seeds-zero", "`mlqa.seeds=0`", _xtreme("mlqa", seeds=0), ValueError,
+             r"mlqa\.seeds=0 is not a positive number", "mlqa.seeds=0", CALL, "work"),
+        Case("qa-stride-beyond-window", "`xquad.doc_stride=340` (384-token windows, 64-token questions)",
+             _xtreme("xquad", doc_stride=340), ValueError,
+             r"xquad\.doc_stride=340 is larger than a window's context \(316 tokens", "xquad.doc_stride=340", CALL,
+             "work"),
+        Case("qa-question-fills-window", "`tydiqa.max_length=64` with `tydiqa.max_query_length=64`",
+             _xtreme("tydiqa", max_length=64), ValueError,
+             r"tydiqa\.max_length=64 leaves no room for context after a tydiqa\.max_query_length=64-token question",
+             "tydiqa.max_length=64", CALL, "work"),
+        Case("qa-zero-stride", "`mlqa.doc_stride=0`", _xtreme("mlqa", doc_stride=0), ValueError,
+             r"mlqa\.doc_stride=0 is not a positive number of tokens", "mlqa.doc_stride=0", CALL, "work"),
         # --- the environment and the model's own input checks ---
         Case("faults-bad-entry", "`XLMP_FAULTS=sigterm@after_lunch`", _faults, ValueError,
              r"XLMP_FAULTS: bad entry 'sigterm@after_lunch': the point must be one of", "after_lunch", STARTUP),

@@ -4,16 +4,19 @@ the SQuAD-format and TFDS readers, and the three evals run by the sweep on a tin
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from test_evaluate import FakeCheckpoints, small_config, sweep_config
 
 from xlmp_jax import evaluate
-from xlmp_jax.evals import qa, qa_data, qa_finetune, qa_metrics, qa_windows
+from xlmp_jax.evals import qa, qa_data, qa_finetune, qa_metrics, qa_windows, selection
+from xlmp_jax.evals.context import load_tokenizer, vocab_path
 from xlmp_jax.evals.qa_data import QAExample
 from xlmp_jax.evals.results import ResultStore
 
@@ -235,31 +238,114 @@ def tiny_params():
     return {True: jax.device_get(nn.unbox(init(jax.random.key(2)))["params"])}
 
 
-def test_qa_evals_run_in_the_sweep_on_a_tiny_model(tmp_path, tiny_params):
-    (tmp_path / "xlmp").mkdir()
-    data = tmp_path / "xtreme"
+def qa_fixture(data) -> None:
+    """XTREME's download layout for the three QA tasks (SQuAD, XQuAD, MLQA, TyDiQA-GoldP) on tiny files."""
     squad_file(data / qa_data.SQUAD_TRAIN, TRAIN)
     squad_file(data / qa_data.SQUAD_DEV, TRAIN[:1])
+    squad_file(data / qa_data.TYDIQA_TRAIN, TRAIN)
     for lang, paragraphs in TESTS.items():
         squad_file(data / qa_data.MLQA_TEST.format(lang=lang), paragraphs)
         squad_file(data / qa_data.XQUAD_TEST.format(lang=lang), paragraphs)
+        squad_file(data / qa_data.TYDIQA_DEV.format(lang=lang), paragraphs)
+
+
+QA_TINY = dict(steps=3, eval_every=1, batch_size=2, max_length=32, doc_stride=8, max_query_length=8, devices=1)
+
+
+def test_qa_evals_run_in_the_sweep_on_a_tiny_model(tmp_path, tiny_params):
+    (tmp_path / "xlmp").mkdir()
+    data = tmp_path / "xtreme"
+    qa_fixture(data)
     config = sweep_config(tmp_path, ["xlmp"], evals="xquad,mlqa")
     for name in ("xquad", "mlqa"):
-        config[name].update(
-            dict(dir=str(data), languages="en,de,zh", steps=3, batch_size=2, max_length=32, doc_stride=8)
-        )
+        config[name].update(dict(dir=str(data), languages="en,de,zh", seeds=2, **QA_TINY))
     source = FakeCheckpoints(tiny_params, {"xlmp": (True, [10])})
-    assert evaluate.run_sweep(config, checkpoints=source)["computed"] == 2
-    table = {(r.eval, r.language, r.metric): r.value for r in ResultStore(config.out).rows}
+    assert evaluate.run_sweep(config, checkpoints=source)["computed"] == 2 * 2  # one cell per fine-tuning seed
+    rows = ResultStore(config.out).rows
+    assert {(r.eval, r.seed) for r in rows} == {(n, s) for n in ("xquad", "mlqa") for s in (0, 1)}
+    table = {(r.eval, r.language, r.metric): r.value for r in rows if r.seed == 0}
     for name in ("xquad", "mlqa"):
-        for lang in ("en", "de", "zh", "all"):
+        for lang in ("en", "de", "zh"):
             for metric in ("exact_match", "f1"):
-                assert 0.0 <= table[(name, lang, metric)] <= 100.0
+                assert 0.0 <= table[(name, lang, metric)] <= 1.0  # fractions, as every task's scores
         assert table[(name, "de", "questions")] == 1 and table[(name, "en", "dev_questions")] == 1
-        assert 0.0 <= table[(name, "en", "dev_f1")] <= 100.0
+        assert 0.0 <= table[(name, "en", "dev_f1")] <= 1.0 and table[(name, "en", "best_step")] in (1, 2, 3)
         assert np.isfinite(table[(name, "en", "train_loss_last")]) and table[(name, "en", "train_skipped")] == 0
-    assert table[("xquad", "en", "in_english_dev")] == 1  # XQuAD-en is SQuAD v1.1 dev: never for selection
-    assert ("mlqa", "en", "in_english_dev") not in table
+    # XQuAD-en is SQuAD v1.1 dev: flagged and outside the mean; MLQA-en is an ordinary test language
+    assert table[("xquad", "en", "in_english_dev")] == 1 and ("mlqa", "en", "in_english_dev") not in table
+    assert table[("xquad", "all", "f1")] == pytest.approx(
+        np.mean([table[("xquad", lang, "f1")] for lang in "de zh".split()])
+    )
+    assert table[("mlqa", "all", "f1")] == pytest.approx(
+        np.mean([table[("mlqa", lang, "f1")] for lang in ("en", "de", "zh")])
+    )
+
+
+def test_finetune_qa_reports_the_tests_of_the_dev_best_step(tiny_params, monkeypatch):
+    """Dev F1 is scripted to peak after step 2 of 3: the tests are scored right after that dev scoring
+    (same parameters), not after step 3; the sweep's rows follow ``selection.task_rows``."""
+    from xlmp_jax.hf.encoder import Encoder
+
+    encoder = Encoder(small_config(True), tiny_params[True], batch_size=2, max_length=32)
+    tokenizer = load_tokenizer(vocab_path(ml_collections.ConfigDict()))  # the sample vocabulary
+    script, params_at = iter([20.0, 90.0, 40.0]), []
+    real = qa_finetune.evaluate
+
+    def scripted(tuner, tok, examples, settings, normalisation, lang):
+        scores = real(tuner, tok, examples, settings, normalisation, lang)
+        if lang == "en" and examples is dev:
+            params_at.append(jax.device_get(tuner.params["head"]["kernel"]))
+            return {**scores, "f1": next(script)}
+        params_at.append(jax.device_get(tuner.params["head"]["kernel"]))
+        return scores
+
+    monkeypatch.setattr(qa_finetune, "evaluate", scripted)
+    train = qa_data_examples(TRAIN)
+    dev = train[:1]
+    tests = {lang: qa_data_examples(p) for lang, p in TESTS.items()}
+    settings = qa_finetune.QASettings(**{k: v for k, v in QA_TINY.items()})
+    result = qa_finetune.finetune_qa(encoder, tokenizer, train, dev, tests, 0, settings)
+    assert result.best_step == 2 and result.history == ((1, 20.0), (2, 90.0), (3, 40.0)) and len(result.losses) == 3
+    np.testing.assert_array_equal(params_at[-1], params_at[1])  # the tests ran on step 2's parameters
+    assert not np.array_equal(params_at[1], params_at[2])
+    rows = selection.task_rows(qa.task_scores("xquad", result))
+    by = {(lang, metric): v for lang, metric, v in rows}
+    assert by[("en", "dev_f1")] == pytest.approx(0.9) and by[("en", "best_step")] == 2.0
+    assert by[("en", "in_english_dev")] == 1.0 and ("de", "in_english_dev") not in by
+
+
+def qa_data_examples(paragraphs) -> list[QAExample]:
+    return [
+        QAExample(qid, q, context, tuple(ans), tuple(context.index(a) for a in ans))
+        for context, qas in paragraphs
+        for qid, q, ans in qas
+    ]
+
+
+def test_task_scores_keep_english_dev_test_sets_out_of_the_mean():
+    result = qa_finetune.QAResult(
+        tests={
+            "en": {"exact_match": 100.0, "f1": 100.0, "questions": 2.0},
+            "de": {"exact_match": 50.0, "f1": 60.0, "questions": 2.0},
+            "ar": {"exact_match": 0.0, "f1": 20.0, "questions": 4.0},
+        },
+        dev={"exact_match": 80.0, "f1": 85.0, "questions": 5.0},
+        losses=[3.0, 2.0],
+        skipped=1,
+        best_step=7,
+    )
+    rows = selection.task_rows(qa.task_scores("tydiqa", result))
+    by = {(lang, metric): v for lang, metric, v in rows}
+    assert by[("all", "f1")] == pytest.approx(0.4)  # (0.6 + 0.2) / 2: TyDiQA-en is its English dev set
+    assert by[("all", "exact_match")] == pytest.approx(0.25)
+    assert (by[("en", "f1")], by[("en", "in_english_dev")]) == (1.0, 1.0)
+    assert (by[("en", "dev_f1")], by[("en", "dev_exact_match")], by[("en", "best_step")]) == (0.85, 0.8, 7.0)
+    assert by[("ar", "questions")] == 4.0 and by[("en", "train_skipped")] == 1.0
+    mlqa = {(lang, metric): v for lang, metric, v in selection.task_rows(qa.task_scores("mlqa", result))}
+    assert mlqa[("all", "f1")] == pytest.approx(0.6) and ("en", "in_english_dev") not in mlqa
+    only_en = dataclasses.replace(result, tests={"en": result.tests["en"]})
+    with pytest.raises(ValueError, match="xquad.languages='en'"):
+        qa.task_scores("xquad", only_en)
 
 
 def test_finetune_qa_bad_inputs(tmp_path):

@@ -13,7 +13,8 @@ import jax
 import numpy as np
 import pytest
 from helpers import REPO
-from test_evaluate import FakeCheckpoints, small_config
+from test_evaluate import FakeCheckpoints, _run, _wait, small_config
+from test_qa import QA_TINY, qa_fixture
 
 from xlmp_jax import evals as registry
 from xlmp_jax import evaluate
@@ -181,9 +182,13 @@ def xtreme_fixture(root: pathlib.Path) -> dict[str, str]:
     (tatoeba / "tatoeba.fra-eng.fra").write_text("le chat\nle chien\nla maison\n")
     (tatoeba / "tatoeba.fra-eng.eng").write_text("the cat\nthe dog\nthe house\n")
     (root / "en-de.tsv").write_text("the cat\tdie Katze\nthe dog\tder Hund\nthe house\tdas Haus\n")
-    return {name: str(root / name) for name in ("xnli", "pawsx", "ner", "pos", "bucc", "tatoeba")} | {
+    qa_fixture(root / "qa")  # XTREME's download folder for xquad, mlqa and tydiqa
+    return {name: str(root / name) for name in ("xnli", "pawsx", "ner", "pos", "bucc", "tatoeba", "qa")} | {
         "retrieval": str(root / "en-de.tsv")
     }
+
+
+QA_TASKS = ("xquad", "mlqa", "tydiqa")
 
 
 def xtreme_config(tmp_path: pathlib.Path, workdirs: list[str], data: dict[str, str]):
@@ -198,6 +203,8 @@ def xtreme_config(tmp_path: pathlib.Path, workdirs: list[str], data: dict[str, s
     for task in ("xnli", "pawsx", "ner", "pos"):
         c[task].update(dict(local_dir=data[task], steps=2, eval_every=1, batch_size=4, max_length=16, seeds=2))
         c[task].devices = 1  # the sharded fine-tune has its own test; one device keeps this one quick
+    for task in QA_TASKS:  # one fine-tuning seed each: seeds as cells are the transfer tasks' to show
+        c[task].update(dict(dir=data["qa"], languages="en,de,zh", seeds=1, **QA_TINY))
     c.bucc.update(dict(dir=data["bucc"], languages=""))
     c.tatoeba.dir = data["tatoeba"]
     c.retrieval.tsv = data["retrieval"]
@@ -211,7 +218,7 @@ def test_xtreme_config_end_to_end_then_resumes(tmp_path, tiny_params):
     data = xtreme_fixture(tmp_path / "data")
     config = xtreme_config(tmp_path, workdirs, data)
     tasks = evaluate.split_list(config.evals)
-    assert tasks == ["xnli", "pawsx", "pos", "ner", "bucc", "tatoeba", "retrieval"]
+    assert tasks == ["xnli", "pawsx", "pos", "ner", "xquad", "mlqa", "tydiqa", "bucc", "tatoeba", "retrieval"]
     calls = []
 
     def counting(task):
@@ -227,27 +234,30 @@ def test_xtreme_config_end_to_end_then_resumes(tmp_path, tiny_params):
     available = {w: (w.startswith("xlmp"), [100, 200]) for w in workdirs}
     source = FakeCheckpoints(tiny_params, available)
     first = evaluate.run_sweep(config, evals=evals, checkpoints=source)
-    cells = 4 * (4 * 2 + 3)  # per work directory: 4 fine-tuning tasks x 2 seeds + 3 embedding tasks
+    cells = 4 * (4 * 2 + 3 + 3)  # per work directory: 4 transfer tasks x 2 seeds, 3 QA x 1, 3 embedding tasks
     assert (first["computed"], first["skipped"]) == (cells, 0) and len(calls) == cells
     assert ("xlmp_s0", "xnli", 1) in calls and ("base_s1", "bucc", None) in calls
     rows = ResultStore(config.out).rows
     assert {r.step for r in rows} == {200}  # steps='latest'
     picked = {(r.workdir, r.eval, r.seed): r.value for r in rows if r.metric == "best_step"}
-    assert set(picked.values()) <= {1.0, 2.0} and len(picked) == 4 * 4 * 2
+    assert set(picked.values()) <= {1.0, 2.0, 3.0} and len(picked) == 4 * (4 * 2 + 3)
     assert {r.seed for r in rows if r.eval == "ner"} == {0, 1}
 
     summary = pathlib.Path(first["summary"]).read_text()
-    header = "| arm | run | xnli (accuracy) | pawsx (accuracy) | pos (accuracy) | ner (f1) | bucc (f1) | "
+    header = "| arm | run | xnli (accuracy) | pawsx (accuracy) | pos (accuracy) | ner (f1) | xquad (f1) | mlqa (f1) | "
+    header += "tydiqa (f1) | bucc (f1) | "
     assert header + "tatoeba (acc_mean) | retrieval (acc_mean) | avg |" in summary
     lines = summary.splitlines()
     assert any(line.startswith("| XLM-P | xlmp_s0 | ") for line in lines)
     assert any(line.startswith("| baseline | mean of 2 pre-training seeds | ") for line in lines)
     difference = next(line for line in lines if line.startswith("| XLM-P - baseline | | "))
-    assert difference.count("[") == 8  # every task and the average: an interval over the two pairs
-    assert "| interval over | | " + " | ".join(["pre-training seeds (n=2)"] * 8) + " |" in summary
+    assert difference.count("[") == 11  # every task and the average: an interval over the two pairs
+    assert "| interval over | | " + " | ".join(["pre-training seeds (n=2)"] * 11) + " |" in summary
     for task in tasks:
         assert f"## {task} (" in summary
     assert "| arm | run | de | fr | mean | en dev | seeds |" in summary  # xnli's per-language table
+    assert "| arm | run | de | en † | zh | mean | en dev | seeds |" in summary  # xquad: en is SQuAD dev
+    assert "| arm | run | de | en | zh | mean | en dev | seeds |" in summary  # mlqa: en is a test language
 
     # A second run finds every cell and computes nothing: no eval called, no checkpoint loaded.
     loads = len(source.loads)
@@ -271,3 +281,61 @@ def test_xtreme_summary_with_one_run_per_arm_labels_finetuning_noise():
     assert "fine-tuning noise only (n=3)" in text
     with pytest.raises(ValueError, match="no metric for task 'ner'"):
         xtreme_summary.parse_headline("xnli:accuracy", ["xnli", "ner"])
+
+
+def test_xtreme_summary_leaves_english_dev_test_sets_out_of_the_mean():
+    rows = [Result("/w/x", 1, "xlmp", "xquad", lang, "f1", v, 0) for lang, v in (("en", 0.9), ("de", 0.5), ("zh", 0.3))]
+    rows.append(Result("/w/x", 1, "xlmp", "xquad", "en", "in_english_dev", 1.0, 0))
+    text = xtreme_summary.render(rows, ["xquad"], {"xquad": "f1"}, ["/w/x"])
+    assert "| XLM-P | x | 40.0 | 40.0 |" in text  # (50 + 30) / 2: XQuAD-en is shown, not averaged
+    assert "| arm | run | de | en † | zh | mean | en dev | seeds |" in text
+    assert "| XLM-P | x | 50.0 | 90.0 | 30.0 | 40.0 |  | 1 |" in text
+
+
+def write_workdir(workdir: pathlib.Path, params, pool: bool) -> None:
+    """A work directory holding one checkpoint (step 1) of random ``params``, as the eval CLI reads it."""
+    import dataclasses
+
+    import ml_collections
+
+    from xlmp_jax import checkpoint
+
+    config = ml_collections.ConfigDict({"model": dataclasses.asdict(small_config(pool)), "data": {}})
+    saver = checkpoint.Checkpointer(str(workdir), async_save=False)
+    saver.save(1, {"params": params}, config=config)
+    saver.close()
+
+
+@pytest.mark.slow
+def test_xtreme_config_from_the_command_line(tmp_path, tiny_params):
+    """``python -m xlmp_jax.evaluate --config=configs/xtreme.py`` on fixture data for every task, one
+    fine-tuning seed, on a tiny random work directory: summary.md has XTREME's nine task columns. (The
+    baseline arm, seeds as cells and resuming are the in-process test's above: one subprocess is enough.)"""
+    data = xtreme_fixture(tmp_path / "data")
+    write_workdir(tmp_path / "xlmp", tiny_params[True], pool=True)
+    env = {**os.environ, "XLMP_NUM_CPU_DEVICES": "1", "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "").strip()
+    env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "jax_cache")
+    out = tmp_path / "out"
+    flags = [f"--config.workdirs={tmp_path / 'xlmp'}", f"--config.out={out}"]
+    flags += ["--config.evals=xnli,pawsx,pos,ner,xquad,mlqa,tydiqa,bucc,tatoeba", "--config.progress=False"]
+    for task in ("xnli", "pawsx", "ner", "pos"):
+        settings = dict(local_dir=data[task], steps=2, eval_every=1, batch_size=4, max_length=16, seeds=1)
+        flags += [f"--config.{task}.{key}={value}" for key, value in settings.items()]
+    for task in QA_TASKS:
+        settings = dict(dir=data["qa"], languages="en,de,zh", **{**QA_TINY, "steps": 2, "seeds": 1})
+        flags += [f"--config.{task}.{key}={value}" for key, value in settings.items()]
+    flags += [
+        f"--config.bucc.dir={data['bucc']}",
+        "--config.bucc.languages=",
+        f"--config.tatoeba.dir={data['tatoeba']}",
+    ]
+    output = _wait(_run(["-m", "xlmp_jax.evaluate", "--config=configs/xtreme.py", *flags], env))
+    assert '"computed": 9' in output  # 9 tasks x 1 seed
+    summary = (out / "summary.md").read_text()
+    columns = "xnli (accuracy) | pawsx (accuracy) | pos (accuracy) | ner (f1) | xquad (f1) | mlqa (f1) | tydiqa (f1)"
+    assert f"| arm | run | {columns} | bucc (f1) | tatoeba (acc_mean) | avg |" in summary
+    line = next(line for line in summary.splitlines() if line.startswith("| XLM-P | xlmp | "))
+    cells = line.removesuffix(" |").split(" | ")[2:]
+    assert len(cells) == 10 and all(cell.strip() for cell in cells)  # nine task columns and the average
+    assert "## tydiqa (f1)" in summary and "| arm | run | de | en † | zh | mean | en dev | seeds |" in summary

@@ -115,6 +115,22 @@ def eval_seeds(sweep: ml_collections.ConfigDict, name: str) -> list[int | None]:
     return [sweep.seed + i for i in range(count)]
 
 
+def check_blocks(sweep: ml_collections.ConfigDict, names: Sequence[str], modules: Mapping[str, str]) -> None:
+    """Refuses bad fine-tuning settings of the evals swept before any checkpoint is read: every block's
+    seeds / eval_every / dev_fraction / devices (``selection.check_block``), then its module's own ``check``."""
+    from xlmp_jax.evals import selection
+
+    for name in names:
+        block = sweep.get(name)
+        if not isinstance(block, ml_collections.ConfigDict):
+            continue
+        selection.check_block(block, name)
+        if modules[name] in registry.REGISTRY:
+            check = getattr(registry.load(modules[name]), "check", None)
+            if check is not None:
+                check(block, name)
+
+
 def run_sweep(
     sweep: ml_collections.ConfigDict,
     *,
@@ -140,6 +156,7 @@ def run_sweep(
         known = evals
     if unknown:
         raise ValueError(f"unknown eval {unknown[0]!r} (known: {sorted(known)})")
+    check_blocks(sweep, names, modules)
     if evals is None:
         evals = {name: registry.load(modules[name]).run for name in names}
     for workdir in workdirs:

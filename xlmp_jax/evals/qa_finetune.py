@@ -4,8 +4,10 @@ scored zero-shot per language.
 The head is ``finetune.FineTuner``'s per-token linear layer with two outputs (start, end) and its own
 criterion: the mean of the start and end cross-entropies over each window's non-pad positions. Everything else
 (AdamW with warmup + cosine decay, gradient clipping, batching, the encoder forward with the pool) is
-``FineTuner``'s. ``finetune_qa`` is the unit that model selection and fine-tuning seeds wrap: (train, English
-dev, tests by language, seed) -> per-language test scores and the dev score.
+``FineTuner``'s, and so is checkpoint selection: English dev F1 is scored every ``eval_every`` steps
+(``FineTuner.fit_selected``) and the tests are scored with the dev-best parameters. ``finetune_qa`` is one
+fine-tuning run: (train, English dev, tests by language, seed) -> per-language test scores at the dev-best
+step; ``qa.finetune_entry`` turns it into the sweep's ``selection.FinetuneEntry``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from xlmp_jax.hf.encoder import Encoder, Tokenizer
 class QASettings:
     """XTREME's ``train_qa.sh`` values where it sets them: 384-token windows, stride 128, questions cut at 64
     tokens, answers at most 30 tokens, learning rate 3e-5, batch 32 (4 x 8 accumulation), 3 epochs, weight
-    decay 1e-4. ``steps`` > 0 overrides ``epochs``. Warmup as a fraction (XTREME: 500 steps) is our choice."""
+    decay 1e-4. ``steps`` > 0 overrides ``epochs``. Warmup as a fraction (XTREME: 500 steps) is our choice, as
+    are ``eval_every`` (English dev F1 every 1000 steps, and after the last) and ``devices`` (data-parallel
+    devices; 0 = the most local devices that divide ``batch_size``)."""
 
     steps: int = 0
     epochs: float = 3.0
@@ -41,17 +45,45 @@ class QASettings:
     doc_stride: int = 128
     max_query_length: int = 64
     max_answer_length: int = 30
+    eval_every: int = 1000
+    devices: int = 0
+
+
+CONTEXT_SPECIALS = 4  # <s> question </s></s> context </s>: the tokens of a window that are neither
+
+
+def check_settings(settings: QASettings, name: str = "qa") -> None:
+    """Refuses window settings that cannot work together, naming the field (``name``: the settings block)."""
+    for field in ("max_length", "doc_stride", "max_query_length", "max_answer_length", "batch_size"):
+        value = getattr(settings, field)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}.{field}={value!r} is not a positive number of tokens")
+    room = settings.max_length - settings.max_query_length - CONTEXT_SPECIALS
+    if room < 1:
+        raise ValueError(
+            f"{name}.max_length={settings.max_length} leaves no room for context after a "
+            f"{name}.max_query_length={settings.max_query_length}-token question and {CONTEXT_SPECIALS} special tokens"
+        )
+    if settings.doc_stride > room:
+        raise ValueError(
+            f"{name}.doc_stride={settings.doc_stride} is larger than a window's context ({room} tokens = "
+            f"max_length {settings.max_length} - max_query_length {settings.max_query_length} - "
+            f"{CONTEXT_SPECIALS} special tokens): windows would skip context"
+        )
 
 
 @dataclasses.dataclass
 class QAResult:
-    """``tests``: language -> {exact_match, f1, questions}; ``dev``: the same for the English dev set;
-    ``losses``: training loss per step; ``skipped``: training questions whose answer is not where it says."""
+    """``tests``: language -> {exact_match, f1, questions} with the dev-best parameters; ``dev``: the same for
+    the English dev set at that step (``best_step``; ``history``: every (step, dev F1) scored); ``losses``:
+    training loss per step; ``skipped``: training questions whose answer is not where it says."""
 
     tests: dict[str, dict[str, float]]
     dev: dict[str, float]
     losses: list[float]
     skipped: int
+    best_step: int = 0
+    history: tuple[tuple[int, float], ...] = ()
 
 
 def span_cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
@@ -94,10 +126,13 @@ def finetune_qa(
     settings: QASettings = QASettings(),
     normalisation: str = "squad",
 ) -> QAResult:
-    """Fine-tunes a copy of ``encoder`` on ``train`` (English), scores ``dev`` (English) and every test
-    language with ``normalisation`` (``squad`` or ``mlqa``, ``qa_metrics``)."""
+    """Fine-tunes a copy of ``encoder`` on ``train`` (English), choosing the step by F1 on ``dev`` (English),
+    and scores every test language with those parameters and ``normalisation`` (``squad`` or ``mlqa``)."""
     if normalisation not in qa_metrics.NORMALISATIONS:
         raise ValueError(f"normalisation {normalisation!r} is not one of {qa_metrics.NORMALISATIONS}")
+    check_settings(settings)
+    if not dev:
+        raise ValueError("no English dev question: QA chooses its checkpoint by English dev F1")
     length = min(settings.max_length, encoder.config.max_length)
     windows, skipped = qa_windows.make_windows(
         train, tokenizer, length, settings.doc_stride, settings.max_query_length, training=True
@@ -116,11 +151,19 @@ def finetune_qa(
             warmup_fraction=settings.warmup_fraction,
             weight_decay=settings.weight_decay,
             max_length=length,
+            eval_every=settings.eval_every,
+            devices=settings.devices,
             seed=seed,
         ),
         criterion=span_cross_entropy,
     )
-    losses = tuner.fit([w.ids for w in windows], np.asarray([w.label for w in windows], np.int32))
-    dev_scores = evaluate(tuner, tokenizer, dev, settings, normalisation, "en")
+    dev_at: dict[int, dict[str, float]] = {}
+
+    def dev_f1() -> float:
+        dev_at[len(tuner.losses)] = evaluate(tuner, tokenizer, dev, settings, normalisation, "en")
+        return dev_at[len(tuner.losses)]["f1"]
+
+    rows, labels = [w.ids for w in windows], np.asarray([w.label for w in windows], np.int32)
+    chosen = tuner.fit_selected(rows, labels, dev_f1)  # leaves the dev-best parameters in the tuner
     test_scores = {lang: evaluate(tuner, tokenizer, ex, settings, normalisation, lang) for lang, ex in tests.items()}
-    return QAResult(test_scores, dev_scores, losses, skipped)
+    return QAResult(test_scores, dev_at[chosen.step], list(tuner.losses), skipped, chosen.step, chosen.history)

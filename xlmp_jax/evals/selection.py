@@ -71,8 +71,8 @@ class TaskScores:
 
 class FinetuneEntry(Protocol):
     """A fine-tuning task as the sweep calls it: train on English ``train``, select on English ``dev``, test
-    each language of ``tests``; ``seed`` fixes head init, batch order and dropout. Transfer
-    (``transfer.finetune_entry``) implements it; question answering will too."""
+    each language of ``tests``; ``seed`` fixes head init, batch order and dropout. Question answering
+    (``qa.finetune_entry``) implements it; transfer (``finetune.zero_shot_eval``) follows the same protocol."""
 
     def __call__(
         self, train: Sequence[Any], dev: Sequence[Any], tests: Mapping[str, Sequence[Any]], seed: int
@@ -88,3 +88,29 @@ def task_rows(scores: TaskScores) -> list[tuple[str, str, float]]:
     rows.append(("all", scores.metric, sum(scores.test.values()) / len(scores.test)))
     rows += [("en", f"dev_{scores.metric}", float(scores.dev_score)), ("en", "best_step", float(scores.best_step))]
     return rows + [(lang, m, float(v)) for lang, m, v in scores.extra]
+
+
+def check_block(cfg: Mapping[str, Any], name: str) -> None:
+    """Refuses a fine-tuning eval block's selection and seed settings that cannot run (``seeds``,
+    ``eval_every``, ``dev_fraction``, ``devices``, where the block has them), naming the field: the sweep calls
+    this before it loads a checkpoint, so a typo costs nothing."""
+    if "seeds" in cfg and (isinstance(cfg["seeds"], bool) or not isinstance(cfg["seeds"], int) or cfg["seeds"] < 1):
+        raise ValueError(f"{name}.seeds={cfg['seeds']!r} is not a positive number of fine-tuning seeds")
+    if "eval_every" in cfg and (not isinstance(cfg["eval_every"], int) or cfg["eval_every"] < 0):
+        raise ValueError(
+            f"{name}.eval_every={cfg['eval_every']!r} is not a step count >= 0 (0 = score dev only after the last step)"
+        )
+    if "dev_fraction" in cfg and not 0 <= cfg["dev_fraction"] < 1:
+        raise ValueError(f"{name}.dev_fraction={cfg['dev_fraction']!r} is not in [0, 1)")
+    if "devices" in cfg:
+        devices = cfg["devices"]
+        if not isinstance(devices, int) or devices < 0:
+            raise ValueError(f"{name}.devices={devices!r} is not a device count >= 0 (0 = as many as divide the batch)")
+        import jax
+
+        available = len(jax.local_devices())
+        if devices > available:
+            raise ValueError(f"{name}.devices={devices} but this host has {available} local devices")
+        batch = cfg.get("batch_size", 0)
+        if devices and isinstance(batch, int) and batch % devices:
+            raise ValueError(f"{name}.devices={devices} does not divide {name}.batch_size={batch}")

@@ -10,3 +10,4 @@ from xlmp_jax.evals import qa
 NAME = "tydiqa"
 config = functools.partial(qa.config, NAME)  # the sweep config's block
 run = functools.partial(qa.run, NAME)
+check = qa.check  # the sweep's check of this block, before any checkpoint is read

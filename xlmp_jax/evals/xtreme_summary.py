@@ -3,7 +3,8 @@ then one table per task with a column per language, each with its spread over fi
 XLM-P minus baseline row with the interval ``seeds.arm_difference`` gives (over paired pre-training seeds,
 else labelled fine-tuning noise only).
 
-Scores are shown x100 as XTREME prints them. Only each work directory's latest step is summarised; work
+Scores are shown x100 as XTREME prints them. A language whose test set is English dev data (rows with
+``in_english_dev`` = 1: XQuAD-en, TyDiQA-en) is shown with a dagger and left out of every mean. Only each work directory's latest step is summarised; work
 directories pair across the arms in the order they are listed (the i-th XLM-P with the i-th baseline).
 """
 
@@ -87,6 +88,7 @@ def render(rows: Sequence[Result], tasks: Sequence[str], headline: Mapping[str, 
     # per (task, workdir, language): {seed: value} of the headline metric
     scores: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
     dev: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
+    flagged = {(r.eval, r.language) for r in rows if r.metric == "in_english_dev" and r.value}
     for r in rows:
         metric = headline.get(r.eval)
         if metric is None:
@@ -96,10 +98,12 @@ def render(rows: Sequence[Result], tasks: Sequence[str], headline: Mapping[str, 
         elif r.metric == f"dev_{metric}":
             dev[(r.eval, r.workdir)][r.seed] = r.value
     languages = {t: sorted({lang for (task, _, lang) in scores if task == t}) for t in tasks}
+    averaged = {t: [lang for lang in languages[t] if (t, lang) not in flagged] for t in tasks}
 
     def task_means(task: str, workdir: str) -> list[float]:
-        """Per fine-tuning seed: the mean over the task's test languages (seeds every language has)."""
-        per_lang = [scores[(task, workdir, lang)] for lang in languages[task] if (task, workdir, lang) in scores]
+        """Per fine-tuning seed: the mean over the task's test languages (seeds every language has), flagged
+        ones left out."""
+        per_lang = [scores[(task, workdir, lang)] for lang in averaged[task] if (task, workdir, lang) in scores]
         if not per_lang:
             return []
         common = sorted(set.intersection(*(set(p) for p in per_lang)))
@@ -154,7 +158,8 @@ def render(rows: Sequence[Result], tasks: Sequence[str], headline: Mapping[str, 
     for t in tasks:
         langs = languages[t]
         lines += [f"## {t} ({headline[t]})", ""]
-        lines.append("| arm | run | " + " | ".join(langs) + " | mean | en dev | seeds |")
+        shown = [f"{lang} †" if (t, lang) in flagged else lang for lang in langs]
+        lines.append("| arm | run | " + " | ".join(shown) + " | mean | en dev | seeds |")
         lines.append("| --- | --- |" + " --- |" * (len(langs) + 3))
         for arm, label in ARMS:
             for w in runs.get(arm, []):
@@ -180,5 +185,7 @@ def render(rows: Sequence[Result], tasks: Sequence[str], headline: Mapping[str, 
                 + " | ".join(_difference_cell(d) for d in lang_diffs)
                 + f" | {_difference_cell(diffs[t])} | | {diffs[t].over} |"
             )
+        if any((t, lang) in flagged for lang in langs):
+            lines += ["", "† test set is English dev data (used by no selection): shown, not in the mean."]
         lines.append("")
     return "\n".join(lines)
