@@ -136,8 +136,33 @@ def test_data_parallel_finetune_equals_one_device(tiny_params):
     np.testing.assert_allclose(out[1][1], out[8][1], rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(out[1][2], out[8][2], rtol=1e-3, atol=1e-5)
     assert finetune.finetune_mesh(12, 0).devices.size == 6  # the most devices (of 8) dividing the batch
+    assert dict(finetune.finetune_mesh(8, 8, shard_params=True).shape) == {"data": 1, "fsdp": 8, "tensor": 1}
     with pytest.raises(ValueError, match="batch_size=12 is not divisible by devices=8"):
         finetune.finetune_mesh(12, 8)
+
+
+def test_fsdp_finetune_splits_the_encoder_and_equals_one_device(tiny_params):
+    encoder = Encoder(small_config(True), tiny_params[True], batch_size=8, max_length=16)
+    rng = np.random.default_rng(2)
+    rows = [[0, *rng.integers(5, 500, int(rng.integers(3, 12))).tolist(), 2] for _ in range(20)]
+    labels = rng.integers(0, 2, 20).astype(np.int32)
+    out = {}
+    for devices, split in ((1, False), (8, True)):
+        settings = finetune.FinetuneSettings(
+            steps=3, batch_size=8, max_length=16, learning_rate=1e-3, devices=devices, shard_params=split
+        )
+        tuner = finetune.FineTuner(encoder, "classification", 2, settings)
+        losses = tuner.fit(rows, labels)
+        out[devices] = (losses, jax.device_get(tuner.params))
+        if split:  # the word embeddings and their Adam moments are split over the 8 devices, not copied
+            embeddings = tuner.params["encoder"]["embeddings"]["word_embeddings"]
+            shard = embeddings.addressable_shards[0].data.shape
+            assert shard[1] * 8 == embeddings.shape[1], (shard, embeddings.shape)
+            moments = [x for x in jax.tree.leaves(tuner._opt_state) if x.shape == embeddings.shape]
+            assert moments and all(m.addressable_shards[0].data.shape == shard for m in moments)
+    np.testing.assert_allclose(out[1][0], out[8][0], rtol=1e-4, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(out[1][1]), jax.tree.leaves(out[8][1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------ configs/xtreme.py

@@ -4,8 +4,10 @@ Two task kinds, as XTREME: ``classification`` (single sentences or sentence pair
 linear head on the ``<s>`` or mean-pooled final hidden state) and ``tagging`` (NER/POS style; a linear
 head on each word's first sub-token). The whole encoder is fine-tuned with AdamW in a small jitted loop
 (fixed batch shape: one compilation, shared by every run of the same architecture and settings). With
-more than one device the batch is split over a one-axis data-parallel mesh and the parameters replicated
-(``sharding``'s batch axes), which gives the single-device numbers to float tolerance. The checkpoint
+more than one device the batch is split over the devices (``sharding``'s batch axes) and the parameters are
+replicated, or, with ``shard_params``, split FSDP-style by the pre-training rules (``sharding.LOGICAL_RULES``:
+the encoder's parameters and Adam moments over the ``fsdp`` axis), so a model whose fine-tuning state does not
+fit one device still fine-tunes; both give the single-device numbers to float tolerance. The checkpoint
 reported is the one with the best English dev score (``selection``). Here: the features, the head and its
 training loop, the scores (accuracy, BIO span F1); the examples themselves come from ``transfer_data``.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +29,7 @@ from xlmp_jax import sharding
 from xlmp_jax.evals import selection
 from xlmp_jax.evals.transfer_data import Example
 from xlmp_jax.hf.encoder import Encoder, Tokenizer, encode_pair, encode_text, pad_rows, unwrap_params
-from xlmp_jax.model import XLMP
+from xlmp_jax.model import XLMP, init_params
 from xlmp_jax.model_config import ModelConfig
 
 Row = tuple[str, str, float]
@@ -75,12 +78,14 @@ class FinetuneSettings:
     representation: str = "cls"  # "cls" (<s>) or "mean" (classification only)
     eval_every: int = 0  # score English dev every this many steps (and after the last); 0 = after the last only
     devices: int = 1  # data-parallel devices; 0 = the most local devices that divide batch_size
+    shard_params: bool = False  # FSDP over those devices: the encoder's params and Adam moments split, not copied
     seed: int = 0
 
 
-def finetune_mesh(batch_size: int, devices: int) -> Mesh | None:
-    """A one-axis data-parallel mesh (named as ``sharding``'s: ``data``) over ``devices`` local devices, or
-    None for one device; ``devices=0`` takes the most local devices that divide ``batch_size``."""
+def finetune_mesh(batch_size: int, devices: int, shard_params: bool = False) -> Mesh | None:
+    """A mesh over ``devices`` local devices with its one axis of size > 1 ``data`` (parameters copied) or
+    ``fsdp`` (``shard_params``: parameters split), named as ``sharding``'s; None for one device;
+    ``devices=0`` takes the most local devices that divide ``batch_size``."""
     available = jax.local_devices()
     if devices < 0:
         raise ValueError(f"devices={devices} is negative (0 = as many local devices as divide batch_size)")
@@ -92,8 +97,16 @@ def finetune_mesh(batch_size: int, devices: int) -> Mesh | None:
         raise ValueError(f"batch_size={batch_size} is not divisible by devices={devices}")
     if devices == 1:
         return None
-    grid = np.asarray(available[:devices]).reshape(devices, 1, 1)
+    grid = np.asarray(available[:devices]).reshape((1, devices, 1) if shard_params else (devices, 1, 1))
     return Mesh(grid, sharding.MESH_AXES)
+
+
+def _param_shardings(config: ModelConfig, mesh: Mesh, params: Mapping[str, Any]) -> Any:
+    """Where each fine-tuning parameter lives: the encoder's by the pre-training logical rules (FSDP over
+    ``fsdp`` on this mesh), the small head replicated."""
+    boxed = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))["params"]
+    encoder = sharding.logical_shardings(boxed, mesh)
+    return {"encoder": encoder, "head": jax.tree.map(lambda _: sharding.replicated(mesh), params["head"])}
 
 
 def _head_logits(model, kind: str, representation: str, params, ids, rng, deterministic: bool):
@@ -176,7 +189,7 @@ class FineTuner:
         self.encoder, self.kind, self.settings = encoder, kind, settings
         self.model = encoder.model
         self.length = min(settings.max_length, encoder.config.max_length)
-        self.mesh = finetune_mesh(settings.batch_size, settings.devices)
+        self.mesh = finetune_mesh(settings.batch_size, settings.devices, settings.shard_params)
         key = jax.random.key(settings.seed)
         hidden = encoder.config.hidden_size
         params = {
@@ -186,7 +199,15 @@ class FineTuner:
                 "bias": jnp.zeros((num_labels,), jnp.float32),
             },
         }
-        self.params = self._replicate(params)
+        self._shardings = None
+        if self.mesh is not None:
+            self._shardings = (
+                _param_shardings(encoder.config, self.mesh, params)
+                if settings.shard_params
+                else jax.tree.map(lambda _: sharding.replicated(self.mesh), params)
+            )
+            params = jax.device_put(params, self._shardings)
+        self.params = params
         self.optimizer, self._step, self._logits = _programs(
             encoder.config,
             kind,
@@ -199,8 +220,19 @@ class FineTuner:
         )
         self.losses: list[float] = []
 
-    def _replicate(self, tree):
-        return tree if self.mesh is None else jax.device_put(tree, sharding.replicated(self.mesh))
+    def _place_optimizer_state(self, opt_state):
+        """Adam's moments where their parameters are; the optimizer's scalars replicated."""
+        if self.mesh is None:
+            return opt_state
+        replicated = sharding.replicated(self.mesh)
+        placed = optax.tree_map_params(
+            self.optimizer,
+            lambda x, where: jax.device_put(x, where),
+            opt_state,
+            self._shardings,
+            transform_non_params=lambda x: jax.device_put(x, replicated),
+        )
+        return placed
 
     def _batch(self, array: np.ndarray):
         return array if self.mesh is None else jax.device_put(array, sharding.batch_sharding(self.mesh))
@@ -212,7 +244,7 @@ class FineTuner:
         self._labels = labels[:, : self.length] if self.kind == "tagging" else labels
         self._rng = np.random.default_rng(self.settings.seed)
         self._key = jax.random.key(self.settings.seed + 1)
-        self._opt_state = self._replicate(self.optimizer.init(self.params))
+        self._opt_state = self._place_optimizer_state(self.optimizer.init(self.params))
         self._order: list[int] = []
         self.losses = []
 

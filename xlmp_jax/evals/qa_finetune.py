@@ -47,6 +47,7 @@ class QASettings:
     max_answer_length: int = 30
     eval_every: int = 1000
     devices: int = 0
+    shard_params: bool = False  # FSDP over the devices (FinetuneSettings.shard_params)
 
 
 CONTEXT_SPECIALS = 4  # <s> question </s></s> context </s>: the tokens of a window that are neither
@@ -153,6 +154,7 @@ def finetune_qa(
             max_length=length,
             eval_every=settings.eval_every,
             devices=settings.devices,
+            shard_params=settings.shard_params,
             seed=seed,
         ),
         criterion=span_cross_entropy,

@@ -102,6 +102,8 @@ def check_block(cfg: Mapping[str, Any], name: str) -> None:
         )
     if "dev_fraction" in cfg and not 0 <= cfg["dev_fraction"] < 1:
         raise ValueError(f"{name}.dev_fraction={cfg['dev_fraction']!r} is not in [0, 1)")
+    if "shard_params" in cfg and not isinstance(cfg["shard_params"], bool):
+        raise ValueError(f"{name}.shard_params={cfg['shard_params']!r} is not true or false")
     if "devices" in cfg:
         devices = cfg["devices"]
         if not isinstance(devices, int) or devices < 0:

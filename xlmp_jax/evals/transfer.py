@@ -47,6 +47,7 @@ def config(**overrides) -> ml_collections.ConfigDict:
             eval_every=50,  # score English dev every this many fine-tuning steps (and after the last)
             seeds=3,  # fine-tuning seeds (sweep seed, +1, ...): one sweep cell each
             devices=0,  # data-parallel devices; 0 = the most local devices that divide batch_size; 1 = one
+            shard_params=False,  # FSDP over those devices (params and Adam moments split): for large on small chips
         )
     )
     c.update(overrides)
