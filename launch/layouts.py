@@ -30,7 +30,11 @@ LAYOUTS: dict[tuple[str, str], dict[str, object]] = {
     ("base", "v5p-128"): {**_DATA, "model.remat": "none"},
     ("base", "v6e-64"): {**_FSDP, "model.remat": "dots_no_batch"},
     ("large", "v4-32"): {**_FSDP, "model.remat": "full", "train.grad_accum_steps": 2},
-    ("large", "v5litepod-64"): {**_FSDP, "model.remat": "full"},
+    ("large", "v5litepod-64"): {
+        **_FSDP,
+        "model.remat": "dots_no_batch",
+        "train.grad_accum_steps": 2,
+    },  # "full" crashed it
     ("large", "v5litepod-256"): {**_FSDP, "model.remat": "dots_no_batch"},
     ("large", "v5p-128"): {**_FSDP, "model.remat": "dots_no_batch"},
     ("large", "v6e-64"): {**_FSDP, "model.remat": "full"},
