@@ -146,8 +146,9 @@ def test_kills_at_five_points_then_resume_is_bit_identical(tmp_path):
 
 
 # Per attempt: the time after its last goodput record (up to one logged step before a SIGKILL) and the
-# interpreter's exit after the final record, which no account inside the process can see.
-GOODPUT_TOLERANCE_S = 3.0
+# interpreter's exit after the final record (closing Orbax and TensorFlow: up to ~4 s on a loaded 2-core
+# machine), which no account inside the process can see.
+GOODPUT_TOLERANCE_S = 6.0
 
 
 def summary_of(workdir) -> dict:

@@ -60,9 +60,8 @@ def split_files(directory: str, language: str, split: str) -> dict[str, str]:
     raise FileNotFoundError(f"BUCC {stem}: no {stem}.{language} in {directory!r} or its {language}-en/ folder")
 
 
-def read_sentences(path: str) -> tuple[list[str], list[str]]:
-    """(ids, sentences) of an ``id<TAB>sentence`` file; a malformed line or a repeated id names file:line."""
-    ids, sentences, seen = [], [], set()
+def _two_columns(path: str, layout: str):
+    """(line number, first, second) of each non-empty ``a<TAB>b`` line; a malformed line names file:line."""
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             line = line.rstrip("\r\n")
@@ -70,15 +69,19 @@ def read_sentences(path: str) -> tuple[list[str], list[str]]:
                 continue
             fields = line.split("\t")
             if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
-                raise ValueError(
-                    f"{path}:{number}: expected 'id<TAB>sentence', got {len(fields)} field(s): {line[:80]!r}"
-                )
-            sid = fields[0].strip()
-            if sid in seen:
-                raise ValueError(f"{path}:{number}: id {sid!r} appears twice")
-            seen.add(sid)
-            ids.append(sid)
-            sentences.append(fields[1].strip())
+                raise ValueError(f"{path}:{number}: expected '{layout}', got {len(fields)} field(s): {line[:80]!r}")
+            yield number, fields[0].strip(), fields[1].strip()
+
+
+def read_sentences(path: str) -> tuple[list[str], list[str]]:
+    """(ids, sentences) of an ``id<TAB>sentence`` file; a malformed line or a repeated id names file:line."""
+    ids, sentences, seen = [], [], set()
+    for number, sid, sentence in _two_columns(path, "id<TAB>sentence"):
+        if sid in seen:
+            raise ValueError(f"{path}:{number}: id {sid!r} appears twice")
+        seen.add(sid)
+        ids.append(sid)
+        sentences.append(sentence)
     if not ids:
         raise ValueError(f"BUCC sentence file {path!r} holds no sentences")
     return ids, sentences
@@ -88,19 +91,11 @@ def read_gold(path: str, source_ids: Sequence[str], english_ids: Sequence[str]) 
     """The ``xx_id<TAB>en_id`` pairs; a malformed line or an id absent from its sentence file names file:line."""
     known_source, known_english = set(source_ids), set(english_ids)
     gold = set()
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
-                raise ValueError(f"{path}:{number}: expected 'xx_id<TAB>en_id', got {len(fields)} field(s): {line!r}")
-            pair = (fields[0].strip(), fields[1].strip())
-            for sid, known, side in ((pair[0], known_source, "source"), (pair[1], known_english, "English")):
-                if sid not in known:
-                    raise ValueError(f"{path}:{number}: id {sid!r} is not in the {side} sentence file")
-            gold.add(pair)
+    for number, source, english in _two_columns(path, "xx_id<TAB>en_id"):
+        for sid, known, side in ((source, known_source, "source"), (english, known_english, "English")):
+            if sid not in known:
+                raise ValueError(f"{path}:{number}: id {sid!r} is not in the {side} sentence file")
+        gold.add((source, english))
     if not gold:
         raise ValueError(f"BUCC gold file {path!r} holds no pairs")
     return gold
