@@ -7,7 +7,7 @@ TensorFlow).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,3 +27,20 @@ def pad_rows(batch: Mapping[str, Any], rows: int, pad_id: int) -> dict[str, np.n
         name: np.concatenate([value, np.full((extra, *value.shape[1:]), fill.get(name, 0), value.dtype)])
         for name, value in out.items()
     }
+
+
+def row_arrays(
+    records: Sequence[tuple[np.ndarray, int, np.ndarray]], seq_length: int, pad_id: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Prepared rows `(ids, restart, stats)` -> `input_ids` and `positions` [b, seq_length] (pad-filled) and the
+    summed `stat_*` counters. Positions count from `pad_id + 1` and restart at `restart` (a TLM row's target)."""
+    ids = np.full((len(records), seq_length), pad_id, np.int32)
+    positions = np.full((len(records), seq_length), pad_id, np.int32)
+    stats = np.zeros(4, np.int64)
+    for i, (row, restart, row_stats) in enumerate(records):
+        m = len(row)
+        ids[i, :m] = row
+        j = np.arange(m)
+        positions[i, :m] = np.where(j < restart, j, j - restart) + pad_id + 1
+        stats += row_stats
+    return ids, positions, stats

@@ -36,6 +36,9 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.tfds_data_dir = ""  # TFDS data_dir for mc4/wiki40b ('' = TFDS's default, e.g. ~/tensorflow_datasets or gs://)
     c.mc4_tfds_name = "c4/multilingual:3.1.0"  # TFDS name of mC4; train split '<lang>', validation '<lang>-validation'
     c.wiki40b_tfds_name = "wiki40b/{lang}:1.3.0"  # TFDS name of Wiki-40B, one config per language
+    # prepared shards (`python -m data_pipelines.prepare --out=...`, local or gs://); '' = a cache folder under
+    # decompress_dir keyed by the inputs; an empty folder is prepared by the run itself (process 0)
+    c.prepared_dir = ""
     c.decompress_dir = ""  # local folder: .xz/JSONL copies and the training token cache; '' = a temp folder
     # --- mixing languages ---
     c.alpha = 0.3  # temperature sampling: rate_l proportional to n_l**alpha (XLM-R / mT5 use 0.3)
@@ -81,6 +84,7 @@ class DataConfig:
     tfds_data_dir: str
     mc4_tfds_name: str
     wiki40b_tfds_name: str
+    prepared_dir: str
     decompress_dir: str
     alpha: float
     sizes: tuple[tuple[str, float], ...]

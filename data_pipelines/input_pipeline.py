@@ -1,7 +1,7 @@
 """Training batches from a data config (format in data_pipelines/README.md); eval batches: `eval_data`.
 
-Train (grain, index-based): each language's train rows are tokenised once into a memory-mapped cache
-(`row_cache`); a stateless index map (`mixing`) says which language and which row every example of this host
+Train (grain, index-based): each language's train rows are read by index from the run's prepared ArrayRecord
+shards (`dataset`: prepared once, by `python -m data_pipelines.prepare` or by the run itself); a stateless index map (`mixing`) says which language and which row every example of this host
 is (temperature rates, a fresh row order every epoch, per-host row ranges); a grain `MapDataset` over batch
 indices gathers the rows and masks them in NumPy with a seed of (seed, process, batch index), and grain's
 iterator prefetches in threads. The input position is therefore one integer: `save` writes a small JSON
@@ -17,20 +17,22 @@ from collections.abc import Iterator
 import grain
 import ml_collections
 import numpy as np
-import tensorflow as tf
+from etils import epath
 
-from data_pipelines import masking, mixing, row_cache, tasks
-from data_pipelines import preprocessors as prep
+from data_pipelines import dataset, masking, mixing
+from data_pipelines.batch_format import row_arrays
 from data_pipelines.config import DataConfig, max_predictions
+from data_pipelines.packing import STAT_KEYS
 from data_pipelines.vocab import XLMRVocabulary
 
-STATE_FORMAT = "xlmp-grain-index-1"
+STATE_FORMAT = "xlmp-grain-index-2"  # 1: rows of the per-host token cache (same order, other mixture names)
 _ENDLESS = 2**62  # batch indices of the endless grain MapDataset
 _PREFETCH_THREADS, _PREFETCH_BATCHES = 2, 8
 
 
 class LegacyDataStateError(ValueError):
-    """The input state was written by the old tf.data pipeline (its shuffle buffers): it cannot be continued."""
+    """The input state was written by an older input pipeline (tf.data's shuffle buffers, or the per-host token
+    cache): it cannot be continued."""
 
 
 class TrainData:
@@ -44,6 +46,8 @@ class TrainData:
         process_index: int,
         process_count: int,
         seed: int,
+        prepared: dataset.PreparedData | None = None,
+        vocab: XLMRVocabulary | None = None,
     ):
         data_config = DataConfig.of(data_config)
         if global_batch_size % process_count:
@@ -53,15 +57,16 @@ class TrainData:
         if seed < 0:
             raise ValueError(f"seed={seed}: expected an int >= 0")
         self.config = data_config
-        self.spec = tasks.mixture_spec(data_config)
+        self.vocab: XLMRVocabulary = vocab or XLMRVocabulary(data_config.vocab_path)
+        self.prepared = prepared or dataset.open_prepared(data_config, self.vocab._fingerprint)
+        self.spec = self.prepared.mixture
         self.languages: list[str] = list(self.spec.languages)
-        self.vocab: XLMRVocabulary = self.spec.vocab
         self.seq_length: int = data_config.seq_length
         self.batch_size = global_batch_size // process_count
         self.process_index, self.process_count, self.seed = process_index, process_count, seed
         self.batches_seen = 0
-        self.stats = dict.fromkeys(prep.STAT_KEYS, 0)  # summed over the batches handed out
-        self._rows = [row_cache.load_or_build(self.spec, lid, data_config) for lid in range(len(self.languages))]
+        self.stats = dict.fromkeys(STAT_KEYS, 0)  # summed over the batches handed out
+        self._rows = [self.prepared.rows(lang, "train") for lang in self.languages]
         lo, hi = [], []
         for lang, rows in zip(self.languages, self._rows, strict=True):  # this host's contiguous share of rows
             a, b = len(rows) * process_index // process_count, len(rows) * (process_index + 1) // process_count
@@ -74,7 +79,7 @@ class TrainData:
             hi.append(b)
         self._lo, self._n = np.array(lo, np.int64), np.array(hi, np.int64) - np.array(lo, np.int64)
         self._schedule = mixing.Schedule(np.array([self.spec.rates[x] for x in self.languages]), seed)
-        self._masker = _NumpyMasker(data_config, self.vocab)
+        self._masker = NumpyMasker(data_config, self.vocab)
         self.dataset = grain.MapDataset.range(_ENDLESS).map(self.batch)
         read = grain.ReadOptions(num_threads=_PREFETCH_THREADS, prefetch_buffer_size=_PREFETCH_BATCHES)
         self._iterator = iter(self.dataset.to_iter_dataset(read))
@@ -93,22 +98,20 @@ class TrainData:
     def batch(self, index: int) -> dict[str, np.ndarray]:
         """Batch `index` of this host (a pure function of the index: what makes resuming exact)."""
         lang, row = self.locate(index)
-        t, pad = self.seq_length, self.vocab.pad_id
-        ids = np.full((self.batch_size, t), pad, np.int32)
-        positions = np.full((self.batch_size, t), pad, np.int32)
-        stats = np.zeros(len(prep.STAT_KEYS), np.int64)
-        for i, (lid, r) in enumerate(zip(lang, row, strict=True)):
-            rows = self._rows[lid]
-            a, b = int(rows.offsets[r]), int(rows.offsets[r + 1])
-            m, restart = b - a, int(rows.restart[r])
-            ids[i, :m] = rows.ids[a:b]
-            j = np.arange(m)
-            positions[i, :m] = np.where(j < restart, j, j - restart) + pad + 1
-            stats += rows.stats[r]
+        records: list = [None] * len(lang)
+        for lid in np.unique(lang):  # one batched read per language
+            where = np.flatnonzero(lang == lid)
+            for i, rec in zip(where, self._rows[lid].get(row[where]), strict=True):
+                records[i] = rec
+        ids, positions, stats = row_arrays(records, self.seq_length, self.vocab.pad_id)
         rng = np.random.default_rng([self.seed, self.process_index, int(index)])
         out = self._masker(ids, rng)
-        out.update(attention_mask=(ids != pad).astype(np.int32), positions=positions, language=lang.astype(np.int32))
-        out.update({key: np.int64(v) for key, v in zip(prep.STAT_KEYS, stats, strict=True)})
+        out.update(
+            attention_mask=(ids != self.vocab.pad_id).astype(np.int32),
+            positions=positions,
+            language=lang.astype(np.int32),
+        )
+        out.update({key: np.int64(v) for key, v in zip(STAT_KEYS, stats, strict=True)})
         return out
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
@@ -116,7 +119,7 @@ class TrainData:
 
     def __next__(self) -> dict[str, np.ndarray]:
         batch = dict(next(self._iterator))
-        for k in prep.STAT_KEYS:
+        for k in STAT_KEYS:
             self.stats[k] += int(batch.pop(k))
         self.batches_seen += 1
         return batch
@@ -144,22 +147,20 @@ class TrainData:
 
     def save(self, directory: str) -> None:
         """Writes this host's input position (`get_state`) as one small JSON file in `directory`."""
-        tf.io.gfile.makedirs(directory)
-        tmp = self._path(directory) + ".tmp"
-        with tf.io.gfile.GFile(tmp, "w") as f:
-            json.dump(self.get_state(), f)
-        tf.io.gfile.rename(tmp, self._path(directory), overwrite=True)
+        epath.Path(directory).mkdir(parents=True, exist_ok=True)
+        tmp = epath.Path(self._path(directory) + ".tmp")
+        tmp.write_text(json.dumps(self.get_state()))
+        tmp.replace(self._path(directory))
 
     def restore(self, directory: str) -> None:
         """Continues from the position saved in `directory` by a TrainData of the same config/seed/sharding."""
         path = self._path(directory)
-        if not tf.io.gfile.exists(path):
+        if not epath.Path(path).exists():
             raise FileNotFoundError(f"no input-pipeline state for process {self.process_index} in {directory!r}")
-        with tf.io.gfile.GFile(path) as f:
-            meta = json.load(f)
+        meta = json.loads(epath.Path(path).read_text())
         if meta.get("format") != STATE_FORMAT:
             raise LegacyDataStateError(
-                f"input state written by the old tf.data pipeline (format {meta.get('format', 'tf.data')!r}, not "
+                f"input state written by an older input pipeline (format {meta.get('format', 'tf.data')!r}, not "
                 f"{STATE_FORMAT!r}) cannot be continued: {path}. The model state can still be restored: "
                 "config.train.restore_data=False resumes the weights and continues the input at that step"
             )
@@ -179,10 +180,10 @@ class TrainData:
             raise ValueError(f"batch_index={batch_index}: expected >= 0")
         self._iterator.set_state({"next_index": int(batch_index)})
         self.batches_seen = int(batch_index)
-        self.stats = dict.fromkeys(prep.STAT_KEYS, 0)
+        self.stats = dict.fromkeys(STAT_KEYS, 0)
 
 
-class _NumpyMasker:
+class NumpyMasker:
     """rows [b, T] + a per-batch rng -> input_ids/targets/weights (the config's masking recipe)."""
 
     def __init__(self, cfg: DataConfig, vocab: XLMRVocabulary):
@@ -208,12 +209,17 @@ def make_train_data(
     process_index: int = 0,
     process_count: int = 1,
     seed: int = 0,
+    prepared: dataset.PreparedData | None = None,
+    vocab: XLMRVocabulary | None = None,
 ) -> TrainData:
-    """Per-host training batches of `data_config` (format in data_pipelines/README.md)."""
+    """Per-host training batches of `data_config` (format in data_pipelines/README.md); `prepared` (with its
+    `vocab`): the run's opened prepared data, else opened (and prepared first if absent) here."""
     return TrainData(
         data_config,
         global_batch_size=global_batch_size,
         process_index=process_index,
         process_count=process_count,
         seed=seed,
+        prepared=prepared,
+        vocab=vocab,
     )

@@ -93,3 +93,10 @@ class Schedule:
         first = start - int(c_lo.sum())
         pick = order[first : first + size]
         return lang[pick], k[pick]
+
+
+def temperature_rates(sizes: dict[str, float], alpha: float) -> dict[str, float]:
+    """rate_l = n_l**alpha / sum_k n_k**alpha (XLM-R's / mT5's exponentiated sampling; alpha=1: proportional)."""
+    weights = {lang: float(n) ** alpha for lang, n in sizes.items()}
+    total = sum(weights.values())
+    return {lang: w / total for lang, w in weights.items()}

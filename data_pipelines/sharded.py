@@ -24,7 +24,9 @@ class ShardedTrainData:
     def __init__(
         self, data_config: DataConfig | ml_collections.ConfigDict, *, global_batch_size: int, num_shards: int, seed: int
     ):
+        from data_pipelines import dataset
         from data_pipelines.input_pipeline import make_train_data
+        from data_pipelines.vocab import XLMRVocabulary
 
         data_config = DataConfig.of(data_config)  # checked once for all shards
 
@@ -36,6 +38,9 @@ class ShardedTrainData:
                 f"train.batch_size={global_batch_size}"
             )
         per = num_shards // pc
+        vocab = XLMRVocabulary(data_config.vocab_path)
+        # process 0 prepares the rows where they are not prepared yet; the other processes wait for them
+        prepared = dataset.open_prepared(data_config, vocab._fingerprint, process_index=pi)
         self.shards = [
             make_train_data(
                 data_config,
@@ -43,9 +48,12 @@ class ShardedTrainData:
                 process_index=pi * per + j,
                 process_count=num_shards,
                 seed=seed,
+                prepared=prepared,
+                vocab=vocab,
             )
             for j in range(per)
         ]
+        self.prepared = prepared
         self.languages = list(self.shards[0].languages)
         self.vocab = self.shards[0].vocab
         self.seq_length = self.shards[0].seq_length

@@ -19,15 +19,9 @@ import tensorflow as tf
 
 from data_pipelines import preprocessors as prep
 from data_pipelines.config import DataConfig
+from data_pipelines.mixing import temperature_rates
 from data_pipelines.sources import SourceSpec, mono_languages, mono_source, parallel_languages, parallel_source
 from data_pipelines.vocab import XLMRVocabulary
-
-
-def temperature_rates(sizes: dict[str, float], alpha: float) -> dict[str, float]:
-    """rate_l = n_l**alpha / sum_k n_k**alpha (XLM-R's / mT5's exponentiated sampling; alpha=1: proportional)."""
-    weights = {lang: float(n) ** alpha for lang, n in sizes.items()}
-    total = sum(weights.values())
-    return {lang: w / total for lang, w in weights.items()}
 
 
 # ----------------------------------------------------------------------------------------------------------------

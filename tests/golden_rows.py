@@ -1,7 +1,9 @@
-"""Golden fingerprints of today's training rows (issue 22, step 0): `row_cache.load_or_build` on small fixtures.
+"""Golden fingerprints of the training rows on small fixtures, for every source kind and packing mode.
 
-A later prepare pipeline (Apache Beam) replaces the row cache; these fingerprints let it prove it builds the same
-rows, for every source kind and packing mode, after the old code is gone. The fixtures are written
+`tests/golden/rows.json` was written by the per-host row cache this project had before its Apache Beam prepare
+pipeline (commit 154caba); `compute` now builds the rows with `data_pipelines.prepare` (work units of one
+packing block, so unit boundaries fall everywhere they can) and reads them back from the shards, so the
+goldens prove the pipeline builds the rows the old code built. The fixtures are written
 deterministically (text drawn from the shipped sample by a SHA-256 counter, not a seeded RNG whose stream may
 change between library versions; no wall clock; the shipped vocabulary), so `tests/golden/rows.json` only
 changes when the rows do.
@@ -58,6 +60,17 @@ class _Draw:
 
     def pick(self, items: list):
         return items[self.below(len(items))]
+
+
+def fingerprint_rows(rows) -> dict:
+    """`fingerprint` (and the summed stats) of prepared rows (`data_pipelines.shards.ShardRows`)."""
+    records = rows.get(range(len(rows)))
+    lengths = [len(ids) for ids, _, _ in records]
+    ids = np.concatenate([ids for ids, _, _ in records]) if records else np.zeros(0, np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    restart = np.array([r for _, r, _ in records], np.int32)
+    stats = np.sum([st for _, _, st in records], 0).astype(int).tolist() if records else [0, 0, 0, 0]
+    return {**fingerprint(ids, offsets, restart), "stats": stats}
 
 
 def _mono(lang: str) -> list[str]:
@@ -257,8 +270,8 @@ def _sha256_files(paths: list[pathlib.Path]) -> str:
 
 
 def compute(root: str, log: Callable[[str], None] = lambda s: None) -> dict:
-    """Fixtures under `root`, then every language entry's rows from today's row cache (a cache per case)."""
-    from data_pipelines import row_cache, tasks
+    """Fixtures under `root`, then every language entry's train rows, prepared into `root/prepared/<case>`."""
+    from data_pipelines import prepare, shards
     from data_pipelines.config import DataConfig, default_data_config
 
     out: dict = {
@@ -274,13 +287,12 @@ def compute(root: str, log: Callable[[str], None] = lambda s: None) -> dict:
         c.update(over)
         c.decompress_dir = os.path.join(root, "cache", case)
         cfg = DataConfig.from_section(c)
-        spec = tasks.mixture_spec(cfg)
+        folder = os.path.join(root, "prepared", case)
+        manifest = prepare.prepare(cfg, folder, unit_lines=1)  # one packing block per unit
         entry: dict = {"overrides": json.loads(json.dumps(over).replace(root, ROOT_MARK)), "languages": {}}
-        for lid, lang in enumerate(spec.languages):
-            rows = row_cache.load_or_build(spec, lid, cfg)
-            fp = fingerprint(rows.ids, rows.offsets, rows.restart)
-            entry["languages"][lang] = {**fp, "stats": np.asarray(rows.stats).sum(0).tolist()}
-        tasks.unregister(spec.name)
+        for (lang, split), info in shards.splits_of(manifest).items():
+            if split == "train":
+                entry["languages"][lang] = fingerprint_rows(shards.ShardRows(folder, info))
         out["cases"][case] = entry
         counts = ", ".join(f"{k} {v['rows']}" for k, v in entry["languages"].items())
         log(f"{case}: {counts} rows ({time.perf_counter() - t0:.1f} s)")

@@ -107,7 +107,9 @@ def _train_in(
         from data_pipelines.eval_data import BalancedEvalData
 
         # every trained language, equal rows; read at the first eval (off the start-up path)
-        eval_data = BalancedEvalData(run.data, batch_size=tcfg.eval_batch_size, num_batches=tcfg.eval_batches)
+        eval_data = BalancedEvalData(
+            run.data, batch_size=tcfg.eval_batch_size, num_batches=tcfg.eval_batches, prepared=data.prepared
+        )
     phases.end("data")
 
     optimizer = optim.make_optimizer(tcfg)
