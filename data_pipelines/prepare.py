@@ -327,5 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run the module's own copy, so Beam pickles `data_pipelines.prepare.Unit`, not __main__'s
+    from data_pipelines import prepare as _module
+
+    sys.exit(_module.main())
