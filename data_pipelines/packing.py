@@ -13,6 +13,7 @@ before training rather than in a counter.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -57,13 +58,18 @@ def decode_line(where: str, line: bytes) -> str:
 
 def _encode_many(vocab, texts: list[str]) -> list[np.ndarray]:
     """XLM-R ids of each text (no specials), as `XLMRVocabulary.encode` gives them."""
-    out = []
-    for p in vocab._processor.encode(texts, out_type=int):
-        a = np.asarray(p, np.int32)
-        out.append(
-            np.where(a >= 3, a + 1, np.array([vocab.unk_id, vocab.bos_id, vocab.eos_id], np.int32)[np.minimum(a, 2)])
-        )
-    return out
+    flat, offsets = _encode_flat(vocab, texts)
+    return [flat[offsets[i] : offsets[i + 1]] for i in range(len(texts))]
+
+
+def _encode_flat(vocab, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """XLM-R ids of all texts in one array, and where each text's ids start (one thread: workers scale out)."""
+    pieces = vocab._processor.encode(texts, out_type=int, num_threads=1)
+    lengths = np.fromiter((len(p) for p in pieces), np.int64, len(pieces))
+    a = np.fromiter(itertools.chain.from_iterable(pieces), np.int32, int(lengths.sum()))
+    specials = np.array([vocab.unk_id, vocab.bos_id, vocab.eos_id], np.int32)
+    flat = np.where(a >= 3, a + 1, specials[np.minimum(a, 2)]).astype(np.int32)
+    return flat, np.concatenate([[0], np.cumsum(lengths)])
 
 
 class _RowWriter:
@@ -88,18 +94,22 @@ class _RowWriter:
 
 
 def _pack_block(lines: list[tuple[str, bytes]], vocab, width: int, mode: str, out: _RowWriter) -> None:
-    """One block of lines -> rows, as `preprocessors._pack_block` followed by the `length > 0` filter."""
+    """One block of lines -> rows of at most `width` ids after `<s>`: whole lines (each ending in `</s>`)
+    greedily, a line longer than a row split over rows; `complete_doc` starts a row after a blank line, `none`
+    puts each line in its own row(s); rows without ids are dropped."""
     texts = [decode_line(w, line).strip(_ASCII_SPACE) for w, line in lines]
-    boundary = [t == "" for t in texts]
-    encoded = _encode_many(vocab, texts)
-    eos = np.array([vocab.eos_id], np.int32)
-    row_chunks: list[list[np.ndarray]] = []
+    flat, starts = _encode_flat(vocab, texts)
+    blank = np.array([t == "" for t in texts], bool)
+    lengths = np.diff(starts)
+    with_eos = np.where(blank, 0, lengths + 1)  # a line's ids and its </s>
+    line_at = np.concatenate([[0], np.cumsum(with_eos)])
+    stream = np.full(int(line_at[-1]), vocab.eos_id, np.int32)  # every line's ids then </s>, back to back
+    stream[np.arange(len(flat)) - np.repeat(starts[:-1] - line_at[:-1], lengths)] = flat
+    row_chunks: list[list[tuple[int, int]]] = []
     row_stats: list[list[int]] = []
     fill, pending = 0, False
     complete_doc, one_a_row = mode == "complete_doc", mode == "none"
-    for ids, brk_line in zip(encoded, boundary, strict=True):
-        line_ids = np.zeros(0, np.int32) if brk_line else np.concatenate([ids, eos])
-        n = len(line_ids)
+    for n, at, brk_line in zip(with_eos.tolist(), line_at[:-1].tolist(), blank.tolist(), strict=True):
         num = max(-(-n // width), 1)
         for idx in range(num):
             k = max(min(width, n - idx * width), 0)
@@ -112,15 +122,15 @@ def _pack_block(lines: list[tuple[str, bytes]], vocab, width: int, mode: str, ou
             else:
                 fill += k
             pending = brk and k == 0
-            row_chunks[-1].append(line_ids[idx * width : idx * width + k])
+            if k:
+                row_chunks[-1].append((at + idx * width, at + idx * width + k))
             if idx == 0:
                 row_stats[-1][0] += int(n > 0)
                 row_stats[-1][2] += int(num > 1)
     bos = np.array([vocab.bos_id], np.int32)
     for chunks, stats in zip(row_chunks, row_stats, strict=True):
-        body = np.concatenate(chunks)
-        if len(body):
-            row = np.concatenate([bos, body])
+        if chunks:
+            row = np.concatenate([bos, *(stream[a:b] for a, b in chunks)])
             out.add(row, len(row), tuple(stats))
 
 
@@ -139,24 +149,42 @@ def build_mono_rows(lines: Iterator[tuple[str, bytes]], vocab, *, seq_length: in
 
 
 def build_pair_rows(lines: Iterator[tuple[str, bytes]], vocab, *, seq_length: int) -> Rows:
-    """`src TAB tgt` lines -> TLM rows `<s> src </s></s> tgt </s>`, as `_tsv_to_pairs` + `tlm_pairs` build them."""
+    """`src TAB tgt` lines -> TLM rows `<s> src </s></s> tgt </s>`, each side cut to share `seq_length - 4` ids
+    (the longer side gives way first). A line without a TAB is counted (`stat_bad`) on the next row; a pair with
+    an empty side makes no row."""
     bos, eos = vocab.bos_id, vocab.eos_id
     budget = seq_length - 4
     half = budget // 2
     out, carried = _RowWriter(), 0
-    for where, line in lines:
-        text = decode_line(where, line)
-        parts = text.split("\t", 1)
-        malformed = int(len(parts) != 2)
-        src, tgt = (parts + ["", ""])[:2] if text else ("", "")
-        src_ids, tgt_ids = _encode_many(vocab, [src.strip(_ASCII_SPACE), tgt.strip(_ASCII_SPACE)])
-        carried += malformed
-        if len(src_ids) == 0 or len(tgt_ids) == 0:
-            continue
-        ns, nt = len(src_ids), len(tgt_ids)
-        ks = min(ns, max(half, budget - nt))
-        kt = min(nt, budget - ks)
-        row = np.concatenate([[bos], src_ids[:ks], [eos, eos], tgt_ids[:kt], [eos]]).astype(np.int32)
-        out.add(row, ks + 2, (1, carried, 0, int(ks + kt < ns + nt)))
-        carried = 0
+    for batch in _batches(lines, 1024):  # one SentencePiece call per batch of lines
+        sides, malformed = [], []
+        for where, line in batch:
+            text = decode_line(where, line)
+            parts = text.split("\t", 1)
+            malformed.append(int(len(parts) != 2))
+            src, tgt = (parts + ["", ""])[:2] if text else ("", "")
+            sides += [src.strip(_ASCII_SPACE), tgt.strip(_ASCII_SPACE)]
+        encoded = _encode_many(vocab, sides)
+        for j, bad in enumerate(malformed):
+            src_ids, tgt_ids = encoded[2 * j], encoded[2 * j + 1]
+            carried += bad
+            if len(src_ids) == 0 or len(tgt_ids) == 0:
+                continue
+            ns, nt = len(src_ids), len(tgt_ids)
+            ks = min(ns, max(half, budget - nt))
+            kt = min(nt, budget - ks)
+            row = np.concatenate([[bos], src_ids[:ks], [eos, eos], tgt_ids[:kt], [eos]]).astype(np.int32)
+            out.add(row, ks + 2, (1, carried, 0, int(ks + kt < ns + nt)))
+            carried = 0
     return out.rows()
+
+
+def _batches(items: Iterator, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
