@@ -19,8 +19,8 @@ import tensorflow as tf
 
 from data_pipelines import preprocessors as prep
 from data_pipelines.config import DataConfig
+from data_pipelines.seqio_vocab import SeqioXLMRVocabulary
 from data_pipelines.sources import SourceSpec, mono_languages, mono_source, parallel_languages, parallel_source
-from data_pipelines.vocab import XLMRVocabulary
 
 
 def temperature_rates(sizes: dict[str, float], alpha: float) -> dict[str, float]:
@@ -42,7 +42,7 @@ class MixtureSpec:
     task_names: tuple[str, ...]  # same order as languages
     sizes: dict  # n_l per language entry
     rates: dict  # mixing rate per language entry (sums to 1)
-    vocab: XLMRVocabulary
+    vocab: SeqioXLMRVocabulary
 
 
 _SPECS: dict[str, MixtureSpec] = {}
@@ -60,7 +60,7 @@ def _fingerprint(cfg: DataConfig) -> str:
     return hashlib.sha1(json.dumps(blob, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
 
-def output_features(vocab: XLMRVocabulary) -> dict[str, seqio.Feature]:
+def output_features(vocab: SeqioXLMRVocabulary) -> dict[str, seqio.Feature]:
     """The features every task yields (before masking); `stat_*` are counters summed by the input pipeline."""
     feats = {
         "input_ids": seqio.Feature(vocab, add_eos=False, dtype=tf.int32, rank=1),
@@ -104,10 +104,10 @@ def _no_kwargs(fn):
 
 
 @functools.lru_cache(maxsize=16)
-def load_vocab(path: str) -> XLMRVocabulary:
+def load_vocab(path: str) -> SeqioXLMRVocabulary:
     """The vocabulary, with its TF SentencePiece op created eagerly (a resource first made while tracing a
     tf.data function would belong to that function's graph and could not be used by the next one)."""
-    vocab = XLMRVocabulary(path)
+    vocab = SeqioXLMRVocabulary(path)
     with tf.init_scope():
         _ = vocab.tf_tokenizer
     return vocab
