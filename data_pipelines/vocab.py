@@ -1,10 +1,13 @@
-"""XLM-R vocabulary: a SentencePiece model seen through fairseq's id layout, as a `seqio.Vocabulary`.
+"""XLM-R vocabulary: a SentencePiece model seen through fairseq's id layout.
 
 XLM-R's checkpoints (and `transformers`' XLMRobertaTokenizer) do not use SentencePiece ids directly:
 fairseq puts `<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3 first, shifts every real piece by one (SentencePiece id
 p >= 3 becomes p + 1) and appends `<mask>` as the last id. Using the same layout here means a model trained
 with this vocabulary exports to a HF checkpoint whose tokenizer is XLM-R's, unchanged, and that XLM-R's own
 `sentencepiece.bpe.model` (250000 pieces -> vocab_size 250002) can be used as is.
+
+Free of TensorFlow and SeqIO, so training and evaluation on prepared data import neither; SeqIO's tasks and the
+tf.data preprocessors use the `seqio.Vocabulary` subclass in `data_pipelines.seqio_vocab`.
 """
 
 from __future__ import annotations
@@ -15,8 +18,6 @@ import os
 from collections.abc import Iterable
 
 import sentencepiece as spm
-import seqio
-import tensorflow as tf
 
 SAMPLE_VOCAB_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_vocab", "sentencepiece.bpe.model")
 
@@ -26,7 +27,22 @@ _SPM_UNK, _SPM_BOS, _SPM_EOS = 0, 1, 2
 _OFFSET = 1
 
 
-class XLMRVocabulary(seqio.Vocabulary):
+def _read_model(path: str) -> bytes:
+    """The model file's bytes: plain `open` on a local disk, `etils.epath` for gs:// and other URLs."""
+    if "://" in path:
+        from etils import epath
+
+        remote = epath.Path(path)
+        if not remote.exists():
+            raise FileNotFoundError(f"SentencePiece model not found: {path!r}")
+        return remote.read_bytes()
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"SentencePiece model not found: {path!r}")
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class XLMRVocabulary:
     """SentencePiece model with XLM-R's ids; `encode` adds no specials, `encode_with_specials` adds <s> ... </s>.
 
     `decode` (seqio semantics) stops at the first `</s>` and drops the special tokens `<s>`, `<pad>`, `</s>`,
@@ -37,14 +53,12 @@ class XLMRVocabulary(seqio.Vocabulary):
     pad_id_value = 1
     eos_id_value = 2
     unk_id_value = 3
+    _unpicklable: tuple[str, ...] = ("_processor",)  # rebuilt from the model bytes by `__setstate__`
 
     def __init__(self, spm_model_path: str):
-        super().__init__(extra_ids=0)
+        super().__init__()  # `seqio.Vocabulary`'s, in the `seqio_vocab` subclass
         self.spm_model_path = str(spm_model_path)
-        if not tf.io.gfile.exists(self.spm_model_path):
-            raise FileNotFoundError(f"SentencePiece model not found: {self.spm_model_path!r}")
-        with tf.io.gfile.GFile(self.spm_model_path, "rb") as f:
-            self._model_bytes: bytes = f.read()
+        self._model_bytes: bytes = _read_model(self.spm_model_path)
         try:
             processor = spm.SentencePieceProcessor(model_proto=self._model_bytes)
         except Exception as e:  # sentencepiece raises RuntimeError/OSError depending on the failure.
@@ -94,6 +108,10 @@ class XLMRVocabulary(seqio.Vocabulary):
         # <pad> is the one id fairseq adds before the shifted pieces, <mask> the one after them.
         return self._num_pieces + _OFFSET + 1
 
+    @property
+    def vocab_size(self) -> int:
+        return self._base_vocab_size
+
     def id_to_piece(self, i: int) -> str:
         """The token string of XLM-R id `i` (specials by name), e.g. for inspecting masked positions."""
         names = {self.bos_id: "<s>", self.pad_id: "<pad>", self.eos_id: "</s>", self.unk_id: "<unk>"}
@@ -134,35 +152,14 @@ class XLMRVocabulary(seqio.Vocabulary):
             pieces.append(_SPM_UNK if i == self.unk_id else i - _OFFSET)
         return self._processor.decode(pieces)
 
-    # ----- TensorFlow path (for SeqIO preprocessors inside tf.data) --------------------------------------------
-    @functools.cached_property
-    def tf_tokenizer(self):
-        """tensorflow_text's SentencePiece op, built from the same model bytes (imported lazily: heavy)."""
-        import tensorflow_text as tf_text
-
-        return tf_text.SentencepieceTokenizer(model=self._model_bytes, out_type=tf.int32)
-
-    def _encode_tf(self, s: tf.Tensor) -> tf.Tensor | tf.RaggedTensor:
-        ids = self.tf_tokenizer.tokenize(s)
-
-        def remap(p: tf.Tensor) -> tf.Tensor:
-            small = tf.gather(tf.constant([self.unk_id, self.bos_id, self.eos_id], tf.int32), tf.minimum(p, 2))
-            return tf.where(p >= 3, p + _OFFSET, small)
-
-        if isinstance(ids, tf.RaggedTensor):
-            return tf.ragged.map_flat_values(remap, ids)
-        return remap(ids)
-
-    def _decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
-        if not isinstance(ids, tf.RaggedTensor):
-            ids = tf.convert_to_tensor(ids, tf.int32)
-        keep = tf.ones_like(ids, tf.bool)
-        for special in sorted(self.special_ids):
-            keep = tf.logical_and(keep, tf.not_equal(ids, special))
-        pieces = tf.where(tf.equal(ids, self.unk_id), _SPM_UNK, ids - _OFFSET)
-        # 1-D: a plain boolean mask; batches become ragged rows of different lengths.
-        pieces = tf.boolean_mask(pieces, keep) if ids.shape.rank == 1 else tf.ragged.boolean_mask(pieces, keep)
-        return self.tf_tokenizer.detokenize(pieces)
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of `ids` through the first `</s>`; ids past the vocabulary read as `<unk>` (as seqio decodes)."""
+        if hasattr(ids, "numpy"):  # an eager tensor: converted once, not element by element
+            ids = ids.numpy()
+        clean = [self.unk_id if int(i) >= self._base_vocab_size else int(i) for i in ids]
+        if self.eos_id in clean:
+            clean = clean[: clean.index(self.eos_id) + 1]
+        return self._decode(clean)
 
     # ----- identity (SeqIO compares output features' vocabularies across the tasks of a mixture) ---------------
     @functools.cached_property
@@ -177,12 +174,11 @@ class XLMRVocabulary(seqio.Vocabulary):
 
     def __getstate__(self) -> dict:
         # SentencePiece / TF ops do not pickle; the model bytes are enough to rebuild them.
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_processor", "tf_tokenizer")}
-        return state
+        return {k: v for k, v in self.__dict__.items() if k not in self._unpicklable}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._processor = spm.SentencePieceProcessor(model_proto=self._model_bytes)
 
     def __repr__(self) -> str:
-        return f"XLMRVocabulary({self.spm_model_path!r}, vocab_size={self.vocab_size})"
+        return f"{type(self).__name__}({self.spm_model_path!r}, vocab_size={self.vocab_size})"

@@ -132,3 +132,25 @@ def test_train_cli_console_has_no_tensorflow_lines(tmp_path):
     assert not noise, "\n".join(noise)
     assert "step 2: loss=" in proc.stdout and ", eta=" in proc.stdout  # no terminal: plain lines with the ETA
     assert "step/s" not in proc.stderr  # and no bar
+
+
+def test_tensorflow_is_set_up_when_imported_and_not_before():
+    """The trainer's TensorFlow set-up imports nothing; the first import of TensorFlow is quiet, GPUs hidden."""
+    code = """
+import sys
+from xlmp_jax import console
+console.hide_gpus_from_tensorflow_on_import()
+console.hide_gpus_from_tensorflow_on_import()  # twice: one hook
+assert "tensorflow" not in sys.modules
+import tensorflow as tf
+assert type(tf.__spec__.loader).__name__ == "_QuietTensorFlowLoader"
+assert not any(type(f).__name__ == "_TensorFlowImportHook" for f in sys.meta_path)
+assert tf.config.get_visible_devices("GPU") == [] and int(tf.constant(2) + 1) == 3
+print("ok")
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout == "ok\n", proc.stdout + proc.stderr
+    noise = [line for line in proc.stderr.splitlines() if NATIVE_LOG.match(line) or NOISE_WORDS.search(line)]
+    assert not noise, "\n".join(noise)

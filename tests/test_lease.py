@@ -90,9 +90,11 @@ def test_an_unreadable_lease_file_is_taken_over(tmp_path):
     assert _lease_file(tmp_path)["token"] == taken.token
 
 
-def test_replace_is_a_compare_and_swap(tmp_path):
-    """Two runs that both saw the same expired lease: only the first replacement wins."""
-    store = lease_store.LocalStore(str(tmp_path))
+@pytest.mark.parametrize("make_store", [lease_store.LocalStore, lease_store.EpathStore])
+def test_replace_is_a_compare_and_swap(tmp_path, make_store):
+    """Two runs that both saw the same expired lease: only the first replacement wins (the epath store, used
+    for gs:// without the GCS client, is checked on a local path: sequentially, it keeps the same rules)."""
+    store = make_store(str(tmp_path))
     assert store.create("v0") and not store.create("other")
     text, version = store.read()
     assert text == "v0"

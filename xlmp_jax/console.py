@@ -10,7 +10,8 @@ input pipeline never uses a GPU (``import_tensorflow`` hides the GPUs from Tenso
 ``import_tensorflow`` therefore imports TensorFlow with descriptor 2 sent to a temporary file and
 writes back every captured line except the known-benign ones (``is_native_noise``: TensorFlow's log
 format *and* one of a few named messages), so an unexpected line, ours or TensorFlow's, still reaches
-the console. ``TF_ENABLE_ONEDNN_OPTS=0`` (unless set) keeps TensorFlow off oneDNN: the pipeline's ops
+the console. ``hide_gpus_from_tensorflow_on_import`` does the same for whatever imports TensorFlow later, without
+importing it now: a run that reads prepared data never loads TensorFlow at all. ``TF_ENABLE_ONEDNN_OPTS=0`` (unless set) keeps TensorFlow off oneDNN: the pipeline's ops
 are integer and string ops, and oneDNN's only visible effect there is an error-level line about
 DT_INT64 on CPUs without AVX-512. ``quiet_library_logs`` keeps Orbax's and TensorFlow's INFO lines
 (``Restoring checkpoint from ...``) out of the absl log on the console.
@@ -22,6 +23,7 @@ The training run's own lines are here too: ``say`` (process 0's story of the run
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import math
 import os
@@ -95,6 +97,13 @@ def filtered_stderr() -> Iterator[None]:
                 sys.stderr.flush()
 
 
+def _hide_gpus(tf: ModuleType) -> None:
+    try:  # lists the physical devices: where the cuInit line comes from
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # TensorFlow already initialised its devices
+        pass
+
+
 def import_tensorflow(*, hide_gpus: bool = True) -> ModuleType | None:
     """Imports TensorFlow without its start-up chatter; ``hide_gpus``: it must not take GPU memory from JAX.
 
@@ -107,11 +116,50 @@ def import_tensorflow(*, hide_gpus: bool = True) -> ModuleType | None:
         except ImportError:
             return None
         if hide_gpus:
-            try:  # lists the physical devices: where the cuInit line comes from
-                tf.config.set_visible_devices([], "GPU")
-            except RuntimeError:  # TensorFlow already initialised its devices
-                pass
+            _hide_gpus(tf)
     return tf
+
+
+class _QuietTensorFlowLoader:
+    """TensorFlow's own loader, run as ``import_tensorflow`` imports it: chatter filtered, GPUs hidden after."""
+
+    def __init__(self, loader: Any):
+        self.loader = loader
+
+    def create_module(self, spec: Any) -> ModuleType | None:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        with filtered_stderr():
+            self.loader.exec_module(module)
+            _hide_gpus(module)
+
+    def __getattr__(self, name: str) -> Any:  # resource readers and the like: TensorFlow's loader's
+        return getattr(self.loader, name)
+
+
+class _TensorFlowImportHook:
+    """Gives the first import of TensorFlow the quiet loader, then leaves ``sys.meta_path``."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "tensorflow":
+            return None
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietTensorFlowLoader(spec.loader)
+        return spec
+
+
+def hide_gpus_from_tensorflow_on_import() -> None:
+    """Whatever imports TensorFlow from now on gets it as ``import_tensorflow`` gives it (quiet, GPUs hidden),
+    and nothing imports it now: a process that never needs TensorFlow never loads it."""
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    if "tensorflow" in sys.modules:
+        _hide_gpus(sys.modules["tensorflow"])
+    elif not any(isinstance(finder, _TensorFlowImportHook) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _TensorFlowImportHook())
 
 
 def quiet_library_logs() -> None:

@@ -28,8 +28,8 @@ from tqdm import tqdm
 
 from xlmp_jax import console
 
-if __name__ == "__main__":  # the evals import TensorFlow: the CLI imports it first, without its C++ chatter
-    console.import_tensorflow(hide_gpus=True)
+if __name__ == "__main__":  # an eval that needs TensorFlow imports it: off the GPUs, without its C++ chatter
+    console.hide_gpus_from_tensorflow_on_import()
 
 from xlmp_jax import evals as registry
 from xlmp_jax.evals import pool as pool_eval

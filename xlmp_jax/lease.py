@@ -17,7 +17,7 @@ holder's host, pid, start time and expiry time:
 
 Expiry is wall-clock time written by the holder's host: hosts' clocks must agree to well within
 ``ttl_s`` (NTP does). The exclusive create and the compare-and-swap are the stores' (``lease_store``:
-a local disk, gs://, or ``tf.io.gfile`` without atomic writes, with a warning).
+a local disk, gs://, or ``etils.epath`` without atomic writes, with a warning).
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ Every store offers the same four operations (``Store``); ``version`` is what ``r
 
 - ``LocalStore``: ``O_CREAT | O_EXCL`` to create; read-compare-write under an ``flock`` of the directory;
 - ``GCSStore``: every write conditional on the object's generation (0: "only if absent");
-- ``GfileStore``: any ``tf.io.gfile`` path (gs:// without the google-cloud-storage client), best effort:
-  its create and replace are not atomic, and a warning says so.
+- ``EpathStore``: any ``etils.epath`` path (gs:// without the google-cloud-storage client, through TensorFlow's
+  gfile or fsspec, whichever is installed), best effort: its create and replace are not atomic, and a warning
+  says so.
 
 The protocol that uses them (holder, expiry, heartbeat, take-over) is ``xlmp_jax.lease``.
 """
@@ -151,33 +152,31 @@ class GCSStore:
             return False
 
 
-class GfileStore:
-    """Any ``tf.io.gfile`` path (gs:// without the GCS client): best effort, create and replace are not atomic."""
+class EpathStore:
+    """Any ``etils.epath`` path (gs:// without the GCS client): best effort, create and replace are not atomic."""
 
     def __init__(self, directory: str):
-        import tensorflow as tf
+        from etils import epath
 
-        self._gfile = tf.io.gfile
         self.where = f"{directory.rstrip('/')}/{LEASE_FILE}"
+        self._path = epath.Path(self.where)
         log.warning(
-            "%s: google-cloud-storage is not installed, so the lease is written with tf.io.gfile, without "
-            "the atomic create that keeps two simultaneous starts apart (pip install google-cloud-storage)",
+            "%s: google-cloud-storage is not installed, so the lease is written without the atomic create "
+            "that keeps two simultaneous starts apart (pip install google-cloud-storage)",
             self.where,
         )
 
     def read(self) -> tuple[str, Any] | None:
-        if not self._gfile.exists(self.where):
+        if not self._path.exists():
             return None
-        with self._gfile.GFile(self.where, "r") as f:
-            text = f.read()
+        text = self._path.read_text()
         return text, text
 
     def _write(self, text: str) -> None:
-        with self._gfile.GFile(self.where, "w") as f:
-            f.write(text)
+        self._path.write_text(text)
 
     def create(self, text: str) -> bool:
-        if self._gfile.exists(self.where):
+        if self._path.exists():
             return False
         self._write(text)
         return True
@@ -193,17 +192,17 @@ class GfileStore:
         current = self.read()
         if current is None or current[0] != version:
             return False
-        self._gfile.remove(self.where)
+        self._path.unlink()
         return True
 
 
 def store_for(workdir: str) -> Store:
-    """The lease's storage for a work directory: local path, gs:// (GCS client or tf.io.gfile), other URLs."""
+    """The lease's storage for a work directory: local path, gs:// (GCS client or etils.epath), other URLs."""
     if workdir.startswith("gs://"):
         try:
             return GCSStore(workdir)
         except ImportError:
-            return GfileStore(workdir)
+            return EpathStore(workdir)
     if "://" in workdir:
-        return GfileStore(workdir)
+        return EpathStore(workdir)
     return LocalStore(workdir)

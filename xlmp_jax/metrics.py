@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xlmp_jax.summary_writer import TensorBoardWriter
+
 # Summed over the window; the rest of a step's metrics are derived from these (or kept as below).
 _LAST = ("learning_rate",)
 _MAX = ("nan_streak",)
@@ -187,13 +189,11 @@ class MetricsWriter:
     def __init__(self, workdir: str, *, active: bool, resume_step: int = 0):
         self.active = active
         self.path = os.path.join(workdir, "metrics.jsonl")
-        self._tb = None
+        self._tb: TensorBoardWriter | None = None
         if not active:
             return
         _truncate_after(self.path, resume_step)
-        from clu import metric_writers
-
-        self._tb = metric_writers.SummaryWriter(os.path.join(workdir, "tb"))
+        self._tb = TensorBoardWriter(os.path.join(workdir, "tb"))
 
     def write(self, step: int, scalars: Mapping[str, float], extra: Mapping[str, Any] | None = None) -> None:
         if not self.active:

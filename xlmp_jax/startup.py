@@ -62,7 +62,8 @@ class StartupPhases:
 
 
 def hide_accelerators_from_tensorflow() -> None:
-    """The input pipeline uses TensorFlow on the CPU only; it must not take GPU memory from JAX.
+    """An input pipeline that uses TensorFlow uses it on the CPU only; it must not take GPU memory from JAX.
 
-    The first import of TensorFlow in a run: ``console`` keeps its C++ start-up lines off the console."""
-    console.import_tensorflow(hide_gpus=True)
+    Imports nothing: TensorFlow is set up so only if something imports it (``console`` also keeps its C++
+    start-up lines off the console); a run on prepared data never loads it."""
+    console.hide_gpus_from_tensorflow_on_import()

@@ -174,7 +174,7 @@ def comparison_table(rows: Sequence[Result]) -> list[str]:
 
 def write_tensorboard(out_dir: str, rows: Sequence[Result]) -> str:
     """Scalars ``<eval>/<metric>/<language>`` at each checkpoint's step, one run per work directory."""
-    from clu import metric_writers
+    from xlmp_jax.summary_writer import TensorBoardWriter
 
     root = os.path.join(out_dir, "tb")
     by_workdir: dict[str, dict[int, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
@@ -182,7 +182,7 @@ def write_tensorboard(out_dir: str, rows: Sequence[Result]) -> str:
         by_workdir[r.workdir][r.step][f"{r.eval}/{r.metric}/{r.language}"] = r.value
     for workdir, steps in by_workdir.items():
         name = os.path.basename(os.path.normpath(workdir)) or "run"
-        writer = metric_writers.SummaryWriter(os.path.join(root, name))
+        writer = TensorBoardWriter(os.path.join(root, name))
         for step in sorted(steps):
             writer.write_scalars(step, steps[step])
         writer.flush()
