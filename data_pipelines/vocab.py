@@ -6,8 +6,7 @@ p >= 3 becomes p + 1) and appends `<mask>` as the last id. Using the same layout
 with this vocabulary exports to a HF checkpoint whose tokenizer is XLM-R's, unchanged, and that XLM-R's own
 `sentencepiece.bpe.model` (250000 pieces -> vocab_size 250002) can be used as is.
 
-Free of TensorFlow and SeqIO, so training and evaluation on prepared data import neither; SeqIO's tasks and the
-tf.data preprocessors use the `seqio.Vocabulary` subclass in `data_pipelines.seqio_vocab`.
+Plain Python (SentencePiece's own processor), so training and evaluation import neither TensorFlow nor SeqIO.
 """
 
 from __future__ import annotations
@@ -56,7 +55,6 @@ class XLMRVocabulary:
     _unpicklable: tuple[str, ...] = ("_processor",)  # rebuilt from the model bytes by `__setstate__`
 
     def __init__(self, spm_model_path: str):
-        super().__init__()  # `seqio.Vocabulary`'s, in the `seqio_vocab` subclass
         self.spm_model_path = str(spm_model_path)
         self._model_bytes: bytes = _read_model(self.spm_model_path)
         try:

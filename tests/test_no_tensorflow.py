@@ -5,10 +5,12 @@ TensorBoard events, sets up TensorFlow's deferred import and takes a work direct
 TensorFlow or SeqIO. (The input pipelines are checked where they are built.)
 """
 
+import os
 import subprocess
 import sys
 import textwrap
 
+import pytest
 from helpers import REPO
 
 CODE = textwrap.dedent(
@@ -43,3 +45,37 @@ def test_train_and_eval_modules_import_neither_tensorflow_nor_seqio(tmp_path):
     assert proc.stdout.strip() == "[]", proc.stdout
     assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 3
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+RUN = textwrap.dedent(
+    """
+    import sys
+    from xlmp_jax import config_utils, trainer
+
+    prepared, workdir = sys.argv[1], sys.argv[2]
+    config = config_utils.load_config("configs/tiny.py")
+    config.data.prepared_dir = prepared
+    config.data.languages = ("en", "de", "ru")
+    config.train.update(steps=4, warmup_steps=1, eval_every=2, eval_batches=1, log_every=2, checkpoint_every=4, pool_report=False)
+    trainer.train(config, workdir)
+    print(sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "seqio", "tensorflow_datasets", "apache_beam"}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_run_from_prepared_shards_imports_neither_tensorflow_nor_seqio(tmp_path):
+    """Prepare with the CLI (Beam, TensorFlow allowed there), then train and evaluate in a fresh interpreter."""
+    prepared = tmp_path / "prepared"
+    cmd = [sys.executable, "-m", "data_pipelines.prepare", "--config=configs/tiny.py", f"--out={prepared}",
+           "--config.data.languages=('en','de','ru')"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert (prepared / "manifest.json").exists() and "prepared 3 language entries" in proc.stdout
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN, str(prepared), str(tmp_path / "work")], cwd=REPO, capture_output=True,
+        text=True, timeout=600, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-2000:]
+    assert "step 4" in proc.stdout and "eval/loss" in proc.stdout, proc.stdout[-2000:]

@@ -1,16 +1,13 @@
-"""XLM-R vocabulary: id layout, Python/TF parity (the SeqIO subclass), round trips on every language, train_vocab CLI."""
+"""XLM-R vocabulary: id layout, round trips on every language, pickling, the train_vocab CLI."""
 
 import json
 import os
 import pickle
 
-import numpy as np
 import pytest
 import sentencepiece as spm
-import tensorflow as tf
 
 from data_pipelines import sample, train_vocab
-from data_pipelines.seqio_vocab import SeqioXLMRVocabulary
 from data_pipelines.vocab import SAMPLE_VOCAB_PATH, XLMRVocabulary
 
 
@@ -76,45 +73,11 @@ def test_round_trip_every_sample_language(sample_vocab):
         assert exact == checked, (lang, exact, checked)
 
 
-def test_tf_path_equals_python_path():
-    sample_vocab = SeqioXLMRVocabulary(SAMPLE_VOCAB_PATH)
-    lines = [sample.read_mono(lang, "validation")[0] for lang in ("en", "ru", "zh", "ar", "hi", "th", "ko", "he")]
-    for line in lines:
-        assert sample_vocab.encode_tf(tf.constant(line)).numpy().tolist() == sample_vocab.encode(line)
-    batch = sample_vocab.encode_tf(tf.constant(lines))
-    assert batch.to_list() == [sample_vocab.encode(s) for s in lines]
-    # decode_tf on a padded batch with specials equals the Python decode.
-    width = max(len(s) for s in batch.to_list()) + 2
-    rows = [[0, *ids, 2] + [1] * (width - len(ids) - 2) for ids in batch.to_list()]
-    decoded = sample_vocab.decode_tf(tf.constant(np.array(rows, np.int32))).numpy()
-    assert [d.decode("utf-8") for d in decoded] == [sample_vocab.decode(r) for r in rows]
-
-
 def test_equality_and_pickle(sample_vocab):
     again = XLMRVocabulary(SAMPLE_VOCAB_PATH)
     assert again == sample_vocab and hash(again) == hash(sample_vocab)
     clone = pickle.loads(pickle.dumps(sample_vocab))
     assert clone.encode("pickled vocabulary") == sample_vocab.encode("pickled vocabulary")
-
-
-def test_seqio_vocabulary_is_the_same_vocabulary(sample_vocab):
-    """The SeqIO subclass has the plain one's ids and identity, and pickles without its TF op."""
-    seqio = pytest.importorskip("seqio")
-    tf_vocab = SeqioXLMRVocabulary(SAMPLE_VOCAB_PATH)
-    assert isinstance(tf_vocab, seqio.Vocabulary) and isinstance(tf_vocab, XLMRVocabulary)
-    assert not isinstance(sample_vocab, seqio.Vocabulary)
-    assert tf_vocab == sample_vocab and hash(tf_vocab) == hash(sample_vocab)
-    assert (tf_vocab.vocab_size, tf_vocab.pad_id, tf_vocab.extra_ids) == (sample_vocab.vocab_size, 1, 0)
-    text = "Привет, мир! Hello world."
-    assert tf_vocab.encode(text) == sample_vocab.encode(text)
-    ids = [0, *sample_vocab.encode(text), 2, 5, 9000]
-    assert tf_vocab.decode(ids) == sample_vocab.decode(ids) == seqio.Vocabulary.decode(tf_vocab, ids)
-    past = [9000, 4, 2]  # an id past the vocabulary reads as <unk>
-    assert sample_vocab.decode(past) == seqio.Vocabulary.decode(tf_vocab, past) and "⁇" in sample_vocab.decode(past)
-    assert tf_vocab.decode(tf.constant(ids)) == sample_vocab.decode(np.array(ids)) == text
-    _ = tf_vocab.tf_tokenizer
-    clone = pickle.loads(pickle.dumps(tf_vocab))
-    assert type(clone) is SeqioXLMRVocabulary and clone.encode_tf(tf.constant(text)).numpy().tolist() == ids[1:-3]
 
 
 def test_missing_model_path_is_named(tmp_path):
