@@ -20,6 +20,7 @@ _SAMPLE_VOCAB_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "s
 
 SOURCES = ("sample", "text", "cc100", "jsonl", "tfrecord", "mc4", "wiki40b")
 PACKING_MODES = ("complete", "complete_doc", "none")
+ADDED_FIELDS = ("prepared_dir",)  # fields newer than some saved configs: a config without them takes the default
 # The files a local source reads for language <lang>: <lang><ext> (`data_pipelines.sources`, and the preflight).
 TEXT_EXTENSIONS = (".txt", ".txt.gz", ".txt.xz")
 JSONL_EXTENSIONS = (".jsonl", ".jsonl.gz", ".jsonl.xz")
@@ -39,7 +40,8 @@ def default_data_config() -> ml_collections.ConfigDict:
     # prepared shards (`python -m data_pipelines.prepare --out=...`, local or gs://); '' = a cache folder under
     # decompress_dir keyed by the inputs; an empty folder is prepared by the run itself (process 0)
     c.prepared_dir = ""
-    c.decompress_dir = ""  # local folder: .xz/JSONL copies and the training token cache; '' = a temp folder
+    c.decompress_dir = ""  # local folder: the run's own prepared data (see prepared_dir), copies of gs:// shards;
+    # '' = a temp folder
     # --- mixing languages ---
     c.alpha = 0.3  # temperature sampling: rate_l proportional to n_l**alpha (XLM-R / mT5 use 0.3)
     c.sizes = ml_collections.ConfigDict()  # n_l overrides, e.g. sizes.en = 1e9; unset = counted from the source
@@ -109,6 +111,9 @@ class DataConfig:
         """
         names = [f.name for f in dataclasses.fields(cls)]
         given = list(section.keys())
+        later = {k: default_data_config()[k] for k in ADDED_FIELDS if k not in given}  # configs saved before them
+        if later:
+            section, given = {**{k: section[k] for k in given}, **later}, given + list(later)
         for name in names:
             if name not in given:
                 raise ValueError(f"data.{name} is missing from the data config")
@@ -150,7 +155,9 @@ def _check(v: dict) -> None:
     if not (isinstance(v["seq_length"], int) and v["seq_length"] >= 8):
         _fail("seq_length", v["seq_length"], "expected an int >= 8")
     if "://" in str(v["decompress_dir"]):
-        _fail("decompress_dir", v["decompress_dir"], "the token cache is memory-mapped: expected a local folder")
+        _fail(
+            "decompress_dir", v["decompress_dir"], "prepared shards are read from local files: expected a local folder"
+        )
     if v["packing"] not in PACKING_MODES:
         _fail("packing", v["packing"], f"expected one of {PACKING_MODES}")
     if not (0.0 < v["mlm_rate"] < 1.0):

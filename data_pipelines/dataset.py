@@ -50,13 +50,40 @@ class PreparedData:
         )
         self.splits = shards.splits_of(self.manifest)
         self.mixture = _mixture(self.manifest, cfg, directory)
+        self.local = directory
+        if shards.is_remote(directory):  # the ArrayRecord reader reads local files only: copy this run's shards
+            self.local = _local_copy(directory, self.manifest, self.mixture.languages, cache_root(cfg))
         self._open: dict[tuple[str, str], shards.ShardRows] = {}
 
     def rows(self, entry: str, split: str) -> shards.ShardRows:
         """The rows of `entry`'s `split` (opened once)."""
         if (entry, split) not in self._open:
-            self._open[entry, split] = shards.ShardRows(self.directory, self.splits[entry, split])
+            self._open[entry, split] = shards.ShardRows(self.local, self.splits[entry, split])
         return self._open[entry, split]
+
+
+def cache_root(cfg: DataConfig) -> str:
+    """Where the run keeps prepared data of its own: `data.decompress_dir`, or the temp folder."""
+    return cfg.decompress_dir or os.path.join(tempfile.gettempdir(), "xlmp_data_cache")
+
+
+def _local_copy(directory: str, manifest: dict, entries: tuple[str, ...], root: str) -> str:
+    """The run's shards of a remote prepared folder, copied once into a local folder (whole files only)."""
+    from etils import epath
+
+    digest = hashlib.sha1(json.dumps([directory, manifest["splits"]], sort_keys=True).encode()).hexdigest()[:20]
+    local = os.path.join(root, "prepared-copies", digest)
+    os.makedirs(local, exist_ok=True)
+    for s in manifest["splits"]:
+        if s["entry"] not in entries:
+            continue
+        for sh in s["shards"]:
+            dest = os.path.join(local, sh["file"])
+            if sh["rows"] and not (os.path.exists(dest) and os.path.getsize(dest) == sh["bytes"]):
+                _say(f"data: copying {sh['file']} from {directory}")
+                epath.Path(directory, sh["file"]).copy(dest + ".tmp", overwrite=True)
+                os.replace(dest + ".tmp", dest)
+    return local
 
 
 def _mixture(manifest: dict, cfg: DataConfig, directory: str) -> Mixture:
@@ -99,8 +126,7 @@ def default_dir(cfg: DataConfig, vocab_sha256: str) -> str:
     """The cache folder of a run without `data.prepared_dir`: keyed by what the rows depend on."""
     fingerprints = [line_sources.fingerprint(i) for i in line_sources.inputs(cfg)]
     blob = json.dumps([shards.FORMAT, fingerprints, vocab_sha256, cfg.seq_length, cfg.packing])
-    root = cfg.decompress_dir or os.path.join(tempfile.gettempdir(), "xlmp_data_cache")
-    return os.path.join(root, "prepared", hashlib.sha1(blob.encode()).hexdigest()[:20])
+    return os.path.join(cache_root(cfg), "prepared", hashlib.sha1(blob.encode()).hexdigest()[:20])
 
 
 def _is_empty(directory: str) -> bool:
