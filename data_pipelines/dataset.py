@@ -162,17 +162,33 @@ def open_prepared(cfg: DataConfig, vocab_sha256: str, *, process_index: int = 0)
                 f"interrupted); finish it, or empty the folder and run `{prepare_command(directory)}`"
             )
         if process_index == 0:
-            from data_pipelines import prepare
-
-            if not explicit:
-                prepare.remove_tree(directory)  # an interrupted earlier attempt at this cache folder
             _say(f"data: preparing {directory} (tokenising and packing; once per corpus)")
             start = time.time()
-            prepare.prepare(cfg, directory)
+            _prepare_into(cfg, directory, in_place=explicit)
             _say(f"data: prepared in {time.time() - start:.1f} s")
         else:
             _wait_for_manifest(directory)
     return PreparedData(directory, cfg, vocab_sha256)
+
+
+def _prepare_into(cfg: DataConfig, directory: str, *, in_place: bool) -> None:
+    """Prepares `directory`: the user's folder in place; a cache folder under a temporary name, renamed when
+    complete, so two runs that share the cache never see (or remove) each other's half-written shards."""
+    from data_pipelines import prepare
+
+    if in_place:
+        prepare.prepare(cfg, directory)
+        return
+    if os.path.isdir(directory) and not _has_manifest(directory):  # not ours to read: move aside, then remove
+        aside = f"{directory}.stale{os.getpid()}"
+        os.rename(directory, aside)
+        prepare.remove_tree(aside)
+    tmp = f"{directory}.tmp{os.getpid()}"
+    prepare.prepare(cfg, tmp)
+    try:
+        os.rename(tmp, directory)
+    except OSError:  # another run finished the same folder first: its rows are the same
+        prepare.remove_tree(tmp)
 
 
 def _wait_for_manifest(directory: str) -> None:
