@@ -4,12 +4,14 @@
     python -m bench.startup --skip_runs          # only the in-process figures (throughput, state size, save)
 
 Start-up figures run the real CLI (`python -m xlmp_jax.train --config=configs/tiny.py`, 2 steps, no eval, CPU)
-and time the wall clock from launching it to its "first step took" line. "Cold" is an empty token cache and an
+and time the wall clock from launching it to its "first step took" line. "Cold" is an empty prepared-data cache and an
 empty JAX compilation cache (a fresh folder each), as on a new machine:
   tiny_cold        the main job's config as shipped (20 languages), cold
   sample114_cold   all 114 sample languages (`--config.data.languages=()`), cold
   sample114_warm   the same with the token and compilation caches of the first run (a new work directory)
   sample114_resume the warm run's work directory again with 4 steps: restores step 2 (weights + input)
+  prepared114      all 114 sample languages prepared beforehand (`python -m data_pipelines.prepare`, timed), then
+                   trained from `data.prepared_dir` with an eval at step 1 (seconds to its first result)
   synthetic500     500 synthetic languages of small text files (data.source=text), cold
 In-process: `TrainData` throughput (tokens/s of one host, every position counted) at seq 512 x batch 8 and
 x 2048 (the base run's global batch, as section 7 of BENCHMARKS.md) for 114 and 500 languages, the saved input-state size, and the save time of a tiny-model checkpoint (+ input).
@@ -33,7 +35,7 @@ _ENV = {"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVE
 
 
 def _run_train(workdir: str, cache: str, jax_cache: str, overrides: list[str], steps: int, repo: str = REPO) -> dict:
-    """Launches the train CLI (token cache `cache`, JAX compilation cache `jax_cache`); seconds to its "first
+    """Launches the train CLI (prepared-data cache `cache`, JAX compilation cache `jax_cache`); seconds to its "first
     step took" line, its phase summary, its exit code."""
     cmd = [
         sys.executable, "-m", "xlmp_jax.train", "--config=configs/tiny.py", f"--workdir={workdir}",
@@ -46,15 +48,19 @@ def _run_train(workdir: str, cache: str, jax_cache: str, overrides: list[str], s
     env["JAX_COMPILATION_CACHE_DIR"] = jax_cache  # wins over the config's default (~/.cache/xlmp/jax)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    first, phases, tail = None, "", []
+    first, first_eval, phases, tail = None, None, "", []
     for line in proc.stdout:
         tail = (tail + [line.rstrip()])[-20:]
         if "first step took" in line and first is None:
             first = time.perf_counter() - t0
+        if "eval/loss" in line and first_eval is None:
+            first_eval = time.perf_counter() - t0
         if "start-up" in line or "startup" in line or "phases" in line:
             phases = line.strip()
     rc = proc.wait()
     out = {"seconds_to_first_step": round(first, 1) if first else None, "rc": rc, "phases": phases}
+    if first_eval:
+        out["seconds_to_first_eval_result"] = round(first_eval, 1)
     if rc:
         out["tail"] = tail
     return out
@@ -104,7 +110,7 @@ def _throughput(cfg, batch_size: int, seconds: float) -> dict:
     return {
         "languages": len(data.languages),
         "batch": f"{batch_size}x512",
-        "build_seconds": round(build, 2),  # warm token cache after the CLI runs (cold with --skip_runs, b=8)
+        "build_seconds": round(build, 2),  # prepared cache warm after the CLI runs (cold with --skip_runs, b=8)
         "tokens_per_s": round(tokens / dt),
         "non_pad_share": round(real / tokens, 3),
         "batches": batches,
@@ -157,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=OUT)
     parser.add_argument(
         "--runs",
-        default="tiny_cold,sample114_cold,sample114_warm,sample114_resume,synthetic500",
+        default="tiny_cold,sample114_cold,sample114_warm,sample114_resume,prepared114,synthetic500",
         help="which CLI start-ups to time (comma-separated; the warm and resume runs need sample114_cold)",
     )
     parser.add_argument(
@@ -191,6 +197,25 @@ def main(argv: list[str] | None = None) -> dict:
                 result["sample114_warm"] = _run_train(os.path.join(root, "w2"), c114, j114, all114, 2, args.repo)
             if "sample114_resume" in runs:
                 result["sample114_resume"] = _run_train(os.path.join(root, "w2"), c114, j114, all114, 4, args.repo)
+            if "prepared114" in runs:  # all 114 languages prepared beforehand by the CLI; eval at step 1
+                prep = os.path.join(root, "prep114")
+                t0 = time.perf_counter()
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "data_pipelines.prepare",
+                    "--config=configs/tiny.py",
+                    f"--out={prep}",
+                    *all114,
+                ]
+                subprocess.run(cmd, cwd=args.repo, env=dict(os.environ, **_ENV), check=True, capture_output=True)
+                prepare_s = time.perf_counter() - t0
+                flags = [*all114, f"--config.data.prepared_dir={prep}", "--config.train.eval_every=1",
+                         "--config.train.eval_batches=4"]  # fmt: skip
+                result["prepared114"] = _run_train(
+                    os.path.join(root, "w5"), os.path.join(root, "c5"), j114, flags, 2, args.repo
+                )
+                result["prepared114"]["prepare_cli_seconds"] = round(prepare_s, 1)
             syn_args = ["--config.data.source=text", f"--config.data.path={syn}", "--config.data.languages=()"]
             c500, j500 = os.path.join(root, "c500"), os.path.join(root, "jax500")
             if "synthetic500" in runs:
