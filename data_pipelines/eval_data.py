@@ -67,7 +67,12 @@ class EvalData:
         for block, start in enumerate(range(0, n, _EVAL_MASK_BLOCK)):
             stop = min(start + _EVAL_MASK_BLOCK, n)
             ids, positions, _ = row_arrays(rows.get(range(start, stop)), self.seq_length, self.vocab.pad_id)
-            out = self._masker(ids, np.random.default_rng([_EVAL_SEED, lid, block]))
+            # masked as a whole block (pad rows after a short one): the generator's draws are shaped by the rows
+            # it masks, so a row's mask must not depend on how many rows follow it in the block
+            full = np.full((_EVAL_MASK_BLOCK, self.seq_length), self.vocab.pad_id, np.int32)
+            full[: len(ids)] = ids
+            masked = self._masker(full, np.random.default_rng([_EVAL_SEED, lid, block]))
+            out = {k: v[: len(ids)] for k, v in masked.items()}
             out.update(
                 attention_mask=(ids != self.vocab.pad_id).astype(np.int32),
                 positions=positions,

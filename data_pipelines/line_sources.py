@@ -200,7 +200,18 @@ def _tfds_documents(inp: Input) -> Iterator[tuple[str, bytes]]:
     import tensorflow_datasets as tfds
 
     name, split, data_dir = inp.tfds_name, inp.tfds_split, inp.tfds_data_dir or None
-    builder = tfds.builder(name, data_dir=data_dir)
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+        available = set(builder.info.splits.keys())
+    except Exception as e:  # TFDS raises several types for a missing dataset/config
+        raise ValueError(
+            f"data.languages entry {inp.entry!r}: TFDS dataset {name!r} not found in "
+            f"data.tfds_data_dir={inp.tfds_data_dir!r} ({type(e).__name__}: {e})"
+        ) from e
+    if split not in available:
+        raise ValueError(
+            f"data.languages entry {inp.entry!r}: TFDS {name!r} has no split {split!r} (has: {sorted(available)[:20]})"
+        )
     fmt = str(getattr(builder.info, "file_format", "") or "").lower()
     if "array_record" in fmt:
         source = tfds.data_source(name, split=split, data_dir=data_dir)

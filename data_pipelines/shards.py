@@ -77,7 +77,7 @@ def check_matches(manifest: dict, directory: str, *, seq_length: int, packing: s
     mine = {"seq_length": seq_length, "packing": packing, "vocabulary": vocab_sha256}
     for key, value in theirs.items():
         if value != mine[key]:
-            shown = {"vocabulary": f"{manifest['vocab']['path']} (sha256 {value[:12]})"}.get(key, value)
+            shown = f"{manifest['vocab']['path']} (sha256 {value[:12]})" if key == "vocabulary" else value
             raise PreparedDataError(
                 f"{os.path.join(directory, MANIFEST)} was prepared with {key} {shown!r}, this run has "
                 f"{mine[key] if key != 'vocabulary' else mine[key][:12]!r}: prepare again for this run's data block"

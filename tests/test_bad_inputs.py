@@ -41,7 +41,8 @@ DOC = REPO / "RELIABILITY.md"
 LOAD = "config load"
 STARTUP = "start-up, before compile"
 CALL = "at the call, before any work"
-READ = "reading: the token-cache build"
+PREPARE = "preparing the data, before the first step"
+OPEN = "opening the prepared data, before the first step"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +109,7 @@ def _jsonl_source(*overrides: str, files: dict[str, bytes]):
 
 def _deep_text_line(tmp: pathlib.Path):
     """A text corpus whose first lines are fine and whose fifth is Latin-1: the start-up check passes, the
-    training input's token-cache build stops on that line."""
+    prepare the first `make_train_data` runs stops on that line."""
     data = tmp / "data"
     data.mkdir()
     lines = [b"line %d is fine\n" % i for i in range(1, 41)]
@@ -125,6 +126,37 @@ def _deep_text_line(tmp: pathlib.Path):
         return next(make_train_data(config.data, global_batch_size=8))
 
     return call
+
+
+def _train_data(tmp: pathlib.Path, *overrides: str):
+    """The call that opens a run's prepared data: `make_train_data` on the tiny config's English sample."""
+    config = _config("data.languages=('en',)", "data.seq_length=32", f"data.decompress_dir={tmp / 'cache'}", *overrides)
+
+    def call():
+        from data_pipelines.input_pipeline import make_train_data
+
+        return make_train_data(config.data, global_batch_size=8)
+
+    return call
+
+
+def _unfinished_prepared_dir(tmp: pathlib.Path):
+    """`data.prepared_dir` holding a shard but no manifest.json: a prepare that was interrupted or still runs."""
+    folder = tmp / "half-prepared"
+    folder.mkdir()
+    (folder / "en-train.array_record-00000-of-00002").write_bytes(b"rows of a prepare that did not finish")
+    return _train_data(tmp, f"data.prepared_dir={folder}")
+
+
+def _prepared_for_another_seq_length(tmp: pathlib.Path):
+    """`data.prepared_dir` prepared (here, now) with seq_length 64, opened by a run of seq_length 32."""
+    from data_pipelines import prepare
+    from data_pipelines.config import DataConfig
+
+    folder = tmp / "prepared"
+    other = _config("data.languages=('en',)", "data.seq_length=64", f"data.decompress_dir={tmp / 'cache'}")
+    prepare.prepare(DataConfig.of(other.data), str(folder))
+    return _train_data(tmp, f"data.prepared_dir={folder}")
 
 
 def _mesh(mesh: dict):
@@ -293,18 +325,20 @@ def _xz(body: bytes) -> bytes:
 
 def _errors():
     """Error types, imported late (the module must import without JAX for --help)."""
+    from data_pipelines.packing import ContentError
     from data_pipelines.preflight import DataPreflightError
-    from data_pipelines.row_cache import ContentError
+    from data_pipelines.shards import PreparedDataError
     from launch.preflight import PreflightError
     from xlmp_jax.checkpoint import IncompatibleCheckpointError
     from xlmp_jax.config_utils import ConfigError
     from xlmp_jax.trainer import TrainError
 
-    return ConfigError, DataPreflightError, IncompatibleCheckpointError, TrainError, PreflightError, ContentError
+    return (ConfigError, DataPreflightError, IncompatibleCheckpointError, TrainError, PreflightError, ContentError,
+            PreparedDataError)  # fmt: skip
 
 
 def catalogue() -> list[Case]:
-    ConfigError, DataError, Incompatible, TrainError, PreflightError, ContentError = _errors()  # noqa: N806
+    ConfigError, DataError, Incompatible, TrainError, PreflightError, ContentError, PreparedError = _errors()  # noqa: N806
     return [
         # --- the config: fields, types, ranges (config_utils.load_config / resolve) ---
         Case("unknown-field", "`train.stepz=3` (a typo)", _load("train.stepz=3"), ConfigError,
@@ -396,7 +430,15 @@ def catalogue() -> list[Case]:
         Case("text-not-utf8", "`en.txt` in Latin-1 (`caf\\xe9`)", _text_source(files={"en.txt": b"caf\xe9 au lait\n"}),
              DataError, r"en\.txt:1: not UTF-8 text \(byte b'\\xe9' at offset 3", "en.txt:1", STARTUP),
         Case("text-not-utf8-deep", "`en.txt` of 40 lines whose fifth is Latin-1", _deep_text_line,
-             ContentError, r"en\.txt:5: not valid UTF-8 \(byte 3: b'\\xe9", "en.txt:5", READ),
+             ContentError, r"en\.txt:5: not valid UTF-8 \(byte 3: b'\\xe9", "en.txt:5", PREPARE),
+        Case("prepared-dir-unfinished", "`data.prepared_dir` holds shards but no manifest.json (an interrupted prepare)",
+             _unfinished_prepared_dir, PreparedError,
+             r"half-prepared: has files but no manifest\.json \(a prepare still running, or one that was interrupted\)",
+             "half-prepared", OPEN, "half-prepared"),
+        Case("prepared-for-another-seq-length", "`data.prepared_dir` prepared with `data.seq_length=64`, run with 32",
+             _prepared_for_another_seq_length, PreparedError,
+             r"prepared/manifest\.json was prepared with seq_length 64, this run has 32: prepare again",
+             "seq_length 64", OPEN, "prepared"),
         Case("remote-token-cache", "`data.decompress_dir=gs://bucket/cache`", _load("data.decompress_dir=gs://bucket/cache"),
              ConfigError, r"data\.decompress_dir='gs://bucket/cache'.*local folder", "gs://bucket/cache"),
         Case("xz-not-utf8", "`en.txt.xz` whose first line is Latin-1",
@@ -565,9 +607,14 @@ When each check runs:
   shapes; the checkpoint is left in place.
 - **at the call**: export, `load_pretrained`, the eval sweep and the model's own input check refuse before
   they write or compile anything.
-- **reading: the token-cache build** (`data_pipelines.row_cache`, the first time a language's train rows are
-  tokenised, before the first step): a line after a file's first record that is not UTF-8 stops the build
-  naming the file and the line; remote (`gs://`) files are checked when they are opened.
+- **preparing the data, before the first step** (`data_pipelines.prepare`: `python -m data_pipelines.prepare`
+  beforehand, or the run itself when its prepared folder is empty): a line of a train or validation split
+  that is not UTF-8 (after a file's first record) stops the prepare naming the file and the line, and no
+  manifest is written; remote (`gs://`) files are checked when they are opened.
+- **opening the prepared data, before the first step** (`data_pipelines.dataset` / `shards`): a
+  `data.prepared_dir` with files but no `manifest.json`, a manifest made for another vocabulary, seq_length or
+  packing, or a shard missing or of another size than the manifest says is refused, naming the folder or file;
+  nothing is prepared over it.
 
 Cases marked "saved state kept" also assert that the work directory's bytes are unchanged after the error.
 """

@@ -19,6 +19,7 @@ def cfg(tmp_path_factory):
     make_corpus(root)  # en 400 lines, fr 120, ru 60: validation rows differ a lot between languages
     c = default_data_config()
     c.update(source="text", path=root, vocab_path=train_spm(root, root + "/spm"), seq_length=32, packing="none")
+    c.decompress_dir = str(tmp_path_factory.mktemp("cache"))  # the prepared rows, shared by the module's tests
     return c
 
 

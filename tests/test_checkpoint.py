@@ -317,8 +317,12 @@ def test_old_tfdata_input_state_is_refused_but_the_model_state_restores(tmp_path
     ckpt.close()
     cfg = default_data_config()
     cfg.languages, cfg.seq_length = ("en", "fr"), 32
+    cfg.decompress_dir = str(tmp_path / "data")  # the prepared rows
     data = make_train_data(cfg, global_batch_size=8)
-    with pytest.raises(checkpoint.DataStateError, match=r"LegacyDataStateError.*old tf\.data.*restore_data=False"):
+    with pytest.raises(
+        checkpoint.DataStateError,
+        match=r"LegacyDataStateError.*older input pipeline \(format 'tf\.data'.*restore_data=False",
+    ):
         checkpoint.Checkpointer(str(tmp_path)).restore_latest(state8, data)
     restored, step = checkpoint.Checkpointer(str(tmp_path)).restore_latest(state8)  # what restore_data=False does
     assert step == 3

@@ -1,5 +1,7 @@
-"""Data sources of the SeqIO tasks (local text/CC-100/.gz/.xz/jsonl/TFRecord, TFDS mC4 and Wiki-40B stand-ins in
-TFDS's own on-disk format, a non-local gfile path) and the errors for bad input."""
+"""Data sources, read through the prepare pipeline (`prepare.prepare` into ArrayRecord shards, then the rows or
+batches read back): local text/CC-100/.gz/.xz/jsonl/TFRecord, TFDS mC4 and Wiki-40B stand-ins in TFDS's own
+on-disk format, a non-local gfile path; the line sources' held-out rule and pairs (`line_sources`); the errors
+for bad input."""
 
 from __future__ import annotations
 
@@ -8,14 +10,14 @@ import json
 import lzma
 
 import pytest
-import seqio
 import tensorflow as tf
 from test_data_fixtures import make_corpus, train_spm
 
-from data_pipelines import sources, tasks
+from data_pipelines import dataset, line_sources, packing, prepare
 from data_pipelines.config import DataConfig, default_data_config
 from data_pipelines.eval_data import make_eval_data
 from data_pipelines.input_pipeline import make_train_data
+from data_pipelines.vocab import XLMRVocabulary
 
 DOCS = {
     "en": ["the quick brown fox jumps\nover the lazy dog", "seven cats watch quietly\nfrom home", "a dog runs"],
@@ -30,26 +32,42 @@ def spm_model(tmp_path_factory):
     return train_spm(root, str(tmp_path_factory.mktemp("spm") / "m"))
 
 
-def config(spm_model, **kw):
-    cfg = default_data_config()
-    cfg.vocab_path = spm_model
-    cfg.seq_length = 32
-    cfg.shuffle_buffer = 0
-    cfg.update(kw)
-    return cfg
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """`data.decompress_dir` of the module's configs: the prepared rows, keyed by their inputs."""
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture
+def config(spm_model, cache):
+    def make(**kw):
+        cfg = default_data_config()
+        cfg.vocab_path = spm_model
+        cfg.seq_length = 32
+        cfg.shuffle_buffer = 0
+        cfg.decompress_dir = cache
+        cfg.update(kw)
+        return cfg
+
+    return make
+
+
+def open_prepared(cfg) -> dataset.PreparedData:
+    """The config's prepared data (prepared first, in-process with Beam's DirectRunner, when absent)."""
+    cfg = DataConfig.of(cfg)
+    return dataset.open_prepared(cfg, prepare.vocab_sha256(cfg.vocab_path))
 
 
 def decoded_rows(cfg, split="train", lang=None):
-    """Text of every row of a task (no shuffling, one epoch), masks ignored."""
-    spec = tasks.mixture_spec(cfg)
-    i = spec.languages.index(lang or spec.languages[0])
-    task = seqio.get_mixture_or_task(spec.task_names[i])
-    ds = task.get_dataset(sequence_length=None, split=split, shuffle=False, num_epochs=1, try_in_mem_cache=False)
-    return [_text(spec.vocab, r["input_ids"]) for r in ds.as_numpy_iterator()]
+    """Text of every prepared row of a language's split, in order."""
+    data = open_prepared(cfg)
+    rows = data.rows(lang or data.mixture.languages[0], split)
+    vocab = XLMRVocabulary(DataConfig.of(cfg).vocab_path)
+    return [_text(vocab, ids) for ids, _, _ in rows.get(range(len(rows)))]
 
 
 def _text(vocab, ids) -> str:
-    return vocab.decode([i for i in ids.tolist() if i > 2])  # lines joined (seqio's decode stops at </s>)
+    return vocab.decode([i for i in ids.tolist() if i > 2])  # lines joined
 
 
 def write_docs(path: str, docs: list[str], opener=open):
@@ -62,58 +80,51 @@ def write_docs(path: str, docs: list[str], opener=open):
 # 2. sources
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("ext,opener", [(".txt.gz", gzip.open), (".txt.xz", lzma.open)])
-def test_cc100_compressed_files(spm_model, tmp_path, ext, opener):
+def test_cc100_compressed_files(config, tmp_path, ext, opener):
     for lang, docs in DOCS.items():
         write_docs(str(tmp_path / f"{lang}{ext}"), docs, opener)
-    cfg = config(
-        spm_model, source="cc100", path=str(tmp_path), packing="complete_doc", decompress_dir=str(tmp_path / "x")
-    )
-    spec = tasks.mixture_spec(cfg)
-    assert spec.languages == ("en", "fr")
+    cfg = config(source="cc100", path=str(tmp_path), packing="complete_doc")
+    assert open_prepared(cfg).mixture.languages == ("en", "fr")
     rows = decoded_rows(cfg, lang="fr")
     # complete_doc: one row per document, its lines in order
     assert rows[:3] == ["le chat noir saute sur la table", "un chien blanc", "nous mangeons avec un chien"]
 
 
-def test_jsonl_source(spm_model, tmp_path):
+def test_jsonl_source(config, tmp_path):
     for lang, docs in DOCS.items():
         with open(tmp_path / f"{lang}.jsonl", "w", encoding="utf-8") as f:
             for d in docs * 10:
                 f.write(json.dumps({"body": d, "id": 1}) + "\n")
-    cfg = config(
-        spm_model, source="jsonl", path=str(tmp_path), text_field="body", packing="complete_doc",
-        decompress_dir=str(tmp_path / "x"),
-    )  # fmt: skip
+    cfg = config(source="jsonl", path=str(tmp_path), text_field="body", packing="complete_doc")
     assert decoded_rows(cfg, lang="en")[:2] == [
         "the quick brown fox jumps over the lazy dog",
         "seven cats watch quietly from home",
     ]
 
 
-def test_tfrecord_source_with_lang_pattern(spm_model, tmp_path):
+def test_tfrecord_source_with_lang_pattern(config, tmp_path):
     for lang, docs in DOCS.items():
         for split, n in (("train", 10), ("validation", 1)):
             with tf.io.TFRecordWriter(str(tmp_path / f"{lang}-{split}.tfrecord-00000-of-00001")) as w:
                 for d in docs * n:
                     feat = {"content": tf.train.Feature(bytes_list=tf.train.BytesList(value=[d.encode()]))}
                     w.write(tf.train.Example(features=tf.train.Features(feature=feat)).SerializeToString())
-    cfg = config(spm_model, source="tfrecord", path=str(tmp_path / "{lang}-{split}.tfrecord*"), text_field="content")
+    cfg = config(source="tfrecord", path=str(tmp_path / "{lang}-{split}.tfrecord*"), text_field="content")
     cfg.languages = ("en", "fr")
-    spec = tasks.mixture_spec(cfg)
-    assert spec.sizes == {"en": 30.0, "fr": 30.0}
+    assert open_prepared(cfg).mixture.sizes == {"en": 30.0, "fr": 30.0}  # documents of the train split
     rows = decoded_rows(cfg, split="validation", lang="en")
     # "complete": lines of consecutive documents share a row while they fit
     assert rows[0].startswith("the quick brown fox jumps over the lazy dog seven cats")
 
 
-def test_non_local_gfile_path(spm_model):
+def test_non_local_gfile_path(config):
     """Paths go through tf.io.gfile: TF's in-memory file system stands in for gs:// here."""
     root = "ram://xlmp_test_corpus"
     tf.io.gfile.makedirs(root)
     for lang, docs in DOCS.items():
         with tf.io.gfile.GFile(f"{root}/{lang}.txt", "w") as f:
             f.write("\n".join(d.replace("\n", " ") for d in docs * 10) + "\n")
-    cfg = config(spm_model, source="text", path=root, packing="none")
+    cfg = config(source="text", path=root, packing="none")
     rows = decoded_rows(cfg, lang="en")
     assert rows[:2] == ["the quick brown fox jumps over the lazy dog", "seven cats watch quietly from home"]
     data = make_train_data(cfg, global_batch_size=4)
@@ -163,108 +174,109 @@ def tfds_dir(tmp_path_factory):
     return d
 
 
-def test_mc4_tfds_task(spm_model, tfds_dir):
-    cfg = config(spm_model, source="mc4", tfds_data_dir=tfds_dir, languages=("en", "fr"), packing="complete_doc")
-    spec = tasks.mixture_spec(cfg)
-    assert spec.sizes == {"en": 60.0, "fr": 12.0}  # num_examples from dataset_info.json
+def test_mc4_tfds_source(config, tfds_dir):
+    cfg = config(source="mc4", tfds_data_dir=tfds_dir, languages=("en", "fr"), packing="complete_doc")
+    mixture = open_prepared(cfg).mixture
+    assert mixture.sizes == {"en": 60.0, "fr": 12.0}  # documents of the train split
     z = 60**0.3 + 12**0.3
-    assert spec.rates["fr"] == pytest.approx(12**0.3 / z)
+    assert mixture.rates["fr"] == pytest.approx(12**0.3 / z)
     assert sorted(decoded_rows(cfg, split="validation", lang="fr")) == sorted(d.replace("\n", " ") for d in DOCS["fr"])
     batch = next(make_train_data(cfg, global_batch_size=8, process_index=0, process_count=2))
     assert batch["input_ids"].shape == (4, 32)
-    with pytest.raises(ValueError, match=r"'xx'.*no split 'xx'"):
-        tasks.mixture_spec(config(spm_model, source="mc4", tfds_data_dir=tfds_dir, languages=("en", "xx")))
+    with pytest.raises(
+        ValueError, match=r"data\.languages entry 'xx': TFDS 'c4/multilingual:3\.1\.0' has no split 'xx'"
+    ):
+        open_prepared(config(source="mc4", tfds_data_dir=tfds_dir, languages=("en", "xx")))
 
 
-def test_wiki40b_tfds_task(spm_model, tfds_dir):
-    cfg = config(spm_model, source="wiki40b", tfds_data_dir=tfds_dir, languages=("en", "fr"), packing="complete_doc")
-    assert tasks.mixture_spec(cfg).sizes == {"en": 15.0, "fr": 15.0}
+def test_wiki40b_tfds_source(config, tfds_dir):
+    cfg = config(source="wiki40b", tfds_data_dir=tfds_dir, languages=("en", "fr"), packing="complete_doc")
+    assert open_prepared(cfg).mixture.sizes == {"en": 15.0, "fr": 15.0}
     rows = sorted(decoded_rows(cfg, split="validation", lang="en"))
     assert rows == sorted(f"title {i} " + d.replace("\n", " ") for i, d in enumerate(DOCS["en"]))  # markers gone
-    with pytest.raises(ValueError, match=r"'de'.*wiki40b/de"):
-        tasks.mixture_spec(config(spm_model, source="wiki40b", tfds_data_dir=tfds_dir, languages=("de",)))
+    with pytest.raises(ValueError, match=r"data\.languages entry 'de': TFDS 'wiki40b/de:1\.3\.0'"):
+        open_prepared(config(source="wiki40b", tfds_data_dir=tfds_dir, languages=("de",)))
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # 6. bad input
 # ---------------------------------------------------------------------------------------------------------------
-def test_bad_inputs_name_the_value(spm_model, tmp_path):
+def test_bad_inputs_name_the_value(config, tmp_path):
     (tmp_path / "en.txt").write_text("a dog\n" * 20, encoding="utf-8")
     with pytest.raises(FileNotFoundError, match=r"data\.path='/nonexistent/x'"):
-        tasks.mixture_spec(config(spm_model, source="text", path="/nonexistent/x"))
+        line_sources.inputs(DataConfig.of(config(source="text", path="/nonexistent/x")))
     with pytest.raises(FileNotFoundError, match=r"data\.languages entry 'zz'"):
-        tasks.mixture_spec(config(spm_model, source="text", path=str(tmp_path), languages=("en", "zz")))
+        line_sources.inputs(DataConfig.of(config(source="text", path=str(tmp_path), languages=("en", "zz"))))
     (tmp_path / "fr.txt").write_text("", encoding="utf-8")
     with pytest.raises(ValueError, match=r"empty input file: '.*fr\.txt'"):
-        tasks.mixture_spec(config(spm_model, source="text", path=str(tmp_path), languages=("fr",)))
+        make_train_data(config(source="text", path=str(tmp_path), languages=("fr",)), global_batch_size=2)
     empty = tmp_path / "nothing"
     empty.mkdir()
     with pytest.raises(ValueError, match=r"data\.languages=\(\) gives an empty mixture"):
-        tasks.mixture_spec(config(spm_model, source="text", path=str(empty)))
+        line_sources.inputs(DataConfig.of(config(source="text", path=str(empty))))
     with pytest.raises(ValueError, match=r"languages=\['de'\] not in"):
-        make_eval_data(
-            config(spm_model, source="text", path=str(tmp_path), languages=("en",)), batch_size=2, languages=["de"]
-        )
+        make_eval_data(config(source="text", path=str(tmp_path), languages=("en",)), batch_size=2, languages=["de"])
     with pytest.raises(ValueError, match=r"global_batch_size=6 is not divisible by process_count=4"):
         make_train_data(
-            config(spm_model, source="text", path=str(tmp_path), languages=("en",)),
+            config(source="text", path=str(tmp_path), languages=("en",)),
             global_batch_size=6,
             process_count=4,
         )
 
 
-def test_undecodable_lines_skipped_in_eval_and_named_in_training(spm_model, tmp_path):
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_an_undecodable_line_fails_the_prepare_naming_it(config, tmp_path, split):
+    """Training and eval alike: the prepare stops at a line that is not UTF-8, naming the file and the line
+    (eval no longer skips such lines), and leaves no manifest behind."""
     good = [f"the dog {i} runs" for i in range(40)]
+    bad_after = 3 if split == "train" else 38  # 42 lines: the last ceil(4.2) = 5 (38-42) are held out
     with open(tmp_path / "en.txt", "wb") as f:
         for i, line in enumerate(good):
             f.write(line.encode() + b"\n")
-            if i in (3, 11, 20):
+            if i in (bad_after, bad_after + 1):
                 f.write(b"bad \xff\xfe bytes \xc3\n")
-    cfg = config(spm_model, source="text", path=str(tmp_path), packing="none", seq_length=16)
-    spec = tasks.mixture_spec(cfg)
-    task = seqio.get_mixture_or_task(spec.task_names[0])
-    rows = list(
-        task.get_dataset(None, split="train", shuffle=False, num_epochs=1, try_in_mem_cache=False).as_numpy_iterator()
-    )
-    texts = [_text(spec.vocab, r["input_ids"]) for r in rows]
-    n_train = len(texts)
-    assert texts == good[:n_train]  # the bad lines are gone, nothing else
-    assert sum(int(r["stat_bad"]) for r in rows) == 3
-    # training tokenises the file once and stops at the first bad line, naming it (line 5: after 4 good ones)
-    with pytest.raises(ValueError, match=r"en\.txt:5: not valid UTF-8"):
-        make_train_data(cfg, global_batch_size=n_train)
+    out = tmp_path / "prepared"
+    cfg = config(source="text", path=str(tmp_path), packing="none", seq_length=16, prepared_dir=str(out))
+    call = (lambda: make_train_data(cfg, global_batch_size=4)) if split == "train" else (lambda: make_eval_data(cfg, batch_size=4))  # fmt: skip
+    with pytest.raises(packing.ContentError, match=rf"en\.txt:{bad_after + 2}: not valid UTF-8 \(byte 4"):
+        call()
+    assert not (out / "manifest.json").exists()
 
 
-def test_text_source_shards_by_file_when_it_can(tmp_path):
+def test_text_source_holds_out_the_end_of_each_file(config, tmp_path):
     for name in ("a", "b", "c"):
-        (tmp_path / f"{name}.txt").write_text("".join(f"{name} {i}\n" for i in range(20)), encoding="utf-8")
-    files = [str(tmp_path / f"{n}.txt") for n in ("a", "b", "c")]
-    src = sources.TextLinesSource(files)
-    assert src.num_input_examples("train") == 54 and src.num_input_examples("validation") == 6
+        (tmp_path / f"en-{name}.txt").write_text("".join(f"{name} {i}\n" for i in range(20)), encoding="utf-8")
+    cfg = DataConfig.of(config(source="text", path=str(tmp_path / "{lang}-*.txt"), languages=("en",)))
+    train, validation = line_sources.inputs(cfg)
+    assert (train.split, validation.split) == ("train", "validation") and len(train.paths) == 3
 
-    def lines(shard, split="train"):
-        return [x["text"].decode() for x in src.get_dataset(split, shard_info=shard).as_numpy_iterator()]
+    def lines(inp):
+        return [line.decode() for _, line in line_sources.read_lines(inp)]
 
-    # 3 files, 2 shards: whole files (a, c) and (b)
-    assert lines(seqio.ShardInfo(0, 2)) == [f"a {i}" for i in range(18)] + [f"c {i}" for i in range(18)]
-    assert lines(seqio.ShardInfo(1, 2)) == [f"b {i}" for i in range(18)]
-    # 3 files, 4 shards: contiguous ranges of every file, disjoint, covering the split
-    parts = [lines(seqio.ShardInfo(i, 4), "validation") for i in range(4)]
-    assert sorted(sum(parts, [])) == sorted(lines(None, "validation")) and sum(map(len, parts)) == 6
+    # per file: its first 18 lines train, its last 2 are held out; files in name order
+    assert lines(train) == [f"{n} {i}" for n in "abc" for i in range(18)]
+    assert lines(validation) == [f"{n} {i}" for n in "abc" for i in (18, 19)]
+    where = [w for w, _ in line_sources.read_lines(validation)]
+    assert where[0].endswith("en-a.txt:19") and where[-1].endswith("en-c.txt:20")  # 1-based line numbers
+    mixture = open_prepared(cfg).mixture
+    assert mixture.sizes == {"en": 54.0}
 
 
-def test_parallel_jsonl_pairs(spm_model, tmp_path):
+def test_parallel_jsonl_pairs(config, tmp_path):
     par = tmp_path / "par"
     par.mkdir()
     with open(par / "en-de.jsonl", "w", encoding="utf-8") as f:
         for i in range(30):
             f.write(json.dumps({"en": f"the dog {i}", "de": f"der hund\t{i}"}) + "\n")
         f.write("{not json\n")
-    cfg = config(spm_model, source="text", path=str(tmp_path), tlm_rate=0.2, parallel_path=str(par))
-    cfg.decompress_dir = str(tmp_path / "x")
-    cfg = DataConfig.from_section(cfg)
-    assert sources.parallel_languages(cfg) == ["de"]
-    spec = sources.parallel_source(cfg, "de")
-    lines = [x["text"] for x in spec.source.get_dataset("train", shuffle=False).as_numpy_iterator()]
-    assert lines[0] == b"the dog 0\tder hund 0"  # tabs inside a side become spaces
-    assert spec.size == 27  # 31 lines (the unparsable one kept as an undecodable line): 31 - ceil(3.1)
+    (tmp_path / "en.txt").write_text("a dog\n" * 20, encoding="utf-8")
+    cfg = DataConfig.of(config(source="text", path=str(tmp_path), tlm_rate=0.2, parallel_path=str(par)))
+    assert line_sources.parallel_languages(cfg) == ["de"]
+    pairs = [i for i in line_sources.inputs(cfg) if i.entry == "en-de"]
+    assert [i.split for i in pairs] == ["train", "validation"] and pairs[0].kind == "pairs"
+    train = [line for _, line in line_sources.read_lines(pairs[0])]
+    assert train[0] == b"the dog 0\tder hund 0"  # tabs inside a side become spaces
+    assert len(train) == 27  # 31 lines (the unparsable one kept as an undecodable line): 31 - ceil(3.1)
+    # the unparsable line is the held-out split's last: the prepare stops there, naming it
+    with pytest.raises(packing.ContentError, match=r"en-de\.jsonl \(as text lines\):31: not valid UTF-8"):
+        open_prepared(cfg)

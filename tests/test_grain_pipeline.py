@@ -1,5 +1,8 @@
-"""The grain training pipeline: rows equal to the SeqIO tasks' rows, the stateless index maps, NumPy masking,
-O(1) input state, exact resume mid-epoch, temperature rates, refused legacy state, content errors."""
+"""The grain training pipeline over prepared rows: the stateless index maps, NumPy masking, O(1) input state,
+exact resume mid-epoch, temperature rates, refused legacy state, content errors, TFDS array_record input.
+
+(That the prepared rows equal the rows of the per-host token cache this pipeline read before is
+tests/test_golden_rows.py's job.)"""
 
 from __future__ import annotations
 
@@ -9,13 +12,13 @@ import os
 
 import numpy as np
 import pytest
-import seqio
 from test_data_fixtures import make_corpus, train_spm
 
-from data_pipelines import masking, mixing, row_cache, tasks
+from data_pipelines import masking, mixing, packing
 from data_pipelines.batch_format import BATCH_KEYS
-from data_pipelines.config import DataConfig, default_data_config, max_predictions
+from data_pipelines.config import default_data_config, max_predictions
 from data_pipelines.input_pipeline import LegacyDataStateError, make_train_data
+from data_pipelines.vocab import XLMRVocabulary
 
 
 @pytest.fixture(scope="module")
@@ -23,64 +26,18 @@ def corpus(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("corpus"))
     lines = make_corpus(root)
     model = train_spm(root, str(tmp_path_factory.mktemp("spm") / "m"))
-    return root, lines, model
+    return root, lines, model, str(tmp_path_factory.mktemp("cache"))
 
 
-def text_config(corpus, tmp_path, **overrides):
+def text_config(corpus, **overrides):
+    """The corpus as a text source; rows prepared once per distinct input/seq_length/packing into the module's
+    tmp folder."""
     cfg = default_data_config()
     cfg.source, cfg.path, cfg.vocab_path = "text", corpus[0], corpus[2]
     cfg.seq_length, cfg.shuffle_buffer = 32, 64
-    cfg.decompress_dir = str(tmp_path / "cache")
+    cfg.decompress_dir = corpus[3]
     cfg.update(overrides)
     return cfg
-
-
-def seqio_rows(spec, lid):
-    """The SeqIO task's train rows of language `lid`, in order (one epoch, unsharded, unshuffled)."""
-    task = seqio.get_mixture_or_task(spec.task_names[lid])
-    ds = task.get_dataset(None, split="train", shuffle=False, num_epochs=1, try_in_mem_cache=False)
-    return list(ds.as_numpy_iterator())
-
-
-@pytest.mark.parametrize("packing", ["complete", "complete_doc", "none"])
-def test_cached_rows_equal_the_seqio_rows(corpus, tmp_path, packing):
-    cfg = text_config(corpus, tmp_path, packing=packing)
-    spec = tasks.mixture_spec(cfg)
-    for lid in range(len(spec.languages)):
-        want = seqio_rows(spec, lid)
-        rows = row_cache.load_or_build(spec, lid, DataConfig.of(cfg))
-        assert len(rows) == len(want) > 0
-        for i, w in enumerate(want):
-            a, b = rows.offsets[i], rows.offsets[i + 1]
-            n = int((w["input_ids"] != 1).sum())
-            np.testing.assert_array_equal(rows.ids[a:b], w["input_ids"][:n])
-            assert rows.restart[i] == n
-            stats = [int(w[k]) for k in ("stat_lines", "stat_bad", "stat_split", "stat_truncated")]
-            assert rows.stats[i].tolist() == stats
-
-
-def test_cached_tlm_rows_equal_the_seqio_rows(corpus, tmp_path):
-    par = tmp_path / "par"
-    par.mkdir()
-    with open(par / "en-fr.tsv", "w", encoding="utf-8") as f:
-        for i in range(60):
-            f.write(f"the dog {i} runs {'far ' * (i % 13)}\tle chien {i} court {'loin ' * (i % 17)}\n")
-            if i % 9 == 4:
-                f.write("no tab here\n")
-    cfg = text_config(corpus, tmp_path, tlm_rate=0.3, parallel_path=str(par))
-    spec = tasks.mixture_spec(cfg)
-    lid = spec.languages.index("en-fr")
-    want = seqio_rows(spec, lid)
-    rows = row_cache.load_or_build(spec, lid, DataConfig.of(cfg))
-    assert len(rows) == len(want) > 0
-    assert sum(int(w["stat_truncated"]) for w in want) > 0 and sum(int(w["stat_bad"]) for w in want) > 0
-    for i, w in enumerate(want):
-        a, b = rows.offsets[i], rows.offsets[i + 1]
-        n = b - a
-        np.testing.assert_array_equal(rows.ids[a:b], w["input_ids"][:n])
-        r = rows.restart[i]
-        np.testing.assert_array_equal(np.r_[np.arange(r), np.arange(n - r)] + 2, w["positions"][:n])
-        assert rows.stats[i].tolist() == [int(w[k]) for k in ("stat_lines", "stat_bad", "stat_split", "stat_truncated")]
 
 
 def test_permute_is_a_keyed_permutation():
@@ -112,7 +69,7 @@ def test_schedule_is_random_access_and_follows_the_rates():
 
 
 def test_numpy_masking_recipe(corpus):
-    vocab = tasks.load_vocab(corpus[2])
+    vocab = XLMRVocabulary(corpus[2])
     rng = np.random.default_rng(0)
     t = 128
     rows = np.full((300, t), vocab.pad_id, np.int32)
@@ -162,7 +119,7 @@ def test_state_size_does_not_grow_with_languages(corpus, tmp_path):
     for n in (3, 50):
         root = str(tmp_path / f"langs{n}")
         _synthetic_languages(root, n)
-        cfg = text_config(corpus, tmp_path, path=root, seq_length=16)
+        cfg = text_config(corpus, path=root, seq_length=16)
         data = make_train_data(cfg, global_batch_size=8, seed=1)
         for _ in range(3):
             next(data)
@@ -174,7 +131,7 @@ def test_state_size_does_not_grow_with_languages(corpus, tmp_path):
 
 
 def test_exact_resume_across_epochs_and_hosts(corpus, tmp_path):
-    cfg = text_config(corpus, tmp_path)
+    cfg = text_config(corpus)
     for host in (0, 1):
         run = make_train_data(cfg, global_batch_size=16, seed=4, process_index=host, process_count=2)
         for _ in range(5):
@@ -194,8 +151,8 @@ def test_exact_resume_across_epochs_and_hosts(corpus, tmp_path):
     assert a._lo[2] + a._n[2] == b._lo[2] and b._lo[2] + b._n[2] == len(a._rows[2])
 
 
-def test_rows_of_an_epoch_are_each_seen_once(corpus, tmp_path):
-    cfg = text_config(corpus, tmp_path)
+def test_rows_of_an_epoch_are_each_seen_once(corpus):
+    cfg = text_config(corpus)
     data = make_train_data(cfg, global_batch_size=32, seed=2, process_index=1, process_count=2)
     ru = data.languages.index("ru")
     lo, n = int(data._lo[ru]), int(data._n[ru])
@@ -210,9 +167,9 @@ def test_rows_of_an_epoch_are_each_seen_once(corpus, tmp_path):
     assert epochs[0] != epochs[1] != epochs[2]  # in a new order each epoch
 
 
-def test_language_frequencies_match_the_rates(corpus, tmp_path):
+def test_language_frequencies_match_the_rates(corpus):
     sizes = {"en": 100_000.0, "fr": 3_000.0, "ru": 20.0}
-    cfg = text_config(corpus, tmp_path, seq_length=16, alpha=0.3)
+    cfg = text_config(corpus, alpha=0.3)
     cfg.sizes.update(sizes)
     data = make_train_data(cfg, global_batch_size=250, seed=3)
     langs = np.concatenate([next(data)["language"] for _ in range(16)])
@@ -223,14 +180,14 @@ def test_language_frequencies_match_the_rates(corpus, tmp_path):
 
 
 def test_old_tfdata_state_is_refused_by_name(corpus, tmp_path):
-    cfg = text_config(corpus, tmp_path)
+    cfg = text_config(corpus)
     data = make_train_data(cfg, global_batch_size=4, seed=0)
     d = tmp_path / "old"
     d.mkdir()
     old = {k: v for k, v in data._meta().items() if k != "format"}
     old["checkpoint"] = "input_pipeline-00000-of-00001-1"  # the tf.train.Checkpoint prefix it used to write
     (d / "input_pipeline-00000-of-00001.json").write_text(json.dumps(old))
-    with pytest.raises(LegacyDataStateError, match=r"old tf\.data pipeline.*restore_data=False"):
+    with pytest.raises(LegacyDataStateError, match=r"older input pipeline \(format 'tf\.data'.*restore_data=False"):
         data.restore(str(d))
 
 
@@ -242,65 +199,9 @@ def test_undecodable_line_names_file_and_line(corpus, tmp_path):
             f.write(f"the dog {i} runs\n".encode())
             if i == 20:
                 f.write(b"bad \xff\xfe bytes\n")
-    cfg = text_config(corpus, tmp_path, path=str(root))
-    with pytest.raises(row_cache.ContentError, match=r"en\.txt:22: not valid UTF-8"):
+    cfg = text_config(corpus, path=str(root))
+    with pytest.raises(packing.ContentError, match=r"en\.txt:22: not valid UTF-8"):
         make_train_data(cfg, global_batch_size=4)
-
-
-def test_second_start_reads_the_cache(corpus, tmp_path, monkeypatch):
-    cfg = text_config(corpus, tmp_path)
-    first = next(make_train_data(cfg, global_batch_size=8, seed=9))
-
-    def no_build(*a, **k):
-        raise AssertionError("rows were rebuilt although cached")
-
-    monkeypatch.setattr(row_cache, "build_mono_rows", no_build)
-    again = next(make_train_data(cfg, global_batch_size=8, seed=9))
-    for k in BATCH_KEYS:
-        np.testing.assert_array_equal(first[k], again[k])
-
-
-def _write_sources(root, kind):
-    """A small stand-in of each real-corpus format, two languages: the lines carry document breaks."""
-    import lzma
-
-    import tensorflow as tf
-
-    docs = {
-        lang: [f"{lang} doc {i} " + " ".join(["word"] * (i % 9 + 1)) + f"\nsecond line {i}" for i in range(40)]
-        for lang in ("en", "fr")
-    }
-    for lang, ds in docs.items():
-        if kind == "cc100_xz":
-            with lzma.open(os.path.join(root, f"{lang}.txt.xz"), "wt", encoding="utf-8") as f:
-                f.write("".join(d + "\n\n" for d in ds))
-        elif kind == "jsonl":
-            with open(os.path.join(root, f"{lang}.jsonl"), "w", encoding="utf-8") as f:
-                f.write("".join(json.dumps({"text": d}) + "\n" for d in ds))
-        else:
-            for split, part in (("train", ds[:36]), ("validation", ds[36:])):
-                with tf.io.TFRecordWriter(os.path.join(root, f"{lang}-{split}.tfrecord-00000-of-00001")) as w:
-                    for d in part:
-                        feat = {"text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[d.encode()]))}
-                        w.write(tf.train.Example(features=tf.train.Features(feature=feat)).SerializeToString())
-
-
-@pytest.mark.parametrize("kind", ["cc100_xz", "jsonl", "tfrecord"])
-def test_cached_rows_of_real_corpus_formats(corpus, tmp_path, kind):
-    root = tmp_path / kind
-    root.mkdir()
-    _write_sources(str(root), kind)
-    source = {"cc100_xz": "cc100", "jsonl": "jsonl", "tfrecord": "tfrecord"}[kind]
-    cfg = text_config(corpus, tmp_path, source=source, path=str(root), packing="complete_doc", languages=("en", "fr"))
-    spec = tasks.mixture_spec(cfg)
-    for lid in range(2):
-        want = seqio_rows(spec, lid)
-        rows = row_cache.load_or_build(spec, lid, DataConfig.of(cfg))
-        assert len(rows) == len(want) > 0
-        for i, w in enumerate(want):
-            n = int((w["input_ids"] != 1).sum())
-            np.testing.assert_array_equal(rows.ids[rows.offsets[i] : rows.offsets[i + 1]], w["input_ids"][:n])
-    assert next(make_train_data(cfg, global_batch_size=4))["input_ids"].shape == (4, 32)
 
 
 def test_tfds_array_record_is_read_through_a_data_source(corpus, tmp_path, monkeypatch):
@@ -319,19 +220,20 @@ def test_tfds_array_record_is_read_through_a_data_source(corpus, tmp_path, monke
         name="c4", version="3.1.0", config="multilingual", features=feats, data_dir=d, file_format="array_record",
         split_datasets={"en": split(docs), "en-validation": split(docs[:3])},
     )  # fmt: skip
-    cfg = text_config(corpus, tmp_path, source="mc4", path="", tfds_data_dir=d, languages=("en",), packing="none")
+    cfg = text_config(corpus, source="mc4", path="", tfds_data_dir=d, languages=("en",), packing="none")
     cfg.seq_length = 128
-    spec = tasks.mixture_spec(cfg)
     calls = []
     real = tfds.data_source
     monkeypatch.setattr(tfds, "data_source", lambda *a, **k: calls.append(a) or real(*a, **k))
-    rows = row_cache.load_or_build(spec, 0, DataConfig.of(cfg))
+    data = make_train_data(cfg, global_batch_size=4)  # prepared in-process: the DirectRunner calls the patched one
     assert calls, "the array_record split was not read through tfds.data_source"
-    # packing "none", rows longer than any line: a row per line (SeqIO's tf.data path cannot read array_record;
-    # TFDS shuffled the documents when it stored them, so compare the documents, each a pair of rows)
-    want = sorted([[0, *spec.vocab.encode(line), 2] for line in doc.split("\n")] for doc in docs)
-    got = [rows.ids[rows.offsets[i] : rows.offsets[i + 1]].tolist() for i in range(len(rows))]
+    rows = data.prepared.rows("en", "train")
+    # packing "none", rows longer than any line: a row per line (TFDS shuffled the documents when it stored
+    # them, so compare the documents, each a pair of rows)
+    want = sorted([[0, *data.vocab.encode(line), 2] for line in doc.split("\n")] for doc in docs)
+    got = [ids.tolist() for ids, _, _ in rows.get(range(len(rows)))]
     assert len(got) == 60 and sorted(got[i : i + 2] for i in range(0, 60, 2)) == want
+    assert data.prepared.mixture.sizes == {"en": 30.0}  # documents
 
 
 def test_balanced_eval_data_is_read_at_first_use_once(monkeypatch):
@@ -343,4 +245,4 @@ def test_balanced_eval_data_is_read_at_first_use_once(monkeypatch):
     ev = eval_data.BalancedEvalData(default_data_config(), batch_size=2, num_batches=3)
     assert calls == []  # nothing read at start-up
     assert list(ev) == fake and list(ev) == fake
-    assert calls == [{"batch_size": 2, "num_batches": 3}]
+    assert calls == [{"batch_size": 2, "num_batches": 3, "prepared": None}]

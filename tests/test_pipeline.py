@@ -1,24 +1,22 @@
-"""The SeqIO input pipelines: config, temperature sampling, row building, masking, TLM, batches, resume, shards.
+"""The input pipeline: config, temperature sampling, row building (`packing`), NumPy masking, TLM rows, batches,
+resume, held-out batches.
 
-Runs on small temp corpora and a tiny SentencePiece model trained in a fixture (no network).
+Runs on small temp corpora and a tiny SentencePiece model trained in a fixture (no network); the prepared rows
+live in the module's temp folder (`data.decompress_dir`), prepared once per distinct corpus/seq_length/packing.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import math
 import os
 
 import numpy as np
 import pytest
-import seqio
-import tensorflow as tf
 from test_data_fixtures import LINES, make_corpus, train_spm
 
-from data_pipelines import preprocessors as prep
-from data_pipelines import tasks
-from data_pipelines.batch_format import BATCH_KEYS
+from data_pipelines import dataset, masking, packing, prepare
+from data_pipelines.batch_format import BATCH_KEYS, row_arrays
 from data_pipelines.config import DataConfig, default_data_config, max_predictions, validate_data_config
 from data_pipelines.eval_data import make_eval_data
 from data_pipelines.input_pipeline import make_train_data
@@ -30,12 +28,12 @@ def corpus(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("corpus"))
     lines = make_corpus(root)
     model = train_spm(root, str(tmp_path_factory.mktemp("spm") / "m"))
-    return root, lines, model
+    return root, lines, model, str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="module")
 def vocab(corpus):
-    return tasks.load_vocab(corpus[2])
+    return XLMRVocabulary(corpus[2])
 
 
 def text_config(corpus, **overrides):
@@ -45,8 +43,14 @@ def text_config(corpus, **overrides):
     cfg.vocab_path = corpus[2]
     cfg.seq_length = 32
     cfg.shuffle_buffer = 64
+    cfg.decompress_dir = corpus[3]
     cfg.update(overrides)
     return cfg
+
+
+def open_prepared(cfg) -> dataset.PreparedData:
+    cfg = DataConfig.of(cfg)
+    return dataset.open_prepared(cfg, prepare.vocab_sha256(cfg.vocab_path))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -113,61 +117,30 @@ def test_data_config_refuses_missing_and_unknown_fields():
         DataConfig.from_section(dict(default_data_config().to_dict(), parallel_languages="de"))
 
 
-def _old_fingerprint(cfg) -> str:
-    """The mixture fingerprint as it was computed on the ConfigDict (names of the cached rows before DataConfig)."""
-    import hashlib
-    import json
-
-    import ml_collections
-
-    keys = [
-        "source", "path", "languages", "text_field", "tfds_data_dir", "mc4_tfds_name", "wiki40b_tfds_name", "alpha",
-        "sizes", "seq_length", "packing", "tlm_rate", "parallel_path", "parallel_languages", "shuffle_buffer",
-        "vocab_path",
-    ]  # fmt: skip
-    blob = {k: (cfg[k].to_dict() if isinstance(cfg[k], ml_collections.ConfigDict) else cfg[k]) for k in keys}
-    return hashlib.sha1(json.dumps(blob, sort_keys=True, default=list).encode()).hexdigest()[:12]
-
-
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        {},
-        {"languages": ("en", "fr"), "alpha": 0.7, "seq_length": 64, "packing": "none", "shuffle_buffer": 0},
-        {"sizes": {"fr": 3, "en": 1e9}, "tlm_rate": 0.2, "parallel_languages": ["de"], "source": "text", "path": "/x"},
-        {"alpha": 1, "languages": ["ru", "en"], "decompress_dir": "/tmp/c", "mlm_rate": 0.2},
-    ],
-)
-def test_fingerprint_of_typed_config_equals_the_configdict_one(overrides):
-    cfg = default_data_config()
-    for k, v in overrides.items():
-        if k == "sizes":
-            for lang, n in v.items():
-                cfg.sizes[lang] = n
-        else:
-            cfg[k] = v
-    assert tasks._fingerprint(DataConfig.from_section(cfg)) == _old_fingerprint(cfg)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # 3. temperature sampling
 # ---------------------------------------------------------------------------------------------------------------
 def test_rates_follow_counted_sizes(corpus):
-    spec = tasks.mixture_spec(text_config(corpus))
-    assert spec.languages == ("en", "fr", "ru")
+    mixture = open_prepared(text_config(corpus)).mixture
+    assert mixture.languages == ("en", "fr", "ru")
     # n_l = training lines (blank separators included): all but the last ceil(10 %) of each file's lines.
     for lang, n in LINES.items():
         total = n + n // 7
-        assert spec.sizes[lang] == total - -(-total // 10)  # validation: the last ceil(10 %)
-    z = sum(s**0.3 for s in spec.sizes.values())
-    for lang, s in spec.sizes.items():
-        assert spec.rates[lang] == pytest.approx(s**0.3 / z)
-    assert tasks.register_mixture(text_config(corpus)) == spec.name  # idempotent
+        assert mixture.sizes[lang] == total - -(-total // 10)  # validation: the last ceil(10 %)
+    z = sum(s**0.3 for s in mixture.sizes.values())
+    for lang, s in mixture.sizes.items():
+        assert mixture.rates[lang] == pytest.approx(s**0.3 / z)
+    assert open_prepared(text_config(corpus)).mixture == mixture  # the same prepared rows: the same name and rates
+    other = open_prepared(text_config(corpus, alpha=0.7)).mixture  # same rows (no new prepare), other rates
+    assert other.sizes == mixture.sizes and other.name != mixture.name
+    z7 = sum(s**0.7 for s in mixture.sizes.values())
+    assert all(other.rates[lang] == pytest.approx(s**0.7 / z7) for lang, s in mixture.sizes.items())
+    assert other.rates["ru"] < mixture.rates["ru"]  # a higher alpha flattens less
 
 
 def test_empirical_language_frequencies_match_temperature_formula(corpus):
     sizes = {"en": 100_000.0, "fr": 3_000.0, "ru": 20.0}
-    cfg = text_config(corpus, seq_length=16, shuffle_buffer=0, alpha=0.3)
+    cfg = text_config(corpus, shuffle_buffer=0, alpha=0.3)
     cfg.sizes.update(sizes)
     data = make_train_data(cfg, global_batch_size=250, seed=3)
     langs = np.concatenate([next(data)["language"] for _ in range(16)])
@@ -184,15 +157,25 @@ def test_empirical_language_frequencies_match_temperature_formula(corpus):
 # ---------------------------------------------------------------------------------------------------------------
 # 4. row building, MLM masking, TLM
 # ---------------------------------------------------------------------------------------------------------------
-def _lines_ds(lines):
-    return tf.data.Dataset.from_tensor_slices({"text": tf.constant(lines)})
+def _stream(lines, name="test.txt"):
+    """`(where, bytes)` of each line, as `line_sources.read_lines` yields them."""
+    return ((f"{name}:{i + 1}", x if isinstance(x, bytes) else x.encode()) for i, x in enumerate(lines))
 
 
 def _rows(vocab, lines, seq_length=32, mode="complete"):
-    ds = prep.tokenize_lines(_lines_ds(lines), vocab)
-    ds = prep.pack_lines(ds, seq_length=seq_length, eos_id=vocab.eos_id, mode=mode)
-    ds = prep.rows_to_features(ds, seq_length=seq_length, bos_id=vocab.bos_id, pad_id=vocab.pad_id)
-    return list(ds.as_numpy_iterator())
+    """Rows of `lines` as training reads them: packed (`packing`), then padded (`row_arrays`), one dict a row."""
+    rows = packing.build_mono_rows(_stream(lines), vocab, seq_length=seq_length, mode=mode)
+    return _padded(rows, seq_length, vocab.pad_id)
+
+
+def _padded(rows: packing.Rows, seq_length: int, pad_id: int) -> list[dict]:
+    out = []
+    for i in range(len(rows)):
+        record = (rows.ids[rows.offsets[i] : rows.offsets[i + 1]], int(rows.restart[i]), rows.stats[i])
+        ids, positions, _ = row_arrays([record], seq_length, pad_id)
+        stats = dict(zip(packing.STAT_KEYS, rows.stats[i].tolist(), strict=True))
+        out.append({"input_ids": ids[0], "positions": positions[0], **stats})
+    return out
 
 
 def test_rows_are_complete_lines_like_xlmr(vocab, corpus):
@@ -227,68 +210,75 @@ def test_packing_modes(vocab):
     assert n[0] == 1 + len(vocab.encode("a b")) + len(vocab.encode("c d")) + 2
 
 
-def _mask_many(vocab, rows, seed=0, **kw):
-    """mask_tokens over a batch of rows (one call, one seed)."""
-    args = dict(
+def test_rows_never_cross_a_packing_block(vocab):
+    """Rows are packed in blocks of `block_lines` lines, so any run of whole blocks packs on its own (what lets
+    `prepare` pack its work units in parallel): the stream's rows = the rows of each block, concatenated."""
+    block = packing.block_lines(8)
+    lines = [f"w{i % 5}" for i in range(2 * block + 7)]  # short lines: many fit in a row
+
+    def ids(rows):
+        return [rows.ids[rows.offsets[i] : rows.offsets[i + 1]].tolist() for i in range(len(rows))]
+
+    whole = ids(packing.build_mono_rows(_stream(lines), vocab, seq_length=8, mode="complete"))
+    parts = [lines[:block], lines[block : 2 * block], lines[2 * block :]]
+    assert whole == sum((ids(packing.build_mono_rows(_stream(p), vocab, seq_length=8, mode="complete")) for p in parts), [])  # fmt: skip
+    assert len(whole) > 3 and all(len(r) <= 8 for r in whole)
+
+
+def test_an_undecodable_line_stops_the_rows_naming_it(vocab):
+    lines = [b"a b", b"c \xff d", b"e"]
+    for build in (
+        lambda: packing.build_mono_rows(_stream(lines, "en.txt"), vocab, seq_length=32, mode="complete"),
+        lambda: packing.build_pair_rows(_stream([b"x\ty", *lines], "en-fr.tsv"), vocab, seq_length=32),
+    ):
+        with pytest.raises(packing.ContentError, match=r"\.(txt|tsv):[23]: not valid UTF-8 \(byte 2: b'\\xff d'"):
+            build()
+
+
+def _random_rows(vocab, b=300, t=128, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = np.full((b, t), vocab.pad_id, np.int32)
+    lengths = rng.integers(5, t, size=b)
+    for i, n in enumerate(lengths):
+        rows[i, 0], rows[i, n - 1] = vocab.bos_id, vocab.eos_id
+        rows[i, 1 : n - 1] = rng.integers(3, vocab.vocab_size - 1, size=n - 2)
+    return rows, lengths
+
+
+def _mask_kw(vocab, t, **kw):
+    return dict(
         vocab_size=vocab.vocab_size,
         mask_id=vocab.mask_id,
         special_ids=(0, 1, 2, vocab.mask_id),
         mlm_rate=0.15,
-        max_predictions=max_predictions(rows.shape[1], 0.15),
+        max_predictions=max_predictions(t, 0.15),
+        **kw,
     )
-    args.update(kw)
-    out = prep.mask_tokens(tf.constant(rows), tf.constant([seed, 0], tf.int64), **args)
-    return {k: v.numpy() for k, v in out.items()}
 
 
-def test_mlm_masking_recipe(vocab):
-    rng = np.random.default_rng(0)
-    t = 128
-    rows = np.full((300, t), vocab.pad_id, np.int32)
-    lengths = rng.integers(5, t, size=300)
-    for i, n in enumerate(lengths):
-        rows[i, 0], rows[i, n - 1] = vocab.bos_id, vocab.eos_id
-        rows[i, 1 : n - 1] = rng.integers(3, vocab.vocab_size - 1, size=n - 2)
-    out = _mask_many(vocab, rows)
-    sel = out["weights"] > 0
-    special = np.isin(rows, [0, 1, 2])
-    assert not (sel & special).any()
-    for i, n in enumerate(lengths):
-        k = min(max_predictions(t, 0.15), max(1, round((n - 2) * 0.15)))
-        assert sel[i].sum() == k
-    np.testing.assert_array_equal(out["targets"], np.where(sel, rows, 0))
-    np.testing.assert_array_equal(out["input_ids"][~sel], rows[~sel])
-    total = sel.sum()
-    masked = (out["input_ids"][sel] == vocab.mask_id).mean()
-    kept = (out["input_ids"][sel] == rows[sel]).mean()
-    changed = 1 - masked - kept
-    for frac, p in ((masked, 0.8), (changed, 0.1 * (1 - 1 / vocab.vocab_size)), (kept, 0.1)):
-        assert abs(frac - p) < 4 * math.sqrt(p * (1 - p) / total), (frac, p)
-    # deterministic in the seed, different for another seed; one row alone works too
-    again = _mask_many(vocab, rows)
-    np.testing.assert_array_equal(again["input_ids"], out["input_ids"])
-    other = _mask_many(vocab, rows, seed=1)
+def test_mlm_masks_are_a_function_of_the_generator(vocab):
+    """The recipe's numbers are checked in test_grain_pipeline.test_numpy_masking_recipe; here: a batch's masks
+    depend only on its generator (what makes resumed batches and eval masks exact), and a batch of one row works."""
+    rows, lengths = _random_rows(vocab)
+    kw = _mask_kw(vocab, rows.shape[1])
+    out = masking.mask_tokens(rows, np.random.default_rng([7, 0, 3]), **kw)
+    again = masking.mask_tokens(rows, np.random.default_rng([7, 0, 3]), **kw)
+    for k in ("input_ids", "targets", "weights"):
+        np.testing.assert_array_equal(again[k], out[k])
+    other = masking.mask_tokens(rows, np.random.default_rng([7, 0, 4]), **kw)
     assert (other["weights"] != out["weights"]).any()
-    one = prep.mask_tokens(
-        tf.constant(rows[0]),
-        tf.constant([0, 0], tf.int64),
-        vocab_size=vocab.vocab_size,
-        mask_id=vocab.mask_id,
-        special_ids=(0, 1, 2),
-        mlm_rate=0.15,
-        max_predictions=20,
-    )
-    assert one["weights"].shape == (t,) and int(one["weights"].numpy().sum()) == min(
-        20, max(1, round((lengths[0] - 2) * 0.15))
-    )
+    one = masking.mask_tokens(rows[:1], np.random.default_rng(0), **dict(kw, max_predictions=20))
+    assert one["weights"].shape == (1, rows.shape[1])
+    assert int(one["weights"].sum()) == min(20, max(1, round((lengths[0] - 2) * 0.15)))
+    assert one["input_ids"].dtype == rows.dtype and one["weights"].dtype == np.float32
 
 
 def test_whole_word_masking(vocab, corpus):
     lines = corpus[1]["en"][:60]
     ids = np.stack([r["input_ids"] for r in _rows(vocab, lines, seq_length=64, mode="none")])
-    starts = prep.word_start_table(vocab)
-    out = _mask_many(vocab, ids, word_starts=starts)
-    is_start = starts.numpy()[ids]
+    starts = masking.word_start_table(vocab)
+    out = masking.mask_tokens(ids, np.random.default_rng(0), **_mask_kw(vocab, 64, word_starts=starts))
+    is_start = starts[ids]
     sel = out["weights"] > 0
     for i in range(len(ids)):
         n_cand = int((~np.isin(ids[i], [0, 1, 2])).sum())
@@ -301,25 +291,25 @@ def test_whole_word_masking(vocab, corpus):
 
 
 def test_tlm_rows(vocab):
-    pairs = tf.data.Dataset.from_tensor_slices(
-        {"src": ["the quick dog", "a " * 40, b"\xff bad"], "tgt": ["le chat noir", "la " * 40, "x"]}
-    )
-    rows = list(prep.tlm_pairs(pairs, vocab, seq_length=32, language=5).as_numpy_iterator())
-    assert len(rows) == 2
+    lines = ["the quick dog\tle chat noir", "no tab here", "a " * 40 + "\t" + "la " * 40, "\tonly a target"]
+    rows = _padded(packing.build_pair_rows(_stream(lines), vocab, seq_length=32), 32, vocab.pad_id)
+    assert len(rows) == 2  # the line without a TAB and the one without a source make no row
     r = rows[0]
     src, tgt = vocab.encode("the quick dog"), vocab.encode("le chat noir")
     expect = [0, *src, 2, 2, *tgt, 2]
     n = len(expect)
     assert r["input_ids"][:n].tolist() == expect and (r["input_ids"][n:] == 1).all()
     assert r["positions"][:n].tolist() == [*range(2, len(src) + 4), *range(2, len(tgt) + 4)]
-    assert r["language"] == 5 and r["stat_truncated"] == 0
+    assert (r["stat_lines"], r["stat_bad"], r["stat_truncated"]) == (1, 0, 0)
     long = rows[1]
     assert (long["input_ids"] != 1).sum() == 32 and long["stat_truncated"] == 1
-    assert long["stat_bad"] == 0 and rows[0]["stat_bad"] == 0
+    # both sides cut to half the budget: <s> 14 source ids </s></s> 14 target ids </s>
+    assert long["input_ids"][15:17].tolist() == [2, 2] and long["positions"][15:18].tolist() == [17, 2, 3]
+    assert long["stat_bad"] == 1  # the malformed line before it is counted on the next row
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 5. batches, determinism, resume, shards
+# 5. batches, determinism, resume, held-out batches
 # ---------------------------------------------------------------------------------------------------------------
 def test_batch_format_and_determinism(corpus):
     cfg = text_config(corpus)
@@ -362,24 +352,7 @@ def test_save_restore_continues_exactly(corpus, tmp_path):
         resumed.restore(str(tmp_path / "it"))
 
 
-def test_shards_are_disjoint_and_cover_the_split(corpus):
-    cfg = text_config(corpus, packing="none", shuffle_buffer=0, seq_length=128)  # 128: no line is split
-    spec = tasks.mixture_spec(cfg)
-    task = seqio.get_mixture_or_task(spec.task_names[0])
-
-    def rows(shard):
-        ds = task.get_dataset(
-            sequence_length=None, split="train", shuffle=False, num_epochs=1, shard_info=shard, try_in_mem_cache=False
-        )
-        return [tuple(r["input_ids"].tolist()) for r in ds.as_numpy_iterator()]
-
-    full = rows(None)
-    s0, s1 = rows(seqio.ShardInfo(0, 2)), rows(seqio.ShardInfo(1, 2))
-    assert s0 and s1 and not set(s0) & set(s1)
-    assert collections.Counter(s0) + collections.Counter(s1) == collections.Counter(full)
-
-
-def test_eval_data_is_finite_deterministic_and_complete(corpus):
+def test_eval_data_is_finite_deterministic_and_complete(corpus, vocab):
     cfg = text_config(corpus, packing="none")
     ev = make_eval_data(cfg, batch_size=16)
     batches = list(ev)
@@ -398,7 +371,7 @@ def test_eval_data_is_finite_deterministic_and_complete(corpus):
         start = total - -(-total // 10)
         with open(os.path.join(corpus[0], f"{lang}.txt"), encoding="utf-8") as f:
             held = f.read().split("\n")[start:total]
-        expect += sum(-(-(len(tasks.load_vocab(cfg.vocab_path).encode(x)) + 1) // 31) for x in held if x.strip())
+        expect += sum(-(-(len(vocab.encode(x)) + 1) // 31) for x in held if x.strip())
     assert rows == expect
     only_fr = list(make_eval_data(cfg, batch_size=16, languages=["fr"]))
     assert {int(x) for b in only_fr for x in b["language"][b["attention_mask"].any(1)]} == {1}
@@ -433,10 +406,11 @@ def test_mixture_with_tlm(corpus, tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # the shipped sample (source "sample") with the shipped vocabulary
 # ---------------------------------------------------------------------------------------------------------------
-def test_shipped_sample_mlm_and_tlm(sample_vocab):
+def test_shipped_sample_mlm_and_tlm(sample_vocab, tmp_path):
     from data_pipelines import sample
 
     cfg = default_data_config()  # source "sample", the shipped vocabulary
+    cfg.decompress_dir = str(tmp_path)
     assert cfg.vocab_path == sample_vocab.spm_model_path
     cfg.languages = ("en", "fr", "ru")
     cfg.tlm_rate = 0.3

@@ -143,34 +143,29 @@ def _normalised(lines) -> set[str]:
     return {n for n in map(sample.normalize, lines) if n}
 
 
-def _file_lines(path: str) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        return f.read().splitlines()
-
-
-def test_zero_overlap_between_evaluation_and_training_on_the_shipped_sample(tmp_path):
-    """What every consumer reads: the SeqIO sources' split files, the retrieval pairs, the fine-tune data."""
+def test_zero_overlap_between_evaluation_and_training_on_the_shipped_sample():
+    """What every consumer reads: the lines the prepare packs (`line_sources`), the retrieval pairs, the
+    fine-tune data."""
     import ml_collections
 
-    from data_pipelines import sources
+    from data_pipelines import line_sources
     from data_pipelines.config import DataConfig, default_data_config
     from xlmp_jax.evals import retrieval, transfer
 
     cfg = default_data_config()
-    cfg.decompress_dir = str(tmp_path)
-    cfg = DataConfig.from_section(cfg)
+    cfg.tlm_rate = 0.5  # every sample language and every sample pair
     train: set[str] = set()
     evals: dict[str, set[str]] = collections.defaultdict(set)
-    for lang in sample.languages():
-        src = sources.mono_source(cfg, lang).source
-        train |= _normalised(line for f in src.list_shards("train") for line in _file_lines(f))
-        evals[lang] |= _normalised(line for f in src.list_shards("validation") for line in _file_lines(f))
-    for lang in sample.parallel_languages():
-        src = sources.parallel_source(cfg, lang).source
-        train |= _normalised(s for f in src.list_shards("train") for line in _file_lines(f) for s in line.split("\t"))
-        evals[lang] |= _normalised(
-            s for f in src.list_shards("validation") for ln in _file_lines(f) for s in ln.split("\t")
-        )
+    inputs = line_sources.inputs(DataConfig.from_section(cfg))
+    assert {i.entry for i in inputs} == set(sample.languages()) | {f"en-{p}" for p in sample.parallel_languages()}
+    for inp in inputs:
+        texts = [line.decode("utf-8") for _, line in line_sources.read_lines(inp)]
+        if inp.kind == "pairs":
+            texts = [side for text in texts for side in text.split("\t")]
+        if inp.split == "train":
+            train |= _normalised(texts)
+        else:
+            evals[inp.entry.removeprefix("en-")] |= _normalised(texts)
     settings = ml_collections.ConfigDict(dict(tsv="", tsv_dir="", languages="", max_pairs=0))
     for lang, (english, other) in retrieval.retrieval_pairs(settings).items():
         evals[lang] |= _normalised(english) | _normalised(other)
