@@ -1,5 +1,6 @@
-"""Test setup: 8 simulated CPU devices, set before JAX initialises (multi-device code is tested on CPU), and JAX's
-persistent compilation cache in a temporary folder (a test run writes nothing into the user's home)."""
+"""Test setup: 8 simulated CPU devices, set before JAX initialises (multi-device code is tested on CPU), JAX's
+persistent compilation cache and the temp folder (the default prepared-data cache, Beam's job folders) in
+folders of this test run, removed when it ends: a test run writes nothing into the user's home or a shared cache."""
 
 import atexit
 import os
@@ -16,6 +17,11 @@ if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     _CACHE = tempfile.mkdtemp(prefix="xlmp-tests-jax-cache-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
     atexit.register(shutil.rmtree, _CACHE, True)
+if not os.environ.get("XLMP_TESTS_TMPDIR"):
+    _TMP = tempfile.mkdtemp(prefix="xlmp-tests-tmp-")
+    os.environ["XLMP_TESTS_TMPDIR"] = os.environ["TMPDIR"] = _TMP  # subprocesses and xdist workers inherit it
+    atexit.register(shutil.rmtree, _TMP, True)
+tempfile.tempdir = os.environ["XLMP_TESTS_TMPDIR"]
 
 
 import pytest  # noqa: E402
