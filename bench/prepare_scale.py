@@ -2,6 +2,7 @@
 
     python -m bench.prepare_scale --megabytes=1024 --workers=1,2        # throughput and the 1-vs-2 speed-up
     python -m bench.prepare_scale --megabytes=4096 --workers=2          # peak memory at 4x the corpus
+    python -m bench.prepare_scale --megabytes=1024 --workers= --split_rate   # the split pass alone, plain and .xz
 
 Each run is the real CLI (DirectRunner; `--direct_running_mode=multi_processing` with `--direct_num_workers=W`,
 so every worker is its own process) on a CC-100-layout corpus made by `bench.corpus` (16 languages, English a
@@ -89,12 +90,45 @@ def run_prepare(corpus: str, out: str, workers: int, languages: int) -> dict:
     }
 
 
+def split_rate(corpus: str, lang: str = "en") -> dict:
+    """MB/s of the sequential split pass (the critical path of a corpus whose largest language dominates) on one
+    language's file, plain and as .xz (CC-100's format; compressed here once with preset 1, then kept)."""
+    import lzma
+
+    from data_pipelines import line_sources, prepare
+
+    plain = os.path.join(corpus, f"{lang}.txt")
+    packed = os.path.join(corpus + "-xz", f"{lang}.txt.xz")
+    if not os.path.exists(packed):
+        os.makedirs(os.path.dirname(packed), exist_ok=True)
+        with open(plain, "rb") as src, lzma.open(packed + ".tmp", "wb", preset=1) as dst:
+            shutil.copyfileobj(src, dst, 1 << 24)
+        os.replace(packed + ".tmp", packed)
+    out = {"language": lang, "megabytes": round(os.path.getsize(plain) / 1e6, 1)}
+    for name, path in (("plain", plain), ("xz", packed)):
+        work = tempfile.mkdtemp(prefix="xlmp-split-")
+        try:
+            os.makedirs(os.path.join(work, prepare.WORK))
+            settings = prepare.Settings(work, "", 512, "complete", prepare.DEFAULT_UNIT_LINES)
+            inp = line_sources.Input(entry=lang, split="train", kind="lines", reader="text", paths=(path,))
+            t0 = time.perf_counter()
+            units = prepare.split_input(inp, settings)
+            seconds = time.perf_counter() - t0
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        out[f"{name}_seconds"] = round(seconds, 1)
+        out[f"{name}_mb_per_s"] = round(out["megabytes"] * 0.9 / seconds, 1)  # the train split: 90 % of the lines
+        out["units"] = len(units)
+    return out
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--megabytes", type=float, default=1024)
     parser.add_argument("--languages", type=int, default=16)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--corpus", default="", help="where the generated corpus is kept ('' = a temp folder)")
+    parser.add_argument("--split_rate", action="store_true", help="also time the split pass alone (plain, .xz)")
     args = parser.parse_args(argv)
     sys.path.insert(0, REPO)
     from bench import corpus as corpus_lib
@@ -102,7 +136,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     corpus = args.corpus or os.path.join(tempfile.gettempdir(), f"xlmp-corpus-{int(args.megabytes)}mb")
     corpus_lib.make(corpus, args.megabytes, args.languages)
     results = []
-    for workers in [int(w) for w in args.workers.split(",")]:
+    for workers in [int(w) for w in args.workers.split(",") if w]:
         out = tempfile.mkdtemp(prefix="xlmp-prepared-")
         try:
             r = run_prepare(corpus, out, workers, args.languages)
@@ -118,6 +152,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 f"{r['workers']} workers: {base['wall_s'] / r['wall_s']:.2f}x the speed of {base['workers']}; "
                 f"output {'identical' if r['output_sha256'] == base['output_sha256'] else 'DIFFERENT'}"
             )
+    if args.split_rate:
+        r = dict(split_rate(corpus), cpus=os.cpu_count(), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        print(json.dumps(r), flush=True)
+        results.append(r)
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     previous = json.load(open(OUT)) if os.path.exists(OUT) else []
     with open(OUT, "w") as f:

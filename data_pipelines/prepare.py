@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -248,8 +249,25 @@ def vocab_sha256(path: str) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # The Beam pipeline
 # ----------------------------------------------------------------------------------------------------------------
+class _NoApitoolsWarning(logging.Filter):
+    """Beam warns at import that Google Cloud's client libraries are absent; nothing here needs them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "apitools not found" not in record.getMessage()
+
+
+def _import_beam():
+    quiet = _NoApitoolsWarning()
+    logging.getLogger().addFilter(quiet)
+    try:
+        import apache_beam as beam
+    finally:
+        logging.getLogger().removeFilter(quiet)
+    return beam
+
+
 def _pipeline(p, inputs: Sequence[Input], settings: Settings, entries: Sequence[str], sha: str):
-    import apache_beam as beam
+    beam = _import_beam()
 
     class Split(beam.DoFn):
         def process(self, inp: Input) -> Iterator[Unit]:
@@ -281,7 +299,7 @@ def _pipeline(p, inputs: Sequence[Input], settings: Settings, entries: Sequence[
 
 def prepare(cfg: DataConfig, out: str, beam_args: Sequence[str] = (), *, unit_lines: int = DEFAULT_UNIT_LINES) -> dict:
     """Prepares `cfg`'s corpus into `out` (see the module docstring) and returns the manifest."""
-    import apache_beam as beam
+    beam = _import_beam()
     from apache_beam.options.pipeline_options import PipelineOptions
 
     inputs = line_sources.inputs(cfg)
