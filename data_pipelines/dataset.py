@@ -61,6 +61,10 @@ class PreparedData:
             self._open[entry, split] = shards.ShardRows(self.local, self.splits[entry, split])
         return self._open[entry, split]
 
+    def all_rows(self, split: str) -> shards.ShardRows:
+        """The `split` rows of every entry of the mixture, back to back in its order (one data source)."""
+        return shards.ShardRows(self.local, *(self.splits[e, split] for e in self.mixture.languages))
+
 
 def cache_root(cfg: DataConfig) -> str:
     """Where the run keeps prepared data of its own: `data.decompress_dir`, or the temp folder."""

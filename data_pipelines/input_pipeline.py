@@ -20,9 +20,9 @@ import numpy as np
 from etils import epath
 
 from data_pipelines import dataset, masking, mixing
-from data_pipelines.batch_format import row_arrays
 from data_pipelines.config import DataConfig, max_predictions
 from data_pipelines.packing import STAT_KEYS
+from data_pipelines.shards import batch_arrays
 from data_pipelines.vocab import XLMRVocabulary
 
 STATE_FORMAT = "xlmp-grain-index-2"  # 1: rows of the per-host token cache (same order, other mixture names)
@@ -66,13 +66,14 @@ class TrainData:
         self.process_index, self.process_count, self.seed = process_index, process_count, seed
         self.batches_seen = 0
         self.stats = dict.fromkeys(STAT_KEYS, 0)  # summed over the batches handed out
-        self._rows = [self.prepared.rows(lang, "train") for lang in self.languages]
+        self._rows = self.prepared.all_rows("train")  # one source: a batch is one batched read
         lo, hi = [], []
-        for lang, rows in zip(self.languages, self._rows, strict=True):  # this host's contiguous share of rows
-            a, b = len(rows) * process_index // process_count, len(rows) * (process_index + 1) // process_count
+        for lang, split in zip(self.languages, self._rows.splits, strict=True):  # this host's share of its rows
+            n = split.rows
+            a, b = n * process_index // process_count, n * (process_index + 1) // process_count
             if a == b:
                 raise ValueError(
-                    f"data.languages entry {lang!r} has {len(rows)} training rows, fewer than process_count="
+                    f"data.languages entry {lang!r} has {n} training rows, fewer than process_count="
                     f"{process_count}: host {process_index} would get none"
                 )
             lo.append(a)
@@ -90,20 +91,16 @@ class TrainData:
         n = self._n[lang]
         epoch, pos = k // n, k % n
         if self.config.shuffle_buffer > 0:  # a fresh order of each language's rows every epoch
-            for lid, ep in {(int(a), int(e)) for a, e in zip(lang, epoch, strict=True)}:
-                sel = (lang == lid) & (epoch == ep)
-                pos[sel] = mixing.permute(pos[sel], int(self._n[lid]), self.seed, self.process_index, lid, ep)
+            pairs, group = np.unique(np.stack([lang, epoch], 1), axis=0, return_inverse=True)
+            keys = [(self.seed, self.process_index, int(a), int(e)) for a, e in pairs]
+            pos = mixing.permute_groups(pos, group, [int(self._n[a]) for a, _ in pairs], keys)
         return lang, self._lo[lang] + pos
 
     def batch(self, index: int) -> dict[str, np.ndarray]:
         """Batch `index` of this host (a pure function of the index: what makes resuming exact)."""
         lang, row = self.locate(index)
-        records: list = [None] * len(lang)
-        for lid in np.unique(lang):  # one batched read per language
-            where = np.flatnonzero(lang == lid)
-            for i, rec in zip(where, self._rows[lid].get(row[where]), strict=True):
-                records[i] = rec
-        ids, positions, stats = row_arrays(records, self.seq_length, self.vocab.pad_id)
+        records = self._rows.records(self._rows.starts[lang] + row)
+        ids, positions, stats = batch_arrays(records, self.seq_length, self.vocab.pad_id)
         rng = np.random.default_rng([self.seed, self.process_index, int(index)])
         out = self._masker(ids, rng)
         out.update(

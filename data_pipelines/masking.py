@@ -1,4 +1,4 @@
-"""BERT / XLM-R masking of a batch of rows in vectorised NumPy: the rules of `preprocessors.mask_tokens`.
+"""BERT / XLM-R masking of a batch of rows in vectorised NumPy (training and evaluation alike).
 
 Deterministic in its `rng` (the training pipeline seeds one per batch from (seed, shard, batch index), so a
 batch's mask does not depend on what was drawn before: resuming needs no RNG state).
@@ -13,6 +13,25 @@ def word_start_table(vocab) -> np.ndarray:
     """bool[vocab_size]: id begins a word (its piece starts with U+2581) or is special / <unk>."""
     specials = vocab.special_ids | {vocab.unk_id}
     return np.array([i in specials or vocab.id_to_piece(i).startswith("\u2581") for i in range(vocab.vocab_size)], bool)
+
+
+def _k_smallest(scores: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """bool [b, t]: the k[row] smallest scores of each row, ties to the lower position (a stable sort's first
+    k), found by one partition and a sort of at most max(k) values per row instead of sorting every row."""
+    b, t = scores.shape
+    top = int(k.max(initial=0))
+    if top == 0:
+        return np.zeros((b, t), bool)
+    smallest = np.sort(np.partition(scores, top - 1, axis=-1)[:, :top] if top < t else scores, axis=-1)
+    threshold = np.take_along_axis(smallest, np.maximum(k - 1, 0), -1)
+    selected = (scores <= threshold) & (k > 0)
+    tied = selected.sum(-1) != k[:, 0]  # a score equal to the k-th: keep the lowest positions, as a stable sort
+    if tied.any():
+        order = np.argsort(scores[tied], axis=-1, kind="stable")
+        exact = np.zeros((int(tied.sum()), t), bool)
+        np.put_along_axis(exact, order, np.arange(t) < k[tied], axis=-1)
+        selected[tied] = exact
+    return selected
 
 
 def mask_tokens(
@@ -36,7 +55,9 @@ def mask_tokens(
     become `<mask>`, `random_prob` a random real piece (ids 4 .. vocab_size - 2), the rest stay.
     """
     b, t = ids.shape
-    candidate = ~np.isin(ids, np.asarray(special_ids, ids.dtype))
+    candidate = np.ones((b, t), bool)
+    for special in special_ids:
+        candidate &= ids != special
     n = candidate.sum(-1, keepdims=True)
     k = np.minimum(
         max_predictions, np.maximum(1, np.round(n.astype(np.float32) * np.float32(mlm_rate)).astype(np.int64))
@@ -45,9 +66,7 @@ def mask_tokens(
     pos = np.broadcast_to(np.arange(t), (b, t))
     u = rng.random((b, t))
     if word_starts is None:
-        scores = np.where(candidate, u, 2.0)  # non-candidates last
-        rank = np.argsort(np.argsort(scores, axis=-1, kind="stable"), axis=-1, kind="stable")
-        selected = candidate & (rank < k)
+        selected = _k_smallest(np.where(candidate, u, 2.0), k) & candidate  # non-candidates score last
     else:
         start = word_starts[ids] | ~candidate
         word = np.cumsum(start, axis=-1) - 1  # word index of each position in its row

@@ -109,46 +109,74 @@ def splits_of(manifest: dict) -> dict[tuple[str, str], Split]:
 
 
 class ShardRows:
-    """The rows of one entry's split, read by index from its shards (grain's ArrayRecord data source)."""
+    """The rows of one or more entries' splits, back to back, read by index from their shards through one grain
+    ArrayRecord data source (so a batch mixing many languages is one batched read); `starts[k]` is where the
+    k-th split's rows begin."""
 
-    def __init__(self, directory: str, split: Split):
-        self.split = split
-        files = [sh for sh in split.shards if sh["rows"] > 0]
+    def __init__(self, directory: str, *splits: Split):
+        self.split = splits[0]
+        self.splits = splits
+        self.starts = np.cumsum([0] + [sp.rows for sp in splits])
         paths = []
-        for sh in files:
-            path = os.path.join(directory, sh["file"])
-            size = _size(path)
-            if size is None:
-                raise PreparedDataError(f"{path}: shard missing (the manifest lists it with {sh['rows']} rows)")
-            if size != sh["bytes"]:
-                raise PreparedDataError(
-                    f"{path}: {size} bytes, the manifest says {sh['bytes']} (truncated or rewritten): prepare again"
-                )
-            paths.append(path)
+        for sp in splits:
+            for sh in sp.shards:
+                if sh["rows"] == 0:
+                    continue
+                path = os.path.join(directory, sh["file"])
+                size = _size(path)
+                if size is None:
+                    raise PreparedDataError(f"{path}: shard missing (the manifest lists it with {sh['rows']} rows)")
+                if size != sh["bytes"]:
+                    raise PreparedDataError(
+                        f"{path}: {size} bytes, the manifest says {sh['bytes']} (truncated or rewritten): prepare again"
+                    )
+                paths.append(path)
         self._source = None
         if paths:
             from grain.sources import ArrayRecordDataSource
 
+            what = ", ".join(f"{sp.entry} {sp.split}" for sp in splits[:3]) + (" ..." if len(splits) > 3 else "")
             try:
                 self._source = ArrayRecordDataSource(paths)
             except Exception as e:  # the reader's own errors: name the folder's shards
+                raise PreparedDataError(f"{directory}: cannot read the shards of {what}: {e}") from e
+            if len(self._source) != self.starts[-1]:
                 raise PreparedDataError(
-                    f"{directory}: cannot read the shards of {split.entry} {split.split}: {e}"
-                ) from e
-            if len(self._source) != split.rows:
-                raise PreparedDataError(
-                    f"{paths[0]} ...: {len(self._source)} rows in the shards of {split.entry} {split.split}, the "
-                    f"manifest says {split.rows}"
+                    f"{paths[0]} ...: {len(self._source)} rows in the shards of {what}, the manifest says "
+                    f"{self.starts[-1]}"
                 )
 
     def __len__(self) -> int:
-        return self.split.rows
+        return int(self.starts[-1])
 
     def get(self, indices: Sequence[int]) -> list[tuple[np.ndarray, int, np.ndarray]]:
         """(ids, restart, stats) of rows `indices` (one batched read)."""
+        return [decode_row(r) for r in self.records(indices)]
+
+    def records(self, indices: Sequence[int]) -> list[bytes]:
+        """The raw records of rows `indices` (one batched read)."""
         if not len(indices):
             return []
-        return [decode_row(r) for r in self._source.__getitems__([int(i) for i in indices])]
+        return self._source.__getitems__([int(i) for i in indices])
+
+
+def batch_arrays(records: Sequence[bytes], seq_length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Records -> `input_ids` and `positions` [b, seq_length] (pad-filled) and the summed `stat_*` counters, in
+    whole-batch NumPy (what `batch_format.row_arrays` does row by row, for the training hot path)."""
+    b = len(records)
+    sizes = np.fromiter((len(r) for r in records), np.int64, b) // 4
+    flat = np.frombuffer(b"".join(records), "<i4")
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    header = starts[:, None] + np.arange(HEADER)
+    restart, stats = flat[header[:, 0]], flat[header[:, 1:]].sum(0, dtype=np.int64)
+    body = np.ones(len(flat), bool)
+    body[header.ravel()] = False
+    j = np.arange(seq_length)
+    filled = j < (sizes - HEADER)[:, None]
+    ids = np.full((b, seq_length), pad_id, np.int32)
+    ids[filled] = flat[body]
+    positions = np.where(filled, np.where(j < restart[:, None], j, j - restart[:, None]) + pad_id + 1, pad_id)
+    return ids, positions.astype(np.int32), stats
 
 
 def _size(path: str) -> int | None:

@@ -148,7 +148,7 @@ def test_exact_resume_across_epochs_and_hosts(corpus, tmp_path):
     # the two hosts read disjoint rows: no row of host 0's first epoch of 'ru' is among host 1's
     a = make_train_data(cfg, global_batch_size=16, seed=4, process_index=0, process_count=2)
     b = make_train_data(cfg, global_batch_size=16, seed=4, process_index=1, process_count=2)
-    assert a._lo[2] + a._n[2] == b._lo[2] and b._lo[2] + b._n[2] == len(a._rows[2])
+    assert a._lo[2] + a._n[2] == b._lo[2] and b._lo[2] + b._n[2] == a._rows.splits[2].rows
 
 
 def test_rows_of_an_epoch_are_each_seen_once(corpus):
