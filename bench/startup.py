@@ -55,7 +55,7 @@ def _run_train(workdir: str, cache: str, jax_cache: str, overrides: list[str], s
             first = time.perf_counter() - t0
         if "eval/loss" in line and first_eval is None:
             first_eval = time.perf_counter() - t0
-        if "start-up" in line or "startup" in line or "phases" in line:
+        if "start-up took" in line:  # the trainer's phase summary (config, data, init, ..., compile)
             phases = line.strip()
     rc = proc.wait()
     out = {"seconds_to_first_step": round(first, 1) if first else None, "rc": rc, "phases": phases}

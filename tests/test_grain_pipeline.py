@@ -246,3 +246,18 @@ def test_balanced_eval_data_is_read_at_first_use_once(monkeypatch):
     assert calls == []  # nothing read at start-up
     assert list(ev) == fake and list(ev) == fake
     assert calls == [{"batch_size": 2, "num_batches": 3, "prepared": None}]
+
+
+def test_masking_selects_what_a_stable_sort_selects_ties_included():
+    """`masking._k_smallest` (one partition) picks each row's k smallest scores, the lower position first on a tie:
+    exactly the first k of a stable argsort (what the masking used before, so masks did not change)."""
+    from data_pipelines.masking import _k_smallest
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        b, t = int(rng.integers(1, 20)), int(rng.integers(1, 60))
+        scores = rng.integers(0, 4, (b, t)).astype(float) if trial % 2 else rng.random((b, t))  # odd: many ties
+        k = rng.integers(0, t + 1, (b, 1))
+        want = np.zeros((b, t), bool)
+        np.put_along_axis(want, np.argsort(scores, axis=-1, kind="stable"), np.arange(t) < k, axis=-1)
+        np.testing.assert_array_equal(_k_smallest(scores, k), want)
