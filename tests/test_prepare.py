@@ -126,6 +126,18 @@ def test_rows_do_not_depend_on_work_units_or_workers(corpus, prepared, tmp_path)
             assert (tmp_path / "threads" / name).read_bytes() == (prepared[0] / name).read_bytes(), name
 
 
+@pytest.mark.slow
+def test_two_worker_processes_write_byte_identical_shards_and_manifest(corpus, prepared, tmp_path):
+    """Beam's multi-process runner (each worker a fresh interpreter): every file, the manifest included, is the
+    one-worker run's byte for byte."""
+    cfg = DataConfig.of(config(corpus))
+    two = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+    prepare.prepare(cfg, str(tmp_path / "processes"), two, unit_lines=1)
+    assert listing(tmp_path / "processes") == listing(prepared[0])
+    for name in listing(prepared[0]):
+        assert (tmp_path / "processes" / name).read_bytes() == (prepared[0] / name).read_bytes(), name
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Damaged, foreign and unfinished folders
 # ---------------------------------------------------------------------------------------------------------------
