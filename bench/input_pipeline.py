@@ -3,7 +3,7 @@
     python -m bench.input_pipeline                       # configs/base.py: seq 512, its global batch, the sample
     python -m bench.input_pipeline --batch_size=32 --batches=50 --config=configs/tiny.py
 
-Measures the steady state (after the first batch; building the pipeline reads or fills the row cache) on
+Measures the steady state (after the first batch; building the pipeline opens, or first prepares, the shards) on
 this machine's CPUs, as one host would feed its devices. "tokens" counts every position of a batch (rows x seq_length); the non-pad
 share is printed too. The pipeline never holds a step back as long as this figure exceeds the trainer's
 tokens/s per host.
