@@ -142,7 +142,8 @@ def _is_empty(directory: str) -> bool:
     return not os.path.isdir(directory) or not os.listdir(directory)
 
 
-def _has_manifest(directory: str) -> bool:
+def has_manifest(directory: str) -> bool:
+    """Whether `directory` holds a finished prepare (local or gs://)."""
     path = os.path.join(directory, shards.MANIFEST)
     if shards.is_remote(path):
         from etils import epath
@@ -159,7 +160,7 @@ def open_prepared(cfg: DataConfig, vocab_sha256: str, *, process_index: int = 0)
     """The run's prepared data, prepared first (by process 0; the others wait) where its folder is empty."""
     explicit = bool(cfg.prepared_dir)
     directory = cfg.prepared_dir or default_dir(cfg, vocab_sha256)
-    if not _has_manifest(directory):
+    if not has_manifest(directory):
         if explicit and not _is_empty(directory):
             raise shards.PreparedDataError(
                 f"{directory}: has files but no {shards.MANIFEST} (a prepare still running, or one that was "
@@ -183,7 +184,7 @@ def _prepare_into(cfg: DataConfig, directory: str, *, in_place: bool) -> None:
     if in_place:
         prepare.prepare(cfg, directory)
         return
-    if os.path.isdir(directory) and not _has_manifest(directory):  # not ours to read: move aside, then remove
+    if os.path.isdir(directory) and not has_manifest(directory):  # not ours to read: move aside, then remove
         aside = f"{directory}.stale{os.getpid()}"
         os.rename(directory, aside)
         prepare.remove_tree(aside)
@@ -197,7 +198,7 @@ def _prepare_into(cfg: DataConfig, directory: str, *, in_place: bool) -> None:
 
 def _wait_for_manifest(directory: str) -> None:
     start = time.time()
-    while not _has_manifest(directory):
+    while not has_manifest(directory):
         if time.time() - start > PREPARE_WAIT_S:
             raise shards.PreparedDataError(
                 f"{directory}: process 0 has not finished preparing after {PREPARE_WAIT_S} s (is the folder shared "

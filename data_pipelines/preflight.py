@@ -249,35 +249,14 @@ def check_sample_languages(cfg: DataConfig) -> None:
         raise DataPreflightError(f"data.languages entry {bad[0]!r} is not in the sample (has: {have})")
 
 
-def _has_manifest(directory: str) -> bool:
-    from data_pipelines import shards
-
-    path = os.path.join(directory, shards.MANIFEST)
-    if is_remote(path):
-        from etils import epath
-
-        return epath.Path(path).exists()
-    return os.path.exists(path)
-
-
 def check_prepared(cfg: DataConfig) -> None:
     """A prepared folder's manifest against the run: vocabulary, seq_length, packing and languages."""
-    import hashlib
+    from data_pipelines import dataset, prepare, shards
 
-    from data_pipelines import dataset, shards
-
-    with _open(cfg.vocab_path) if not is_remote(cfg.vocab_path) else _open_remote(cfg.vocab_path) as f:
-        sha = hashlib.sha256(f.read()).hexdigest()
     try:
-        dataset.PreparedData(cfg.prepared_dir, cfg, sha)
+        dataset.PreparedData(cfg.prepared_dir, cfg, prepare.vocab_sha256(cfg.vocab_path))
     except (shards.PreparedDataError, ValueError) as e:
         raise DataPreflightError(str(e)) from None
-
-
-def _open_remote(path: str):
-    from etils import epath
-
-    return epath.Path(path).open("rb")
 
 
 def check_data(cfg: DataConfig | ml_collections.ConfigDict, model_vocab_size: int | None = None) -> None:
@@ -289,7 +268,9 @@ def check_data(cfg: DataConfig | ml_collections.ConfigDict, model_vocab_size: in
     size = vocabulary_size(cfg.vocab_path)
     if size is not None and model_vocab_size is not None:
         check_vocab_size(model_vocab_size, cfg.vocab_path, size)
-    if cfg.prepared_dir and _has_manifest(cfg.prepared_dir):
+    from data_pipelines import dataset
+
+    if cfg.prepared_dir and dataset.has_manifest(cfg.prepared_dir):
         check_prepared(cfg)
     elif cfg.source == "sample":
         check_sample_languages(cfg)

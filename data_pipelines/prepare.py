@@ -302,6 +302,8 @@ def prepare(cfg: DataConfig, out: str, beam_args: Sequence[str] = (), *, unit_li
     beam = _import_beam()
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    if unit_lines < 1:
+        raise ValueError(f"--unit_lines={unit_lines}: expected lines per work unit >= 1")
     inputs = line_sources.inputs(cfg)
     entries = list(dict.fromkeys(i.entry for i in inputs))
     _makedirs(out)
@@ -333,9 +335,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not fv.out or fv.config is None:
         print("usage: python -m data_pipelines.prepare --config=CONFIG --out=DIR [--config.*=...] [Beam options]")
         return 2
-    cfg = DataConfig.from_section(fv.config.data)
     start = time.time()
-    manifest = prepare(cfg, fv.out, beam_args, unit_lines=fv.unit_lines)
+    try:
+        cfg = DataConfig.from_section(fv.config.data)
+        manifest = prepare(cfg, fv.out, beam_args, unit_lines=fv.unit_lines)
+    except (ValueError, FileNotFoundError) as e:  # bad settings or input, named by the message: no traceback
+        print(f"data_pipelines.prepare: {e}", file=sys.stderr)
+        return 1
     train = [s for s in manifest["splits"] if s["split"] == "train"]
     rows, tokens = sum(s["rows"] for s in train), sum(s["tokens"] for s in train)
     print(
