@@ -121,7 +121,8 @@ def point(config: str, topology: str, label: str, overrides: list[str], depths: 
         est = measured[0]
     else:
         est = extrapolate(measured[0], depths[0], measured[1], depths[1], depth)
-    bound = aot.roofline(est["flops"], est["bytes_accessed"], est["collectives.total"], chip)
+    comm = {"total": est["collectives.total"], "dcn": est.get("collectives.dcn", 0.0)}
+    bound = aot.roofline(est["flops"], est["bytes_accessed"], comm, chip)
     row.update(
         measured=measured,
         estimate=est,

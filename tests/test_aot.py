@@ -129,6 +129,22 @@ def test_tiny_compiles_for_a_v5e_2x2_slice(monkeypatch):
     assert r["collectives"]["all-reduce"] > 0  # the data-parallel gradient reduction
 
 
+@needs_libtpu
+def test_two_slices_time_the_cross_slice_reduction_on_dcn(monkeypatch):
+    for name, value in (("TPU_SKIP_MDS_QUERY", "1"), ("TPU_ACCELERATOR_TYPE", "v5litepod-4"),
+                        ("TPU_WORKER_HOSTNAMES", "localhost"), ("TPU_LOG_DIR", "disabled")):  # fmt: skip
+        monkeypatch.setenv(name, value)
+    run = aot.load_run("configs/tiny.py", TINY + ["--config.mesh.data=1", "--config.mesh.fsdp=-1"], "v5litepod-4", 2)
+    r = aot.analyse(run, "v5litepod-4", 2, eval_step=False)
+    assert r["mesh"] == {"data": 2, "fsdp": 4, "tensor": 1} and r["num_slices"] == 2
+    c, t = r["collectives"], r["roofline"]["terms_s"]
+    assert 0 < c["dcn"] < c["total"]  # the data axis spans the slices; the FSDP gathers stay inside one
+    chip = tpu_topology.CHIPS["v5e"]
+    assert t["dcn"] == pytest.approx(c["dcn"] / chip.dcn_bandwidth)
+    assert t["ici"] == pytest.approx((c["total"] - c["dcn"]) / chip.ici_send_bandwidth)
+    assert "cross slices (DCN)" in aot.format_report(r)
+
+
 def _cli(args, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
     env.update(PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""), TPU_LOG_DIR=str(tmp_path / "logs"))

@@ -164,3 +164,101 @@ def test_tiny_config_data_parallel_against_the_formulas():
 def test_bad_layout_is_named():
     with pytest.raises(ValueError, match="'8,1'"):
         cost_table.parse_layouts("8,1,1;8,1")
+
+
+# The TPU compiler's async collective fusion: one all-gather (channel 7) started in the entry computation and
+# carried through a fusion inside a loop body that runs 12 times; every copy holds the collective.
+CARRIED_HLO = """
+%carry (c0: bf16[1,8]) -> bf16[4,8] {
+  %c0 = bf16[1,8]{1,0} parameter(0)
+  ROOT %ag.carried = bf16[4,8]{1,0} all-gather(%c0), channel_id=7, replica_groups=[1,4]<=[4], dimensions={0}
+}
+
+%body (p: (s32[], bf16[1,8])) -> (s32[], bf16[1,8]) {
+  %p = (s32[], bf16[1,8]{1,0}) parameter(0)
+  %x = bf16[1,8]{1,0} get-tuple-element(%p), index=1
+  %f = bf16[4,8]{1,0} fusion(%x), kind=kCustom, calls=%carry
+  %ar = bf16[1,8]{1,0} all-reduce(%x), channel_id=9, replica_groups=[1,4]<=[4], to_apply=%add
+  ROOT %t = (s32[], bf16[1,8]{1,0}) tuple(%i, %ar)
+}
+
+%start (s0: bf16[1,8]) -> bf16[4,8] {
+  %s0 = bf16[1,8]{1,0} parameter(0)
+  ROOT %ag.start = bf16[4,8]{1,0} all-gather(%s0), channel_id=7, replica_groups=[1,4]<=[4], dimensions={0}
+}
+
+ENTRY %main (a: bf16[1,8]) -> bf16[4,8] {
+  %a = bf16[1,8]{1,0} parameter(0)
+  %g = bf16[4,8]{1,0} fusion(%a), kind=kCustom, calls=%start
+  %w = (s32[], bf16[1,8]{1,0}) while(%init), condition=%cond, body=%body, backend_config={"known_trip_count":{"n":"12"}}
+  ROOT %g2 = bf16[4,8]{1,0} fusion(%a), kind=kCustom, calls=%carry
+}
+"""
+
+
+def test_a_collective_carried_through_fusions_counts_once():
+    found = {c["name"]: c for c in hlo_cost.collectives(CARRIED_HLO, 4)}
+    assert set(found) == {"ag.start", "ar"}  # channel 7 once, at its start outside the loop
+    assert found["ag.start"]["bytes"] == pytest.approx(3 / 4 * 4 * 8 * 2)
+    assert found["ar"]["bytes"] == pytest.approx(12 * 2 * 3 / 4 * 8 * 2)  # a loop body's own collective: x 12
+
+
+def test_replica_groups_in_each_spelling():
+    assert hlo_cost.replica_groups("replica_groups={{0,1,2,3},{4,5,6,7}}, dimensions={0}", 8) == [
+        [0, 1, 2, 3],
+        [4, 5, 6, 7],
+    ]
+    assert hlo_cost.replica_groups("replica_groups={}, to_apply=%add", 4) == [[0, 1, 2, 3]]
+    assert hlo_cost.replica_groups("replica_groups=[4,2]<=[8], to_apply=%add", 8) == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert hlo_cost.replica_groups("replica_groups=[2,4]<=[4,2]T(1,0), to_apply=%add", 8) == [
+        [0, 2, 4, 6],
+        [1, 3, 5, 7],
+    ]
+    # A named mesh (data=2, fsdp=4): a group over 'axis_0' pairs devices 4 apart, one over 'axis_1' is a row.
+    mesh = "replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_0'}, to_apply=%add"
+    assert hlo_cost.replica_groups(mesh, 8) == [[0, 4], [1, 5], [2, 6], [3, 7]]
+    assert hlo_cost.replica_groups(mesh.replace("{'axis_0'}", "{'axis_1'}"), 8) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    permuted = "replica_groups=mesh['a'=2,'b'=4], device_ids=([4,2]T(1,0)) {'a'}, to_apply=%add"
+    assert hlo_cost.replica_groups(permuted, 8) == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    for groups in ([[0, 4], [1, 5], [2, 6], [3, 7]], [[0, 1], [2, 3], [4, 5], [6, 7]]):  # sizes agree
+        assert len(groups[0]) == hlo_cost.group_size(mesh if groups[0][1] == 4 else permuted, 8)
+
+
+def test_collectives_across_slices_are_counted_as_dcn():
+    text = """
+ENTRY %main {
+  %p0 = f32[16]{0} parameter(0)
+  %data = f32[16]{0} all-reduce(%p0), channel_id=1, replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_0'}, to_apply=%add
+  ROOT %fsdp = f32[16]{0} all-reduce(%p0), channel_id=2, replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_1'}, to_apply=%add
+}
+"""
+    slice_of = [0, 0, 0, 0, 1, 1, 1, 1]  # two slices of four devices: the data axis crosses them
+    found = {c["name"]: c for c in hlo_cost.collectives(text, 8, slice_of)}
+    assert (found["data"]["dcn"], found["fsdp"]["dcn"]) == (True, False)
+    totals = hlo_cost.collective_bytes(text, 8, slice_of)
+    assert totals["dcn"] == pytest.approx(2 * 1 / 2 * 64)
+    assert totals["total"] == pytest.approx(2 * 1 / 2 * 64 + 2 * 3 / 4 * 64)
+    assert hlo_cost.collective_bytes(text, 8)["dcn"] == 0  # one slice: nothing crosses
+
+
+def test_megascale_sends_are_the_cross_slice_collectives():
+    """A multi-slice TPU program (compiled per slice) hands the cross-slice part of a reduction to the host."""
+    text = """
+ENTRY %main {
+  %p0 = f32[16]{0} parameter(0)
+  %p1 = f32[4]{0} parameter(1)
+  %tok = token[] after-all()
+  %ar = f32[16]{0} all-reduce(%p0), channel_id=1, replica_groups={{0,1,2,3}}, to_apply=%add
+  %send = (f32[16]{0}, u32[], token[]) send(%ar, %tok), channel_id=2, is_host_transfer=true, frontend_attributes={_xla_megascale_transfer_type="ALL_REDUCE"}
+  %send-done = token[] send-done(%send), channel_id=2, is_host_transfer=true
+  %sendg = (f32[4]{0}, u32[], token[]) send(%p1, %tok), channel_id=3, is_host_transfer=true, frontend_attributes={_xla_megascale_transfer_type="ALL_GATHER"}
+}
+"""
+    slice_of = [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4  # four slices of four chips
+    found = {c["name"]: c for c in hlo_cost.collectives(text, 4, slice_of)}
+    assert found["ar"]["dcn"] is False and found["ar"]["bytes"] == pytest.approx(2 * 3 / 4 * 64)
+    assert (found["send"]["op"], found["send"]["dcn"]) == ("all-reduce", True)
+    assert found["send"]["bytes"] == pytest.approx(2 * 3 / 4 * 64)  # ring over the 4 slices
+    assert found["sendg"]["bytes"] == pytest.approx(3 * 16)  # its part to each of the 3 other slices
+    assert "send-done" not in found
+    assert hlo_cost.collective_bytes(text, 4, slice_of)["dcn"] == pytest.approx(96 + 48)

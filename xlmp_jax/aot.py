@@ -21,8 +21,9 @@ compiler. The mesh and remat are the ones ``launch.layouts`` gives the launcher 
   count);
 * a roofline bound on the step time: the largest of FLOPs / peak, bytes accessed / HBM bandwidth and
   collective bytes / ICI bandwidth (``tpu_topology.CHIPS``, datasheet figures), each printed and named, and
-  the tokens/s it implies. Cross-slice (DCN) traffic of a multi-slice run is counted with the ICI bytes;
-  the cost analysis' ``optimal_seconds`` is not used (it came back negative on v5e);
+  the tokens/s it implies. In a multi-slice run, the collectives whose replica groups span slices are
+  timed against the data-center network instead (``tpu_topology.Chip.dcn_bandwidth``, ``--dcn_gbps``): a
+  fourth term, ``dcn``. The cost analysis' ``optimal_seconds`` is not used (it came back negative on v5e);
 * the compile time.
 
 Exit status: 0 and a line starting ``fits:``; 3 and a line starting ``does not fit:`` with the compiler's
@@ -32,6 +33,7 @@ overshoot when the layout does not fit in HBM; 1 for anything else (a bad flag, 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -113,12 +115,14 @@ def costs(compiled: Any) -> dict[str, float]:
     return {"flops": float(analysis.get("flops", 0.0)), "bytes_accessed": float(analysis.get("bytes accessed", 0.0))}
 
 
-def roofline(flops: float, bytes_accessed: float, comm_bytes: float, chip: tpu_topology.Chip) -> dict[str, Any]:
-    """Lower bounds on the step time (s) from each resource, and the largest (the bound) with its name."""
+def roofline(flops: float, bytes_accessed: float, comm: dict[str, float], chip: tpu_topology.Chip) -> dict[str, Any]:
+    """Lower bounds on the step time (s) from each resource, and the largest (the bound) with its name.
+    ``comm`` is ``hlo_cost.collective_bytes``: its ``dcn`` part crosses slices, the rest stays on ICI."""
     terms = {
         "compute": flops / chip.peak_flops,
         "hbm": bytes_accessed / chip.hbm_bandwidth,
-        "ici": comm_bytes / chip.ici_send_bandwidth,
+        "ici": (comm["total"] - comm.get("dcn", 0.0)) / chip.ici_send_bandwidth,
+        "dcn": comm.get("dcn", 0.0) / chip.dcn_bandwidth,
     }
     limit = max(terms, key=terms.get)
     return {"terms_s": terms, "bound_s": terms[limit], "limited_by": limit}
@@ -148,6 +152,7 @@ def analyse(
     devices: Sequence[Any] = (),
     compiler_options: dict[str, Any] | None = None,
     hlo_path: str = "",
+    dcn_gbps: float = 0.0,
 ) -> dict[str, Any]:
     """Compiles ``run``'s train (and eval) step for the slice; returns the report's numbers.
 
@@ -159,6 +164,8 @@ def analyse(
     from xlmp_jax import state as train_state
 
     chip, _ = tpu_topology.parse_type(accelerator_type)
+    if dcn_gbps:
+        chip = dataclasses.replace(chip, dcn_bandwidth=dcn_gbps * 1e9 / 8, dcn_source=f"--dcn_gbps={dcn_gbps:g} a chip")
     devices = list(devices) or tpu_topology.topology_devices(accelerator_type, num_slices)
     n = len(devices)
     mesh = sharding.make_mesh(run.mesh, devices)
@@ -184,7 +191,9 @@ def analyse(
         with open(hlo_path, "w") as f:
             f.write(text)
     mem, cost = memory(compiled), costs(compiled)
-    comm = hlo_cost.collective_bytes(text, n)
+    # A multi-slice program is compiled per slice: its replica groups name that slice's devices.
+    slice_of = [getattr(d, "slice_index", 0) for d in mesh.devices.flat]  # device id = position in the mesh
+    comm = hlo_cost.collective_bytes(text, n // num_slices, slice_of)
     plan = memory_plan.plan(run, n)
     formula_flops = flops.step_flops_per_device(run, n)
     # XLA's cost analysis counts a loop body once: a scan over the layers adds the other layers' FLOPs from
@@ -194,7 +203,7 @@ def analyse(
     if scanned:
         cost["flops"] = xla_flops + (run.model.num_layers - 1) * flops.layer_flops_per_device(run, n)
         cost["bytes_accessed"] = xla_bytes * cost["flops"] / xla_flops if xla_flops else xla_bytes
-    bound = roofline(cost["flops"], cost["bytes_accessed"], comm["total"], chip)
+    bound = roofline(cost["flops"], cost["bytes_accessed"], comm, chip)
     tokens = run.train.batch_size * run.data.seq_length
     report: dict[str, Any] = {
         "topology": accelerator_type,
@@ -221,6 +230,7 @@ def analyse(
         "roofline": bound,
         "tokens_per_s_bound": tokens / bound["bound_s"] if bound["bound_s"] > 0 else None,
         "chip_source": chip.source,
+        "dcn_source": chip.dcn_source,
         "compile_s": compile_s,
         "fits": mem["total"] <= chip.hbm_bytes,
     }
@@ -265,12 +275,15 @@ def format_report(r: dict[str, Any]) -> str:
         f"  FLOPs per device: {r['flops'] / 1e12:.4g} TFLOP ({flops_note}formula {r['formula_flops'] / 1e12:.4g}; "
         f"compiler / formula = {r['flops'] / r['formula_flops']:.3f})",
         "  bytes sent per device (ring convention, loops x trip count): "
-        + ", ".join(f"{k} {c[k] / 1e9:.3f} GB" for k in c if k != "total" and c[k])
-        + f"; total {c['total'] / 1e9:.3f} GB",
+        + ", ".join(f"{k} {c[k] / 1e9:.3f} GB" for k in c if k not in ("total", "dcn") and c[k])
+        + f"; total {c['total'] / 1e9:.3f} GB"
+        + (f", of which {c['dcn'] / 1e9:.3f} GB cross slices (DCN)" if c.get("dcn") else ""),
         f"  roofline: compute {t['compute'] * 1e3:.1f} ms (FLOPs / peak), HBM {'~' if scan else ''}"
         f"{t['hbm'] * 1e3:.1f} ms (bytes accessed {r['bytes_accessed'] / 1e9:.1f} GB / bandwidth"
         f"{'; XLA counts the scanned layer once: its bytes scaled like the FLOPs' if scan else ''}), ICI {t['ici'] * 1e3:.1f} ms (collective "
-        f"bytes / one chip's send bandwidth) -> step >= {r['roofline']['bound_s'] * 1e3:.1f} ms, "
+        f"bytes / one chip's send bandwidth)"
+        + (f", DCN {t['dcn'] * 1e3:.1f} ms (cross-slice bytes / {r['dcn_source']})" if t.get("dcn") else "")
+        + f" -> step >= {r['roofline']['bound_s'] * 1e3:.1f} ms, "
         f"{r['roofline']['limited_by']}-bound; <= {r['tokens_per_s_bound']:,.0f} tokens/s",
         f"  chip figures: {r['chip_source']}",
     ]
@@ -301,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_slices", type=int, default=1, help="> 1: a multi-slice job (mesh.dcn_data = slices)")
     p.add_argument("--no_eval", action="store_true", help="compile the train step only")
     p.add_argument("--layers", type=int, default=0, help="compile with this many encoder layers (0 = the config's)")
+    p.add_argument(
+        "--dcn_gbps", type=float, default=0.0, help="cross-slice bandwidth per chip in Gbps (0: the chip's figure)"
+    )
     p.add_argument("--json", default="", help="also write the numbers here")
     p.add_argument("--hlo", default="", help="also write the compiled train step's HLO text here")
     return p
@@ -317,7 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except LaunchError as e:
             raise ValueError(str(e)) from None
         run = load_run(args.config, overrides, args.topology, args.num_slices, args.layers)
-        report = analyse(run, args.topology, args.num_slices, eval_step=not args.no_eval, hlo_path=args.hlo)
+        report = analyse(
+            run, args.topology, args.num_slices, eval_step=not args.no_eval, hlo_path=args.hlo, dcn_gbps=args.dcn_gbps
+        )
     except DoesNotFit as e:
         print(f"does not fit: {args.topology} x{args.num_slices}: {e}", flush=True)
         return DOES_NOT_FIT

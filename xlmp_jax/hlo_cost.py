@@ -10,10 +10,22 @@ convention (n = the size of the collective's replica group, ``size`` = the bytes
 * all-to-all:          (n - 1) / n x operand size      (keeps its own 1/n)
 * collective-permute:  operand size x (pairs with source != target) / devices  (mean over devices)
 
+A multi-slice TPU program is compiled per slice: a collective over devices of several slices becomes an
+ordinary one over the slice's devices plus a ``send`` to the host that carries the cross-slice part over
+the data-center network (``_xla_megascale_transfer_type``); those sends are counted as that kind of
+collective with ``dcn`` set, by the same convention over the slices.
+
 Variadic (tuple) collectives count every operand. A collective inside a loop body counts once per
 iteration: ``computation_runs`` gives how often each computation runs per run of the program (a ``while``
 body its caller's count times the loop's ``known_trip_count``; fusions, calls and async wrappers their
-caller's count), so a layer scan's collectives add up to the unrolled loop's. ``dot_flops`` adds up 2 x output x contracted size of
+caller's count), so a layer scan's collectives add up to the unrolled loop's.
+
+One collective can be printed many times. The TPU compiler's async collective fusion starts a collective
+and then carries it through the compute fusions that run while it is in flight: each of those fusions
+holds a copy of the collective instruction with the *same* ``channel_id`` (the in-flight buffers and
+progress flags pass from one to the next). A channel is therefore counted once, at the copy that runs
+least often (the start, which is outside any loop its continuations were carried into); counting every
+copy made the base model's embedding-table gather 20 collectives at 2 layers and ~8 more per layer. ``dot_flops`` adds up 2 x output x contracted size of
 every ``dot`` by the JAX op that made it (the ``op_name`` metadata), to find which op carries FLOPs.
 """
 
@@ -22,7 +34,10 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 
@@ -103,6 +118,51 @@ def group_size(attrs: str, num_devices: int) -> int:
     raise ValueError(f"no replica_groups in collective attributes {attrs[:200]!r}")
 
 
+def _iota(spec: str, count: int) -> np.ndarray:
+    """``'[4,2]T(1,0)'`` -> the ids 0..count-1 reshaped to [4, 2], transposed by (1, 0), flattened; a plain
+    ``'(0,2,1,3)'`` list is taken as written."""
+    m = re.fullmatch(r"\[([0-9,]+)\](?:T\(([0-9,]+)\))?", spec.strip())
+    if m:
+        dims = [int(d) for d in m.group(1).split(",")]
+        ids = np.arange(math.prod(dims)).reshape(dims)
+        if m.group(2):
+            ids = ids.transpose([int(a) for a in m.group(2).split(",")])
+        return ids.reshape(-1)
+    listed = [int(d) for d in re.findall(r"\d+", spec)]
+    if len(listed) != count:
+        raise ValueError(f"device list {spec[:200]!r} does not name {count} devices")
+    return np.asarray(listed)
+
+
+def replica_groups(attrs: str, num_devices: int) -> list[list[int]]:
+    """The device ids of each replica group of a collective (the spellings ``group_size`` reads)."""
+    m = re.search(r"replica_groups=mesh\[([^\]]*)\],?\s*(?:device_ids=(\([^{]*\)))?\s*\{([^}]*)\}", attrs)
+    if m:
+        sizes = [(k, int(v)) for k, v in re.findall(r"'([^']+)'=(\d+)", m.group(1))]
+        named = re.findall(r"'([^']+)'", m.group(3))
+        count = math.prod(v for _, v in sizes)
+        ids = _iota(m.group(2)[1:-1], count) if m.group(2) else np.arange(count)
+        ids = ids.reshape([v for _, v in sizes])
+        axes = [k for k, _ in sizes]
+        order = [i for i, k in enumerate(axes) if k not in named] + [axes.index(k) for k in named]
+        size = math.prod(dict(sizes)[k] for k in named)
+        return ids.transpose(order).reshape(-1, size).tolist()
+    m = re.search(r"replica_groups=\[([0-9,]+)\]<=(\[[0-9,]+\](?:T\([0-9,]+\))?)", attrs)
+    if m:
+        groups, size = (int(d) for d in m.group(1).split(","))
+        return _iota(m.group(2), groups * size).reshape(groups, size).tolist()
+    m = re.search(r"replica_groups=\{((?:\{[0-9,]*\},?)*)\}", attrs)
+    if m:
+        found = [[int(d) for d in g.split(",") if d] for g in re.findall(r"\{([0-9,]*)\}", m.group(1))]
+        return found or [list(range(num_devices))]
+    raise ValueError(f"no replica_groups in collective attributes {attrs[:200]!r}")
+
+
+def crosses_slices(groups: list[list[int]], slice_of: Sequence[int]) -> bool:
+    """Whether any group holds devices of two slices: its traffic then crosses the data-center network."""
+    return any(len({slice_of[d] for d in group}) > 1 for group in groups)
+
+
 def _permute_share(attrs: str, num_devices: int) -> float:
     pairs = re.findall(r"\{(\d+),(\d+)\}", attrs.split("source_target_pairs=", 1)[-1].split("}}", 1)[0] + "}")
     moving = sum(1 for s, t in pairs if s != t)
@@ -177,10 +237,11 @@ def computation_runs(hlo_text: str, trip_counts: bool = True) -> dict[str, float
     return runs
 
 
-def collectives(hlo_text: str, num_devices: int) -> list[dict[str, Any]]:
+def collectives(hlo_text: str, num_devices: int, slice_of: Sequence[int] = ()) -> list[dict[str, Any]]:
     """Each collective of the program: ``op``, ``name``, ``group`` (n), ``size`` (bytes of the buffer
-    the convention names), ``runs`` (times it runs per program run: loop trip counts) and ``bytes`` (what
-    one device sends over all those runs, by the module docstring's convention)."""
+    the convention names), ``runs`` (times it runs per program run: loop trip counts), ``bytes`` (what
+    one device sends over all those runs, by the module docstring's convention) and ``dcn`` (whether a
+    replica group spans two slices; ``slice_of`` gives each device id's slice, none: never)."""
     instrs = []
     comps = computations(hlo_text)
     runs = computation_runs(hlo_text)
@@ -190,9 +251,13 @@ def collectives(hlo_text: str, num_devices: int) -> list[dict[str, Any]]:
         instrs = [dict(ins, runs=1.0) for ins in instructions(hlo_text)]
     shapes = {i["name"]: i["shape"] for i in instrs}
     out = []
+    slices = len(set(slice_of)) or 1
     for ins in instrs:
         opcode = ins["opcode"]
         base = opcode[: -len("-start")] if opcode.endswith("-start") else opcode
+        if opcode == "send" and (m := _MEGASCALE.search(ins["attrs"])):
+            out.append(_megascale_send(ins, m.group(1), shapes, slices))
+            continue
         if base not in COLLECTIVES:
             continue
         try:
@@ -200,9 +265,14 @@ def collectives(hlo_text: str, num_devices: int) -> list[dict[str, Any]]:
         except KeyError as e:
             raise ValueError(f"collective {ins['name']} reads {e.args[0]!r}, not defined in the HLO text") from None
         if base == "collective-permute":
+            pairs = [
+                [int(a), int(b)]
+                for a, b in re.findall(r"\{(\d+),(\d+)\}", ins["attrs"].split("source_target_pairs=", 1)[-1])
+            ]
             out.append(
                 dict(op=base, name=ins["name"], group=2, size=operand_bytes, runs=ins["runs"],
-                     bytes=ins["runs"] * operand_bytes * _permute_share(ins["attrs"], num_devices))
+                     bytes=ins["runs"] * operand_bytes * _permute_share(ins["attrs"], num_devices),
+                     dcn=bool(slice_of) and crosses_slices(pairs, slice_of))
             )  # fmt: skip
             continue
         n = group_size(ins["attrs"], num_devices)
@@ -213,18 +283,63 @@ def collectives(hlo_text: str, num_devices: int) -> list[dict[str, Any]]:
         else:
             size = operand_bytes
         factor = 2.0 * (n - 1) / n if base == "all-reduce" else (n - 1) / n
+        dcn = bool(slice_of) and crosses_slices(replica_groups(ins["attrs"], num_devices), slice_of)
         out.append(
-            dict(op=base, name=ins["name"], group=n, size=size, runs=ins["runs"], bytes=ins["runs"] * factor * size)
-        )
-    return out
+            dict(op=base, name=ins["name"], group=n, size=size, runs=ins["runs"], bytes=ins["runs"] * factor * size,
+                 dcn=dcn)
+        )  # fmt: skip
+    return _one_per_channel(out, instrs)
 
 
-def collective_bytes(hlo_text: str, num_devices: int) -> dict[str, float]:
-    """Bytes one device sends per run of the program, by collective kind, plus ``total``."""
+_MEGASCALE = re.compile(r'_xla_megascale_transfer_type="([A-Z_]+)"')
+# Bytes one chip sends across slices per byte of what it hands the host, by the ring convention over
+# S slices: an all-gather's input is the chip's own part, the others' inputs are the full buffer.
+_MEGASCALE_FACTOR = {
+    "ALL_REDUCE": lambda s: 2.0 * (s - 1) / s,
+    "ALL_GATHER": lambda s: float(s - 1),
+    "REDUCE_SCATTER": lambda s: (s - 1) / s,
+    "ALL_TO_ALL": lambda s: (s - 1) / s,
+}
+
+
+def _megascale_send(ins: dict[str, Any], kind: str, shapes: dict[str, str], slices: int) -> dict[str, Any]:
+    """A multi-slice TPU program's cross-slice collective: the compiler leaves the in-slice part as an ordinary
+    collective and hands the cross-slice part to the host as a ``send`` (``_xla_megascale_transfer_type``)."""
+    size = shape_bytes(shapes[ins["operands"][0]])
+    factor = _MEGASCALE_FACTOR.get(kind, lambda s: 1.0)(max(slices, 2))
+    op = kind.lower().replace("_", "-") if kind.lower().replace("_", "-") in COLLECTIVES else "collective-permute"
+    return dict(op=op, name=ins["name"], group=slices, size=size, runs=ins["runs"], bytes=ins["runs"] * factor * size,
+                dcn=True)  # fmt: skip
+
+
+_CHANNEL = re.compile(r"\bchannel_id=(\d+)")
+
+
+def _one_per_channel(found: list[dict[str, Any]], instrs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``found`` with each channel's collective kept once: the copy that runs least often (see the module
+    docstring); collectives without a ``channel_id`` are all kept."""
+    channel = {i["name"]: m.group(1) for i in instrs if (m := _CHANNEL.search(i["attrs"]))}
+    first: dict[tuple[str, str], dict[str, Any]] = {}
+    out = []
+    for c in found:
+        key = (c["op"], channel.get(c["name"], ""))
+        if not key[1]:
+            out.append(c)
+        elif key not in first or c["runs"] < first[key]["runs"]:
+            first[key] = c
+    return out + list(first.values())
+
+
+def collective_bytes(hlo_text: str, num_devices: int, slice_of: Sequence[int] = ()) -> dict[str, float]:
+    """Bytes one device sends per run of the program, by collective kind, plus ``total`` and ``dcn`` (the
+    part of the total whose groups span slices; see ``collectives``)."""
     totals = {op: 0.0 for op in COLLECTIVES}
-    for c in collectives(hlo_text, num_devices):
+    dcn = 0.0
+    for c in collectives(hlo_text, num_devices, slice_of):
         totals[c["op"]] += c["bytes"]
+        dcn += c["bytes"] if c["dcn"] else 0.0
     totals["total"] = sum(totals[op] for op in COLLECTIVES)
+    totals["dcn"] = dcn
     return totals
 
 

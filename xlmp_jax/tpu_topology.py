@@ -11,6 +11,11 @@ pages (docs.cloud.google.com/tpu/docs/v4, v5e, v5p-training, v6e; read 2026-12):
 capacity and bandwidth, and the bidirectional ICI bandwidth per chip, of which one device sends at most
 half. The v4 page gives no per-chip ICI figure: 6 links x 50 GB/s each way (the TPU v4 paper, Jouppi et al.
 2023) = 300 GB/s each way is used, and marked as such.
+
+The data-center network (DCN) that joins the slices of a multi-slice job is far slower than ICI. Its
+per-chip share comes from the v5e page (6.4 Tbps per 256-chip pod, 2 x 100 Gbps per 8-chip host: 25 Gbps
+a chip) and the v5p page (50 Gbps a chip). The v4 and v6e pages read here give none, so v5e's 25 Gbps is
+assumed for them, and marked as such; ``xlmp_jax.aot --dcn_gbps`` replaces the figure.
 """
 
 from __future__ import annotations
@@ -37,15 +42,19 @@ class Chip:
     dims: int  # 2-D (v5e, v6e) or 3-D (v4, v5p) torus
     chip_config: str  # "megacore": one JAX device per chip of two TensorCores
     source: str
+    dcn_bandwidth: float = 25e9 / 8  # bytes/s one chip sends across slices (its share of its host's NICs)
+    dcn_source: str = "not on the page: v5e's 25 Gbps a chip assumed"
 
 
 CHIPS: dict[str, Chip] = {
     "v4": Chip("v4", "v4", 275e12, 32 * GIB, 1200e9, 300e9, 3, "megacore",
                "Cloud TPU v4 page; ICI: 6 x 50 GB/s each way, TPU v4 paper (not on the page)"),
     "v5e": Chip("v5e", "v5e", 197e12, 16 * GIB, 819e9, 200e9, 2, "default",
-                "Cloud TPU v5e page: 197 TFLOPs, 16 GiB, 819 GBps, ICI 400 GBps bidirectional"),
+                "Cloud TPU v5e page: 197 TFLOPs, 16 GiB, 819 GBps, ICI 400 GBps bidirectional",
+                25e9 / 8, "v5e page: DCN 6.4 Tbps per 256-chip pod = 25 Gbps a chip"),
     "v5p": Chip("v5p", "v5p", 459e12, 95 * GIB, 2765e9, 600e9, 3, "megacore",
-                "Cloud TPU v5p page: 459 TFLOPs, 95 GiB, 2765 GBps, ICI 1200 GBps bidirectional"),
+                "Cloud TPU v5p page: 459 TFLOPs, 95 GiB, 2765 GBps, ICI 1200 GBps bidirectional",
+                50e9 / 8, "v5p page: DCN 50 Gbps a chip"),
     "v6e": Chip("v6e", "v6e", 918e12, 32 * GIB, 1638e9, 400e9, 2, "default",
                 "Cloud TPU v6e page: 918 TFLOPs, 32 GB, 1638 GBps, ICI 800 GBps bidirectional"),
 }  # fmt: skip
