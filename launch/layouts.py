@@ -5,7 +5,8 @@ The configs' own defaults (``configs/base.py``: data parallel; ``configs/large.p
 CPU/GPU runs they were chosen on. On a TPU slice the layout depends on the chips' HBM and the batch
 each one holds (``train.batch_size`` 2048 x 512 tokens over 16 to 256 chips), so it lives here, per
 accelerator type. The entries were chosen with the memory plan (``train --plan``, an upper bound) and are
-checked by compiling each one for its slice (``bench/aot_table.py``, BENCHMARKS.md): every one must fit.
+checked by compiling each one for its slice (``bench/aot_table.py``, BENCHMARKS.md): every one must fit,
+and each has the best roofline bound of the layouts compiled for its slice there (all are HBM-bound).
 Every entry scans over the layers (``model.scan_layers``; numbers equal to the loop's, see
 ``xlmp_jax.layer_stack``). A ``--config.*`` override given by the user for one of these fields replaces
 the table's value; a config or slice not in the table keeps the config's
