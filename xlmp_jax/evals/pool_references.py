@@ -17,6 +17,7 @@ TF-IDF and query k-means refitted on the group (k = its languages).
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -140,6 +141,11 @@ def assignments(sentences: Sentences, seed: int) -> dict[str, np.ndarray]:
     return {**clustered(sentences, ks, seed), **routed(sentences, seed)}
 
 
+def _seed(seed: int, *names: str) -> int:
+    """The shuffle and bootstrap seed of one row family: fixed by its names, whichever other rows exist."""
+    return seed + zlib.crc32("|".join(names).encode()) % 100_000
+
+
 def reference_rows(sentences: Sentences, ami_rows: AmiRows, seed: int) -> list[Row]:
     """Over all sentences: AMI(script, language) (the script lookup) and every reference's AMI against
     language and against script, each with ``ami_rows``' shuffle test and bootstrap interval."""
@@ -148,10 +154,10 @@ def reference_rows(sentences: Sentences, ami_rows: AmiRows, seed: int) -> list[R
     several_scripts = len(np.unique(script_ids)) >= 2
     if several_scripts:
         rows += ami_rows("script_language", sentences.labels[known], script_ids, seed, "all")
-    for k, (name, assignment) in enumerate(assignments(sentences, seed).items()):
-        rows += ami_rows(f"{name}_language", sentences.labels, assignment, seed + 10 + 2 * k, "all")
+    for name, assignment in assignments(sentences, seed).items():
+        rows += ami_rows(f"{name}_language", sentences.labels, assignment, _seed(seed, name, "language"), "all")
         if several_scripts:
-            rows += ami_rows(f"{name}_script", script_ids, assignment[known], seed + 11 + 2 * k, "all")
+            rows += ami_rows(f"{name}_script", script_ids, assignment[known], _seed(seed, name, "script"), "all")
     return rows
 
 
@@ -174,13 +180,13 @@ def within_script_rows(sentences: Sentences, prompts: np.ndarray | None, ami_row
     the pool's top prompt (``prompts``, restricted to the group) and of the references (the random keys and
     step 0 restricted; TF-IDF and query k-means refitted on the group, k = its languages)."""
     rows: list[Row] = []
-    for g, (script, members) in enumerate(script_groups(sentences.languages).items()):
+    for script, members in script_groups(sentences.languages).items():
         where = f"script:{script}"
         group, index = group_sentences(sentences, members)
         rows += [(where, "languages", float(len(members))), (where, "sentences", float(len(index)))]
         local = {"prompt": prompts[index]} if prompts is not None else {}
         local.update(clustered(group, {"klang": len(members)}, seed))
         local.update(routed(group, seed))
-        for k, (name, assignment) in enumerate(local.items()):
-            rows += ami_rows(f"{name}_language", group.labels, assignment, seed + 100 * (g + 1) + k, where)
+        for name, assignment in local.items():
+            rows += ami_rows(f"{name}_language", group.labels, assignment, _seed(seed, name, where), where)
     return rows
