@@ -32,8 +32,14 @@ from scipy import stats
 
 from bench.common import REPO, machine_info
 from configs.common import POOL_TRAINING
+from configs.tiny import TINY_LANGUAGES
 
-# Shared by both arms: the tiny model on the main job's 20 languages, TLM on the *training* pairs (the
+# Languages the experiment adds to the main job's 20 (`configs/tiny.py` keeps its own) so that scripts other
+# than Latin hold >= 3 languages each, where the pool can only tell languages apart by something other than
+# the script: Cyrillic ru + uk, bg, kk; Arabic script ar + fa, ug; Devanagari hi + mr, ne (each ~300 lines in
+# the sample, no parallel pairs: MLM training and clustering only). Our choice.
+EXTRA_LANGUAGES = ("uk", "bg", "kk", "fa", "ug", "mr", "ne")
+# Shared by both arms: the tiny model on those languages, TLM on the *training* pairs (the
 # retrieval pairs are held out) (`shuffle_buffer` > 0: a full reshuffle each epoch;
 # the value is kept from the tf.data days, when it sized a buffer). Our choice.
 EXPERIMENT = [
@@ -43,6 +49,7 @@ EXPERIMENT = [
     "--config.train.log_every=100",
     "--config.data.tlm_rate=0.25",
     "--config.data.shuffle_buffer=1000",
+    "--config.data.languages=(" + ",".join(f"'{lang}'" for lang in TINY_LANGUAGES + EXTRA_LANGUAGES) + ")",
 ]
 # XLM-P's pool options: the configs' own (chosen a priori, not tuned on any eval), passed explicitly so that
 # the report names them.
@@ -67,6 +74,10 @@ POOL_METRICS = (
     "mantel_p_script",
     "mantel_r_family",
     "mantel_p_family",
+    "mantel_p_family_within_script",
+    "mantel_r_branch",
+    "mantel_p_branch",
+    "mantel_p_branch_within_script",
     "pool_fraction_top",
     "effective_prompts",
     "mean_input_entropy",
@@ -74,10 +85,29 @@ POOL_METRICS = (
 )
 
 
-def languages() -> list[str]:
-    from configs.tiny import TINY_LANGUAGES
+# The pool eval's clusterers, each with the stem of its rows (``ami_<stem>_language`` / ``_script``): the pool's
+# top prompt and the references on the same sentences (``xlmp_jax/evals/pool_references.py``).
+CLUSTERERS = (
+    ("prompt", "XLM-P: top prompt"),
+    ("step0_prompt", "XLM-P at step 0: top prompt"),
+    ("random_keys", "random keys (M) on the model's queries"),
+    ("kmeans_query_kpool", "k-means of the model's query, k = M"),
+    ("kmeans_query_klang", "k-means of the model's query, k = languages"),
+    ("tfidf_kpool", "TF-IDF of token ids -> SVD -> k-means, k = M"),
+    ("tfidf_klang", "TF-IDF of token ids -> SVD -> k-means, k = languages"),
+    ("script", "script label alone (no model)"),
+)
 
-    return list(TINY_LANGUAGES)
+
+def languages() -> list[str]:
+    return list(TINY_LANGUAGES + EXTRA_LANGUAGES)
+
+
+def reference_pool_size() -> int:
+    """XLM-P's pool size: the k the baseline's pool-size references use, so both arms compare at one k."""
+    from configs.tiny import get_config
+
+    return int(get_config().model.pool.size)
 
 
 def runs(seeds: Sequence[int], ablation: Sequence[str]) -> list[dict]:
@@ -127,7 +157,7 @@ def sweep(workdirs: Sequence[str], out: str, env: dict) -> list[dict]:
         sys.executable, "-m", "xlmp_jax.evaluate", "--config=configs/eval_sweep.py",
         f"--config.workdirs={','.join(workdirs)}", f"--config.out={out}", "--config.steps=latest",
         f"--config.evals={EVALS}", "--config.progress=False", f"--config.mlm.languages={langs}",
-        f"--config.pool.languages={langs}",
+        f"--config.pool.languages={langs}", f"--config.pool.reference_pool_size={reference_pool_size()}",
     ]  # fmt: skip
     print(f"bench.science: eval sweep over {len(workdirs)} runs ...", flush=True)
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -194,6 +224,15 @@ def per_run_scalars(rows: list[dict], workdir: str, retrieval_langs: Sequence[st
     for metric in POOL_METRICS:
         out[metric] = value(rows, workdir, "pool", "all", metric)
     return out
+
+
+def pool_values(rows: list[dict], workdir: str) -> dict[str, float]:
+    """Every pool-eval row of one run over all sentences or a script group, keyed ``<where>|<metric>``."""
+    return {
+        f"{r['language']}|{r['metric']}": float(r["value"])
+        for r in rows
+        if r["workdir"] == workdir and r["eval"] == "pool" and (r["language"] == "all" or ":" in r["language"])
+    }
 
 
 def retrieval_languages(rows: list[dict]) -> list[str]:
@@ -268,7 +307,85 @@ def targets(main: dict[str, dict], scalars: dict[str, dict], xlmp_runs: list[str
     return out
 
 
-def report(scalars: dict[str, dict], run_list: list[dict], low: list[str], meta: dict) -> tuple[str, dict]:
+def _ami(pool: dict[str, dict], runs: Sequence[str], where: str, name: str) -> dict[str, float]:
+    """``ami_<name>`` at ``where`` over runs: mean value and shuffled p99, and the widest per-run 95 % interval."""
+
+    def get(suffix: str) -> np.ndarray:
+        return np.asarray([pool[r].get(f"{where}|ami_{name}{suffix}", np.nan) for r in runs], float)
+
+    def reduce(values: np.ndarray, how) -> float:
+        return float(how(values)) if np.isfinite(values).any() else float("nan")
+
+    return dict(
+        value=reduce(get(""), np.nanmean),
+        p99=reduce(get("_shuffled_p99"), np.nanmean),
+        low=reduce(get("_ci_low"), np.nanmin),
+        high=reduce(get("_ci_high"), np.nanmax),
+    )
+
+
+def _ami_cells(pool: dict[str, dict], runs: Sequence[str], where: str, name: str) -> str:
+    """'value [low, high] | p99' of one AMI row (n/a where the arm has no such clusterer)."""
+    a = _ami(pool, runs, where, name)
+    if not np.isfinite(a["value"]):
+        return "n/a | n/a"
+    return f"{_f(a['value'])} [{_f(a['low'])}, {_f(a['high'])}] | {_f(a['p99'])}"
+
+
+def reference_table(pool: dict[str, dict], xr: Sequence[str], br: Sequence[str]) -> list[str]:
+    """The pool's AMI beside every reference's, on the same sentences, for both arms."""
+    lines = [
+        "",
+        "## The pool against references on the same sentences (held-out validation lines)",
+        "",
+        f"Means over seeds; [ ] the widest of the per-seed 95 % bootstrap intervals; p99: the 99th percentile of "
+        f"AMI under shuffled labels. M = {reference_pool_size()} (XLM-P's pool size; the baseline's references "
+        "use the same k). The query is the pool's (the mean-pooled embedding output, also the baseline's).",
+        "",
+        "| clusterer | XLM-P arm: AMI vs language [CI] | p99 | AMI vs script | baseline arm: AMI vs language [CI] "
+        "| p99 | AMI vs script |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for stem, label in CLUSTERERS:
+        cells = []
+        for runs in (xr, br):
+            cells += [
+                _ami_cells(pool, runs, "all", f"{stem}_language"),
+                _f(_ami(pool, runs, "all", f"{stem}_script")["value"]),
+            ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def within_script_table(pool: dict[str, dict], xr: Sequence[str], br: Sequence[str]) -> list[str]:
+    """AMI against language within each script group of >= 3 languages, the pool beside the references."""
+    from data_pipelines import languages as language_table
+
+    groups = sorted({key.split("|")[0] for key in pool[xr[0]] if key.startswith("script:")})
+    lines = [
+        "",
+        "## Language within a script (each script holding >= 3 languages, its sentences alone)",
+        "",
+        "Where the script cannot tell languages apart. The pool's top prompt, the random keys and step 0 are "
+        "restricted to the group; TF-IDF and query k-means are refitted on it (k = its languages).",
+        "",
+        "| script (languages) | clusterer | XLM-P arm: AMI vs language [CI] | p99 | baseline arm: AMI vs language "
+        "[CI] | p99 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    labels = dict(CLUSTERERS, kmeans_query_klang="k-means of the model's query", tfidf_klang="TF-IDF k-means")
+    for where in groups:
+        script = where.split(":", 1)[1]
+        names = ", ".join(lang for lang in languages() if language_table.script(lang, "") == script)
+        for stem in ("prompt", "step0_prompt", "random_keys", "kmeans_query_klang", "tfidf_klang"):
+            cells = [_ami_cells(pool, runs, where, f"{stem}_language") for runs in (xr, br)]
+            lines.append(f"| {script} ({names}) | {labels[stem]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def report(
+    scalars: dict[str, dict], run_list: list[dict], low: list[str], meta: dict, pool: dict[str, dict] | None = None
+) -> tuple[str, dict]:
     """SCIENCE.md's text and its numbers."""
     seeds = sorted({r["seed"] for r in run_list if r["arm"] == "xlmp"})
     xr = [f"xlmp_s{s}" for s in seeds]
@@ -289,8 +406,8 @@ def report(scalars: dict[str, dict], run_list: list[dict], low: list[str], meta:
         "",
         "## Setup",
         "",
-        f"- Both arms: `configs/tiny.py` (2 layers, 64 wide) on its {len(languages())} languages, "
-        f"`{' '.join(EXPERIMENT)}`; the baseline is `configs/tiny_baseline.py` (no pool). Equal data, steps "
+        f"- Both arms: `configs/tiny.py` (2 layers, 64 wide) on {len(languages())} languages (its "
+        f"{len(TINY_LANGUAGES)} and {', '.join(EXTRA_LANGUAGES)}), `{' '.join(EXPERIMENT)}`; the baseline is `configs/tiny_baseline.py` (no pool). Equal data, steps "
         "and tokens; seed s of one arm is paired with seed s of the other.",
         f"- XLM-P's pool options (our choice, fixed a priori): `{POOL_OPTIONS}`.",
         f"- Seeds: {seeds}. Intervals are 95 % t intervals of the paired difference over seeds (n = {len(seeds)}).",
@@ -337,6 +454,13 @@ def report(scalars: dict[str, dict], run_list: list[dict], low: list[str], meta:
         lines.append(f"| {k} | " + " | ".join(_f(scalars[r][k]) for r in xr) + " |")
     lines += [
         "",
+        "`mantel_p_<family|branch>_within_script`: the same correlation, its null permuting languages only within "
+        "their script (family is nested in script, so what script alone explains stays in the null).",
+    ]
+    if pool:
+        lines += reference_table(pool, xr, br) + within_script_table(pool, xr, br)
+    lines += [
+        "",
         f"Plots of seed {seeds[0]}: `{meta['plots']}` (routing similarity heatmap, dendrogram of languages from",
         "routing alone, language x prompt weights).",
         "",
@@ -368,7 +492,7 @@ def report(scalars: dict[str, dict], run_list: list[dict], low: list[str], meta:
         lines.append(f"| baseline (no pool) | | {_f(scalars[br[0]][cols[0]])} | {_f(scalars[br[0]][cols[1]])} |"
                      + " |" * (len(cols) - 2))  # fmt: skip
     numbers = dict(meta=meta, runs=run_list, per_run=scalars, paired=main, per_language_mlm=per_lang,
-                   targets=[dict(target=n, measured=m, met=ok) for n, m, ok in checks])  # fmt: skip
+                   targets=[dict(target=n, measured=m, met=ok) for n, m, ok in checks], pool=pool or {})  # fmt: skip
     return "\n".join(lines) + "\n", numbers
 
 
@@ -401,6 +525,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     langs = retrieval_languages(rows)
     low = low_resource_half(langs)
     scalars = {name: per_run_scalars(rows, wd, langs, low) for name, wd in workdirs.items()}
+    pool = {name: pool_values(rows, wd) for name, wd in workdirs.items()}
     plots = _copy_plots(os.path.join(root, "eval"), workdirs[f"xlmp_s{seeds[0]}"], args.plots)
     meta = dict(
         command="python -m bench.science " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -409,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         minutes=round((time.perf_counter() - began) / 60, 1),
         plots=os.path.relpath(plots, REPO),
     )
-    text, numbers = report(scalars, run_list, low, meta)
+    text, numbers = report(scalars, run_list, low, meta, pool)
     text += f"\nThe whole experiment took {meta['minutes']} min (training, evals and this report).\n"
     text += _kept_notes(args.doc)
     with open(args.doc, "w") as f:

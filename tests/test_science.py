@@ -68,3 +68,43 @@ def test_hand_written_notes_survive_a_rerun(tmp_path):
     assert science._kept_notes(str(doc)).strip() == science.NOTES_MARKER
     doc.write_text("old figures\n" + science.NOTES_MARKER + "\n## Reading\nkept text\n")
     assert science._kept_notes(str(doc)) == "\n" + science.NOTES_MARKER + "\n## Reading\nkept text\n"
+
+
+def test_the_experiment_adds_languages_so_two_scripts_beside_latin_hold_three():
+    from data_pipelines import languages as language_table
+    from data_pipelines import sample
+
+    scripts = [language_table.script(lang) for lang in science.languages()]
+    crowded = {s for s in set(scripts) if scripts.count(s) >= 3 and s != "Latn"}
+    assert len(crowded) >= 2, crowded
+    assert set(science.EXTRA_LANGUAGES) <= set(sample.languages())
+    override = [a for a in science.EXPERIMENT if a.startswith("--config.data.languages=")]
+    assert len(override) == 1 and all(f"'{lang}'" in override[0] for lang in science.languages())
+
+
+def _pool_rows(ami: float) -> dict[str, float]:
+    rows = {}
+    for where in ("all", "script:Cyrl"):
+        for stem, _ in science.CLUSTERERS:
+            for against in ("language",) if stem == "script" else ("language", "script"):
+                name = f"{where}|ami_{stem}_{against}"
+                rows.update({name: ami, f"{name}_shuffled_p99": 0.01, f"{name}_ci_low": ami - 0.1})
+                rows[f"{name}_ci_high"] = ami + 0.1
+    return rows
+
+
+def test_report_tables_put_the_references_beside_the_pool_for_both_arms():
+    scalars = _scalars(ami=0.7, p99=0.02, mantel_p=0.001, retrieval_base=0.20, retrieval_xlmp=0.25)
+    for values in scalars.values():
+        values.update(retrieval_en_to_xx=0.1, retrieval_xx_to_en=0.1, retrieval_low_resource=0.1)
+        values.update(classification_zero_shot=0.5, **{f"mlm_loss/{lang}": 5.0 for lang in science.languages()})
+    pool = {name: _pool_rows(0.6 if name.startswith("xlmp") else 0.4) for name in scalars}
+    pool["baseline_s0"] = {k: v for k, v in pool["baseline_s0"].items() if "prompt" not in k}
+    run_list = science.runs([0, 1, 2], [])
+    meta = dict(command="python -m bench.science", date="today", machine="cpu", plots="plots")
+    text, numbers = science.report(scalars, run_list, ["cy"], meta, pool)
+    assert "## The pool against references on the same sentences" in text and numbers["pool"] is pool
+    assert "| script label alone (no model) | 0.600 [0.500, 0.700] | 0.010 | n/a | 0.400 [0.300, 0.500]" in text
+    assert "| TF-IDF of token ids -> SVD -> k-means, k = M | 0.600 [0.500, 0.700] | 0.010 | 0.600 |" in text
+    assert "| Cyrl (ru, uk, bg, kk) | XLM-P: top prompt | 0.600 [0.500, 0.700] | 0.010 |" in text
+    assert "mantel_p_family_within_script" in text
