@@ -236,3 +236,18 @@ def test_transfer_file_errors_name_the_line(tmp_path, monkeypatch):
         sample.read_transfer()
     with pytest.raises(ValueError, match="unknown transfer split"):
         sample.read_transfer("validation")
+
+
+def test_a_new_transfer_file_moves_the_sample_inputs_fingerprint(tmp_path, monkeypatch):
+    """The held-out rule reads the transfer file, so a prepared cache of the sample must not outlive it."""
+    from data_pipelines import line_sources
+
+    for folder in ("mono", "parallel"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "mono" / "de.txt").write_text("Eine Zeile Text hier\n")
+    monkeypatch.setattr(sample, "SAMPLE_DIR", str(tmp_path))
+    inp = line_sources.Input("de", "train", "lines", "sample", ("de",))
+    before = line_sources.fingerprint(inp)
+    (tmp_path / "transfer").mkdir()
+    (tmp_path / "transfer" / "packages.tsv").write_text("label\ten\tde\nmedia\tPlay the song now\tLied abspielen\n")
+    assert line_sources.fingerprint(inp) != before
