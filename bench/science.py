@@ -569,7 +569,8 @@ def report(
         "# SCIENCE: does the prompt pool cluster languages, and does it help?",
         "",
         f"Produced by `{meta['command']}` on {meta['date']} ({meta['machine']}); every figure below comes from",
-        "that run (raw numbers: `bench/results/science.json`). Nothing here was tuned on an evaluation set: the",
+        f"that run (raw numbers: `{meta.get('json', 'bench/results/science.json')}`). Nothing here was tuned on an "
+        "evaluation set: the",
         "pool options were fixed before the run, and the evaluation text occurs in no training split.",
         "",
         "## Setup",
@@ -636,10 +637,9 @@ def report(
         "",
         "## Per-language MLM loss (mean over seeds): a description, not a test",
         "",
-        f"Paired 95 % t intervals per language, shown to describe where the difference lies. They decide nothing: "
-        f"at n = {len(seeds)} seeds a single language's interval is far wider than a {100 * MARGIN:.0f} % margin, "
-        "and no correction for the many languages is made. The verdict is the targets table's, on the mean over "
-        "languages.",
+        "Paired 95 % t intervals per language, shown to describe where the difference lies. None is tested "
+        f"against the {100 * MARGIN:.0f} % margin: one interval per language with no correction for their number, "
+        f"on n = {len(seeds)} seeds. The verdict is the targets table's, on the mean over languages.",
         "",
         "| language | XLM-P | baseline | difference [95 % CI] | difference / baseline |",
         "| --- | --- | --- | --- | --- |",
@@ -752,6 +752,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     pool = {name: pool_values(rows, wd) for name, wd in workdirs.items()}
     plots = _copy_plots(os.path.join(root, "eval"), workdirs[f"xlmp_s{seeds[0]}"], args.plots)
     meta.update(plots=os.path.relpath(plots, REPO), compute=compute_line(run_list, preset, steps))
+    meta.update(json=os.path.relpath(os.path.abspath(args.json), REPO))
     meta.update(overrides=" ".join(a for a in run_args(run_list[0], preset, steps) if ".seed=" not in a
                                    and ".pool." not in a and ".prepared_dir=" not in a))  # fmt: skip
     if preset.sizes[0][0] != "tiny":
