@@ -22,17 +22,17 @@ description only. The pool prepends its prompt vectors, so XLM-P's step costs mo
 Budget of the committed experiment (``PRESETS["experiment"]``: 10 seeds, 24 runs = 10 x 2 arms + 4 ablation
 variants of XLM-P). Measured on these 2 cores while they were shared with other work (load average 5.5-10):
 120-step runs of each arm with ``EXPERIMENT`` (27 languages) took 0.44 s a step for XLM-P and 0.36 s for the
-baseline, plus ~8 s of start-up a run once the compilation cache holds its programs (~50 s for the first run
-of an arm); the eval sweep took ~2.8 min a run (MLM ~20 s, retrieval ~15 s, the pool eval with its references
-~70 s, the transfer task's 3 fine-tuning seeds ~60 s; ~1.8 min without the transfer task, which the ablation's
-runs skip). The README's idle main job (300 steps of XLM-P in ~70 s after start-up) puts the idle machine
-~2.2 x faster: ~0.20 and ~0.16 s a step, ~1.3 and ~0.8 min of sweep a run. Idle, S steps a run cost
+baseline, plus ~8 s of start-up a run once the compilation cache holds its programs (~35 s for the first run
+of an arm); the eval sweep took ~2.8 min a run (roughly: MLM ~20 s, retrieval ~15 s, the pool eval with its
+references ~70 s, the transfer task's 3 fine-tuning seeds ~60 s; ~1.8 min without the transfer task, which the
+ablation's runs skip). The README's idle main job (300 steps of XLM-P and its evals in ~72 s after start-up)
+puts the idle machine ~2.2 x faster: ~0.20 and ~0.16 s a step, ~1.3 and ~0.8 min of sweep a run. Idle, S steps a run cost
 
     training  S x (14 x 0.20 + 10 x 0.16) s = 4.4 S s          14 XLM-P runs, 10 baseline runs
-    fixed     24 x 8 s + 2 x 50 s                  ~  5 min     start-up and the two compilations
+    fixed     24 x 8 s + 2 x 35 s                  ~  4 min     start-up and the two compilations
     sweep     20 x 1.3 min + 4 x 0.8 min           ~ 29 min
 
-so S = 500 gives 37 + 5 + 29 ~ 71 min, and ~90 min if the machine is only 1.8 x faster idle. The steps are
+so S = 500 gives 37 + 4 + 29 ~ 70 min, and ~85 min if the machine is only 1.8 x faster idle. The steps are
 therefore shorter than the earlier 800 (3 seeds): 500 steps x 32 rows x 128 tokens = 2.05 M tokens a run
 (~2.6 passes over the sample's 0.78 M training tokens). On a machine as loaded as at the measurement the same
 experiment takes ~2.5-3 h.
@@ -745,6 +745,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             curves[r["name"]] = curve_points(
                 rows, workdirs[r["name"]], run.train.batch_size * run.data.seq_length, langs
             )
+        meta["flops"] = {r["name"]: step_flops(r["config"], run_args(r, preset, steps)) for r in run_list}
         write(curve_report(curves, run_list, meta), dict(meta=meta, runs=run_list, curves=curves), args)
         return
     low = low_resource_half(langs)
@@ -829,12 +830,15 @@ def curve_report(curves: dict[str, list[dict]], run_list: list[dict], meta: dict
         "Checkpoints of each run, each evaluated by the eval sweep (MLM loss on validation lines, retrieval top-1 "
         "on held-out pairs, the transfer task fine-tuned on English: its English dev accuracy and the zero-shot "
         "accuracy on the other languages; chance 0.5).",
+        f"Every run: `configs/tiny_baseline.py` with `{' '.join(EXPERIMENT)}`, then its size's overrides.",
         "",
     ]
     for run in run_list:
         points = curves[run["name"]]
+        flops = meta.get("flops", {}).get(run["name"], float("nan"))
         lines += [
-            f"## {run['name']} (size {run['size']}: `{' '.join(run['size_args']) or 'configs/tiny_baseline.py'}`)",
+            f"## {run['name']} (size {run['size']}: `{' '.join(run['size_args']) or 'tiny'}`; "
+            f"{_f(flops / 1e9, 2)} GFLOP a training step)",
             "",
             "| step | tokens (M) | MLM loss | retrieval top-1 | transfer: English dev | transfer: zero-shot |",
             "| --- | --- | --- | --- | --- | --- |",

@@ -208,9 +208,9 @@ def test_the_curve_reads_every_checkpoint_and_says_where_retrieval_passes_ten_pe
     assert [p["tokens"] for p in points] == [400 * 4096, 800 * 4096]
     assert points[1]["mlm_loss_mean"] == pytest.approx(5.2) and points[0]["transfer_en_dev"] == pytest.approx(0.7)
     run = dict(name="baseline_tiny_s0", size="tiny", size_args=())
-    text = science.curve_report(
-        {"baseline_tiny_s0": points}, [run], dict(command="c", date="d", machine="m", minutes=1)
-    )
+    meta = dict(command="c", date="d", machine="m", minutes=1, flops={"baseline_tiny_s0": 5.3e9})
+    text = science.curve_report({"baseline_tiny_s0": points}, [run], meta)
+    assert "## baseline_tiny_s0 (size tiny: `tiny`; 5.30 GFLOP a training step)" in text
     assert f"Retrieval first at >= 10 % top-1: {800 * 4096 / 1e6:.2f} M tokens." in text
 
 
