@@ -26,7 +26,8 @@ baseline, plus ~8 s of start-up a run once the compilation cache holds its progr
 of an arm); the eval sweep took ~2.8 min a run (roughly: MLM ~20 s, retrieval ~15 s, the pool eval with its
 references ~70 s, the transfer task's 3 fine-tuning seeds ~60 s; ~1.8 min without the transfer task, which the
 ablation's runs skip). The README's idle main job (300 steps of XLM-P and its evals in ~72 s after start-up)
-puts the idle machine ~2.2 x faster: ~0.20 and ~0.16 s a step, ~1.3 and ~0.8 min of sweep a run. Idle, S steps a run cost
+puts the idle machine ~2.2 x faster: ~0.20 and ~0.16 s a step, ~1.3 and ~0.8 min of sweep a run. Idle, S steps
+a run cost
 
     training  S x (14 x 0.20 + 10 x 0.16) s = 4.4 S s          14 XLM-P runs, 10 baseline runs
     fixed     24 x 8 s + 2 x 35 s                  ~  4 min     start-up and the two compilations
