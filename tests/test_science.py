@@ -97,7 +97,9 @@ def test_report_tables_put_the_references_beside_the_pool_for_both_arms():
     scalars = _scalars(ami=0.7, p99=0.02, mantel_p=0.001, retrieval_base=0.20, retrieval_xlmp=0.25)
     for values in scalars.values():
         values.update(retrieval_en_to_xx=0.1, retrieval_xx_to_en=0.1, retrieval_low_resource=0.1)
-        values.update(classification_zero_shot=0.5, **{f"mlm_loss/{lang}": 5.0 for lang in science.languages()})
+        values.update(
+            transfer_en=0.5, transfer_zero_shot=0.2, **{f"mlm_loss/{lang}": 5.0 for lang in science.languages()}
+        )
     pool = {name: _pool_rows(0.6 if name.startswith("xlmp") else 0.4) for name in scalars}
     pool["baseline_s0"] = {k: v for k, v in pool["baseline_s0"].items() if "prompt" not in k}
     run_list = science.runs([0, 1, 2], [])
@@ -202,7 +204,7 @@ def test_the_curve_reads_every_checkpoint_and_says_where_retrieval_passes_ten_pe
         rows += [dict(workdir="w", step=step, eval="mlm", language=lang, metric="loss", value=6.0 - step / 1000)
                  for lang in science.languages()]  # fmt: skip
         rows += [dict(workdir="w", step=step, eval="retrieval", language="de", metric="acc_mean", value=ret)]
-        rows += [dict(workdir="w", step=step, eval="classification", language="en", metric="dev_accuracy",
+        rows += [dict(workdir="w", step=step, eval="package", language="en", metric="dev_accuracy",
                       value=v, seed=s) for s, v in ((0, 0.6), (1, 0.8))]  # fmt: skip
     points = science.curve_points(rows, "w", 4096, ["de"])
     assert [p["tokens"] for p in points] == [400 * 4096, 800 * 4096]
