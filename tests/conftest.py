@@ -1,6 +1,7 @@
 """Test setup: 8 simulated CPU devices, set before JAX initialises (multi-device code is tested on CPU), JAX's
-persistent compilation cache and the temp folder (the default prepared-data cache, Beam's job folders) in
-folders of this test run, removed when it ends: a test run writes nothing into the user's home or a shared cache."""
+persistent compilation cache, the temp folder (the default prepared-data cache, Beam's job folders), the XDG
+cache and matplotlib's config folder in folders of this test run, removed when it ends: a test run writes
+nothing into the user's home or a shared cache. The run fails if the user's cache folder gains an entry."""
 
 import atexit
 import os
@@ -18,8 +19,12 @@ if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
     atexit.register(shutil.rmtree, _CACHE, True)
 if not os.environ.get("XLMP_TESTS_TMPDIR"):
+    # The user's cache folder, as it was before this run pointed XDG_CACHE_HOME elsewhere (checked at the end).
+    os.environ["XLMP_TESTS_USER_CACHE"] = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
     _TMP = tempfile.mkdtemp(prefix="xlmp-tests-tmp-")
     os.environ["XLMP_TESTS_TMPDIR"] = os.environ["TMPDIR"] = _TMP  # subprocesses and xdist workers inherit it
+    os.environ["XDG_CACHE_HOME"] = os.path.join(_TMP, "xdg-cache")
+    os.environ["MPLCONFIGDIR"] = os.path.join(_TMP, "matplotlib")
     atexit.register(shutil.rmtree, _TMP, True)
 tempfile.tempdir = os.environ["XLMP_TESTS_TMPDIR"]
 
@@ -36,3 +41,32 @@ def sample_vocab():
     from data_pipelines.vocab import XLMRVocabulary
 
     return XLMRVocabulary(str(SAMPLE_VOCAB))
+
+
+_USER_CACHE = pytest.StashKey[set]()
+
+
+def _entries(root: str) -> set[str]:
+    """Every file and folder under ``root``, relative to it (none if it does not exist)."""
+    found = set()
+    for folder, dirs, files in os.walk(root):
+        rel = os.path.relpath(folder, root)
+        found.update(os.path.normpath(os.path.join(rel, name)) for name in dirs + files)
+    return found
+
+
+def pytest_sessionstart(session):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # the controller sees the whole run
+        session.config.stash[_USER_CACHE] = _entries(os.environ["XLMP_TESTS_USER_CACHE"])
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = session.config.stash.get(_USER_CACHE, None)
+    if before is None:
+        return
+    root = os.environ["XLMP_TESTS_USER_CACHE"]
+    added = sorted(_entries(root) - before)
+    if added:
+        shown = ", ".join(added[:10]) + (f" and {len(added) - 10} more" if len(added) > 10 else "")
+        print(f"\nthe test run wrote into the user's cache folder {root}: {shown}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
