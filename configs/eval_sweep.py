@@ -17,7 +17,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.workdirs = ""  # comma-separated work directories (of python -m xlmp_jax.train)
     c.steps = "all"  # all | latest | comma-separated step numbers (must exist in every work directory)
     c.out = ""  # results directory: results.csv/.json, summary.md, plots/, tb/, cells.jsonl
-    # any of: mlm, retrieval, pool, classification, tagging, pos, tatoeba, bucc, xquad, mlqa, tydiqa
+    # any of: mlm, retrieval, pool, classification, tagging, pos, tatoeba, bucc, xquad, mlqa, tydiqa, package
+    # (package: the shipped cross-lingual task, data_pipelines/sample/transfer/; fine-tuned on English train
+    # strings, learning rate (package.learning_rates) and step (package.eval_every) chosen on English dev only,
+    # package.seeds fine-tuning seeds; rows: English and each target language's test accuracy, their mean
+    # (all), chance_uniform, majority_rate and the character n-gram baseline (ngram_accuracy))
     c.evals = "mlm,retrieval,pool"
     c.batch_size = 32  # sentences per forward pass
     c.max_length = 128  # tokens per sentence, <s> and </s> included

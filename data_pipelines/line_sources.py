@@ -255,12 +255,15 @@ def examples(inp: Input, lines: int, documents: int) -> int:
 
 
 def fingerprint(inp: Input) -> str:
-    """What the input is: its spec plus each file's path, size and modification time (TFDS: name and split)."""
+    """What the input is: its spec plus each file's path, size and modification time (TFDS: name and split;
+    the sample: its mono and parallel folders and transfer file, as any of them moves the held-out rule)."""
     keys = [file_key(p) for p in inp.paths] if inp.reader in ("text", "jsonl", "jsonl_pairs", "tfrecord") else []
-    if inp.reader in ("sample", "sample_pairs"):
+    if inp.reader in ("sample", "sample_pairs"):  # the held-out rule reads mono, parallel and the transfer task
         from data_pipelines import sample
 
-        keys = [file_key(os.path.join(sample.SAMPLE_DIR, "mono" if inp.reader == "sample" else "parallel"))]
+        paths = [os.path.join(sample.SAMPLE_DIR, "mono"), os.path.join(sample.SAMPLE_DIR, "parallel")]
+        paths += [p for p in (sample.transfer_path(),) if os.path.isfile(p)]
+        keys = [file_key(p) for p in paths]
     blob = json.dumps([dataclasses.asdict(inp), keys], sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:20]
 

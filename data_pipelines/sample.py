@@ -1,6 +1,8 @@
 """The sample corpus shipped in `data_pipelines/sample/` (real translated text; see its PROVENANCE.md).
 
-Layout: `mono/<lang>.txt` (UTF-8, one sentence a line) and `parallel/en-<lang>.tsv` (English TAB other).
+Layout: `mono/<lang>.txt` (UTF-8, one sentence a line), `parallel/en-<lang>.tsv` (English TAB other) and
+`transfer/packages.tsv` (a header `label<TAB>en<TAB><lang>...`, then one English string a line with its label
+and translations; an empty cell = not translated).
 
 Held-out rule shared by the whole project (every consumer reads its splits through this module):
 
@@ -10,25 +12,37 @@ Held-out rule shared by the whole project (every consumer reads its splits throu
   *normalised English side* falls in the first `PARALLEL_EVAL_PERCENT` % (`is_eval_pair`). Hashing the
   English side holds out the same English sentence in every language, so the languages' pairs do not leak
   into each other through a shared English source.
-- leakage: the evaluation set is every mono validation line and both sides of every held-out pair, of every
-  language. A training line (mono `train`, either side of a TLM `train` pair; the fine-tune training data is
-  the English side of the latter) whose `normalize`d form is in that set is dropped (`eval_sentences`).
+- transfer (`transfer/packages.tsv`: an English string, its package-group label and its translations): a
+  stable hash of the *normalised English* puts each string, with all its translations, in `train` (English
+  only, for fine-tuning), `dev` (English, for choosing fine-tuning settings) or `test` (every language)
+  (`transfer_split`); test strings are translations of English strings never fine-tuned on.
+- leakage: the evaluation set is every mono validation line, both sides of every held-out pair and every
+  text (English and translations) of the transfer task's `dev` and `test` strings, of every language. A
+  training line (mono `train`, either side of a TLM `train` pair, a fine-tuning string: the English side of
+  the latter or a transfer `train` string) whose `normalize`d form is in that set is dropped
+  (`eval_sentences`).
 
 `normalize` = Unicode NFKC, case fold, punctuation (categories P*) to spaces, whitespace collapsed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 SAMPLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample")
 SPLITS = ("train", "validation")
 VALIDATION_FRACTION = 0.1
 PARALLEL_EVAL_PERCENT = 25  # ~200 of 800 pairs per language for retrieval: our choice
+TRANSFER_FILE = os.path.join("transfer", "packages.tsv")
+TRANSFER_SPLITS = ("train", "dev", "test")
+# Percent of the transfer task's English strings in test and in dev (the rest: train). Our choice: test large
+# enough for per-language accuracy (~500 strings), train enough to fine-tune on (~600).
+TRANSFER_TEST_PERCENT, TRANSFER_DEV_PERCENT = 40, 15
 
 
 def languages() -> list[str]:
@@ -114,9 +128,68 @@ def _read_pairs(lang: str) -> list[tuple[str, str]]:
     return pairs
 
 
+@dataclasses.dataclass(frozen=True)
+class TransferString:
+    """One string of the transfer task: its label, the English source and its translations by language."""
+
+    label: str
+    english: str
+    translations: Mapping[str, str]
+
+
+def transfer_path() -> str:
+    """Path of `transfer/packages.tsv` (which may be absent in a stand-in sample folder)."""
+    return os.path.join(SAMPLE_DIR, TRANSFER_FILE)
+
+
+def transfer_split(english: str) -> str:
+    """`train`, `dev` or `test` of a transfer string: a stable hash of its normalised English (salted apart
+    from `is_eval_pair`), so a string and all its translations land in one split whatever the file order."""
+    digest = hashlib.sha1(f"transfer|{normalize(english)}".encode()).digest()
+    bucket = int.from_bytes(digest[:8], "big") % 100
+    if bucket < TRANSFER_TEST_PERCENT:
+        return "test"
+    return "dev" if bucket < TRANSFER_TEST_PERCENT + TRANSFER_DEV_PERCENT else "train"
+
+
+def _read_transfer() -> list[TransferString]:
+    path = transfer_path()
+    if not os.path.isfile(path):
+        return []
+    lines = _read_lines(path)
+    header = lines[0].split("\t") if lines else []
+    if header[:2] != ["label", "en"]:
+        raise ValueError(f"{path}:1: expected the header 'label<TAB>en<TAB><lang>...', got {lines[:1]!r}")
+    found = []
+    for i, line in enumerate(lines[1:], 2):
+        cells = line.split("\t")
+        if len(cells) != len(header) or not cells[0] or not cells[1]:
+            raise ValueError(f"{path}:{i}: expected {len(header)} cells with a label and English, got {line[:60]!r}")
+        found.append(
+            TransferString(cells[0], cells[1], {k: v for k, v in zip(header[2:], cells[2:], strict=True) if v})
+        )
+    return found
+
+
+def read_transfer(split: str | None = None) -> list[TransferString]:
+    """The transfer task's strings in file order: all of them, or one split of `TRANSFER_SPLITS`; `train`
+    drops a string whose English is an evaluation sentence (`eval_sentences`). Empty if the file is absent."""
+    if split is not None and split not in TRANSFER_SPLITS:
+        raise ValueError(f"unknown transfer split {split!r}; expected one of {TRANSFER_SPLITS}")
+    items = _read_transfer()
+    if split is None:
+        return items
+    items = [it for it in items if transfer_split(it.english) == split]
+    if split != "train":
+        return items
+    held = eval_sentences()
+    return [it for it in items if normalize(it.english) not in held]
+
+
 def eval_sentences() -> frozenset[str]:
-    """Normalised evaluation sentences of the whole sample: every mono validation line and both sides of
-    every held-out pair, all languages. No training split contains one of them (empty forms excluded)."""
+    """Normalised evaluation sentences of the whole sample: every mono validation line, both sides of every
+    held-out pair and every text of the transfer task's dev and test strings, all languages. No training
+    split contains one of them (empty forms excluded)."""
     return _eval_sentences(SAMPLE_DIR)
 
 
@@ -128,6 +201,9 @@ def _eval_sentences(sample_dir: str) -> frozenset[str]:
         found.update(normalize(line) for line in split_lines(_read_lines(mono_path(lang)), "validation"))
     for lang in parallel_languages():
         found.update(normalize(s) for pair in split_pairs(_read_pairs(lang), "validation") for s in pair)
+    for item in _read_transfer():
+        if transfer_split(item.english) != "train":
+            found.update(normalize(text) for text in (item.english, *item.translations.values()))
     found.discard("")
     return frozenset(found)
 

@@ -128,7 +128,8 @@ def test_splits_are_deterministic_and_non_empty():
     for lang in sample.languages():
         train, val = sample.read_mono(lang, "train"), sample.read_mono(lang, "validation")
         assert train and val, lang
-        assert len(train) >= 0.8 * (len(sample.read_mono(lang)) - len(val)), lang  # the filter drops few lines
+        # the filter drops few lines (up to ~20 % in ta: the transfer task's dev and test strings are held out too)
+        assert len(train) >= 0.75 * (len(sample.read_mono(lang)) - len(val)), lang
     for lang in sample.parallel_languages():
         train, val = sample.read_parallel(lang, "train"), sample.read_parallel(lang, "validation")
         n = len(sample.read_parallel(lang))
@@ -150,7 +151,7 @@ def test_zero_overlap_between_evaluation_and_training_on_the_shipped_sample():
 
     from data_pipelines import line_sources
     from data_pipelines.config import DataConfig, default_data_config
-    from xlmp_jax.evals import retrieval, transfer
+    from xlmp_jax.evals import package, retrieval, transfer
 
     cfg = default_data_config()
     cfg.tlm_rate = 0.5  # every sample language and every sample pair
@@ -179,6 +180,74 @@ def test_zero_overlap_between_evaluation_and_training_on_the_shipped_sample():
             evals[lang] |= _normalised(
                 ex.texts[0] if kind == "classification" else " ".join(ex.texts) for ex in examples
             )
+    task = package.task_data(package.config())  # the transfer task: English train; dev and every language's test
+    train |= _normalised(ex.texts[0] for ex in task.train)
+    evals["en"] |= _normalised(ex.texts[0] for ex in task.dev)
+    for lang, examples in task.tests.items():
+        evals[lang] |= _normalised(ex.texts[0] for ex in examples)
     assert len(train) > 30_000 and sum(map(len, evals.values())) > 5_000  # the sets are the real ones
     overlap = {lang: len(e & train) for lang, e in evals.items() if e & train}
     assert overlap == {}, overlap
+
+
+# ------------------------------------------------------------------------------------------- the transfer task
+
+
+def test_transfer_task_is_split_by_english_source():
+    every = sample.read_transfer()
+    assert 1000 <= len(every) <= 3000 and len({it.label for it in every}) >= 4
+    splits = {s: sample.read_transfer(s) for s in sample.TRANSFER_SPLITS}
+    english = {s: {sample.normalize(it.english) for it in items} for s, items in splits.items()}
+    assert english["train"].isdisjoint(english["dev"] | english["test"]) and english["dev"].isdisjoint(english["test"])
+    assert all(len(items) > 150 for items in splits.values()), {s: len(v) for s, v in splits.items()}
+    assert sample.transfer_split("Open the file.") == sample.transfer_split("  open THE file")
+    where = {s: {it.english: it for it in items} for s, items in splits.items()}
+    for it in every:  # a string and all its translations sit in its English string's split (train may drop it)
+        found = [s for s in sample.TRANSFER_SPLITS if it.english in where[s]]
+        assert found in ([sample.transfer_split(it.english)], []), (it.english, found)
+        assert not found or where[found[0]][it.english].translations == it.translations
+    assert len(splits["train"]) > 0.7 * sum(sample.transfer_split(it.english) == "train" for it in every)
+    translated = {lang for it in every for lang in it.translations}
+    assert translated == set(sample.parallel_languages())
+
+
+def test_transfer_dev_and_test_texts_are_held_out_of_every_training_split():
+    held = sample.eval_sentences()
+    dev_test = [it for s in ("dev", "test") for it in sample.read_transfer(s)]
+    texts = {sample.normalize(t) for it in dev_test for t in (it.english, *it.translations.values())} - {""}
+    assert texts <= held  # every language's dev and test string is an evaluation sentence
+    train: set[str] = set()
+    for lang in sample.languages():
+        train |= _normalised(sample.read_mono(lang, "train"))
+    for lang in sample.parallel_languages():
+        train |= _normalised(side for pair in sample.read_parallel(lang, "train") for side in pair)
+    train |= _normalised(it.english for it in sample.read_transfer("train"))
+    assert train.isdisjoint(texts)
+    raw_train = {sample.normalize(line) for lang in sample.languages() for line in sample.split_lines(
+        sample.read_mono(lang), "train")}  # fmt: skip
+    assert raw_train & texts  # the rule does remove lines: without it they would leak
+
+
+def test_transfer_file_errors_name_the_line(tmp_path, monkeypatch):
+    (tmp_path / "transfer").mkdir()
+    (tmp_path / "transfer" / "packages.tsv").write_text("label\ten\tde\nmedia\tPlay the song now\n")
+    monkeypatch.setattr(sample, "SAMPLE_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match=r"packages.tsv:2: expected 3 cells"):
+        sample.read_transfer()
+    with pytest.raises(ValueError, match="unknown transfer split"):
+        sample.read_transfer("validation")
+
+
+def test_a_new_transfer_file_moves_the_sample_inputs_fingerprint(tmp_path, monkeypatch):
+    """The held-out rule reads the transfer file, so a prepared cache of the sample must not outlive it."""
+    from data_pipelines import line_sources
+
+    for folder in ("mono", "parallel"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "mono" / "de.txt").write_text("Eine Zeile Text hier\n")
+    monkeypatch.setattr(sample, "SAMPLE_DIR", str(tmp_path))
+    inp = line_sources.Input("de", "train", "lines", "sample", ("de",))
+    before = line_sources.fingerprint(inp)
+    (tmp_path / "transfer").mkdir()
+    (tmp_path / "transfer" / "packages.tsv").write_text("label\ten\tde\nmedia\tPlay the song now\tLied abspielen\n")
+    assert line_sources.fingerprint(inp) != before

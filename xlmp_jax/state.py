@@ -44,11 +44,17 @@ def _as_key_data(rng: Any) -> jax.Array:
     return jnp.asarray(rng, jnp.uint32)
 
 
+def _split(key_data: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(param key, state key): how a run's seed is spent, shared by the init and ``initial_params``."""
+    param_key, state_key = jax.random.split(jax.random.wrap_key_data(key_data))
+    return param_key, state_key
+
+
 def _initializer(model: ModelConfig, tx: optax.GradientTransformation):
     """``init(key_data) -> TrainState`` with boxed (logically named) params: the random start."""
 
     def init(key_data):
-        param_key, state_key = jax.random.split(jax.random.wrap_key_data(key_data))
+        param_key, state_key = _split(key_data)
         boxed = init_params(model, param_key)["params"]
         return TrainState(
             step=jnp.zeros((), jnp.int32),
@@ -60,6 +66,14 @@ def _initializer(model: ModelConfig, tx: optax.GradientTransformation):
         )
 
     return init
+
+
+def initial_params(model: ModelConfig, seed: int) -> Any:
+    """The unboxed params a random-init run of ``model`` with ``train.seed = seed`` starts from, rebuilt
+    from the config and seed alone: the evals read "the model at step 0" without a step-0 checkpoint. (A run
+    with ``init_from_hf`` starts from its import instead.)"""
+    param_key, _ = _split(_as_key_data(jax.random.key(seed)))
+    return jax.jit(lambda k: nn.unbox(init_params(model, k)["params"]))(param_key)
 
 
 def abstract_train_state(model: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh) -> tuple[Any, TrainState]:
@@ -109,7 +123,7 @@ def create_train_state(
     placed = jax.tree.map(lambda x, s: jax.device_put(x, s), params, shardings.params)
 
     def build(p, key_data):
-        state_key = jax.random.split(jax.random.wrap_key_data(key_data))[1]
+        state_key = _split(key_data)[1]
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=jax.tree.map(lambda x, a: x.astype(a.dtype), p, abstract.params),

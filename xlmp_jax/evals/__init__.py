@@ -6,7 +6,9 @@ settings block: the sweep config's ``c.<NAME>``) and ``run(ctx, cfg) -> rows`` (
 ``pool`` (soft language clustering of the prompt pool, ``pool_analysis``), ``classification``, ``tagging`` and
 ``pos`` (zero-shot cross-lingual transfer: ``transfer``, its examples ``transfer_data``, the fine-tuning
 ``finetune``), ``tatoeba`` (XTREME's Tatoeba from TFDS or its files) and ``bucc`` (BUCC 2018 bitext mining
-with the ratio margin, ``mining``), ``xquad``, ``mlqa`` and ``tydiqa`` (extractive QA, zero-shot: ``qa``, its
+with the ratio margin, ``mining``), ``package`` (zero-shot transfer on the shipped package-group task,
+its learning rate and step chosen on English dev, beside the character n-gram baseline ``ngram_baseline``),
+``xquad``, ``mlqa`` and ``tydiqa`` (extractive QA, zero-shot: ``qa``, its
 data ``qa_data``, windows ``qa_windows``, fine-tuning ``qa_finetune``, scores ``qa_metrics``).
 Shared: ``encoder`` (jitted forward passes + tokenisation), ``context`` (what a cell's eval gets), ``heldout``
 (held-out text), ``clustering`` (chance-corrected statistics), ``results`` (the tidy result table, summary,
@@ -33,6 +35,7 @@ REGISTRY: dict[str, str] = {
     "xquad": "xlmp_jax.evals.xquad",
     "mlqa": "xlmp_jax.evals.mlqa",
     "tydiqa": "xlmp_jax.evals.tydiqa",
+    "package": "xlmp_jax.evals.package",
 }
 
 

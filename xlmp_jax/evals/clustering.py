@@ -10,7 +10,9 @@ comes with its null distribution (permutation tests) and its sampling spread (bo
 - soft view: per-language mean routing distributions, their Jensen-Shannon divergences, the effective
   number of prompts in use, the mean per-input routing entropy and the fraction of the pool that is some
   input's top prompt;
-- a Mantel test: does the routing distance between languages follow a linguistic distance?
+- a Mantel test: does the routing distance between languages follow a linguistic distance? With
+  ``strata`` (the languages' scripts) its null permutes languages only within a stratum, so what the strata
+  alone explain (family is nested in script) stays in the null: a partial Mantel test is unreliable there.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_mutual_info_score
 
 Statistic = Callable[[np.ndarray, np.ndarray], float]
@@ -29,6 +32,14 @@ def ami(labels: Sequence[int] | np.ndarray, assignment: Sequence[int] | np.ndarr
     """Adjusted mutual information (sklearn, arithmetic normalisation): 1 for identical partitions up
     to relabelling, 0 in expectation for independent ones, whatever the numbers of classes."""
     return float(adjusted_mutual_info_score(np.asarray(labels), np.asarray(assignment)))
+
+
+def kmeans_clusters(vectors: np.ndarray, num_clusters: int, seed: int = 0) -> np.ndarray:
+    """k-means cluster of each row of ``vectors`` (L2-normalised: the pool scores by cosine)."""
+    if num_clusters < 2 or len(vectors) <= num_clusters:
+        raise ValueError(f"k-means needs >= 2 clusters and more points than clusters, got {num_clusters}")
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return KMeans(n_clusters=num_clusters, n_init=10, random_state=seed).fit_predict(unit)
 
 
 def _generator(seed: int | np.random.Generator) -> np.random.Generator:
@@ -190,6 +201,16 @@ def different_category_matrix(categories: Sequence[str]) -> np.ndarray:
     return (values[:, None] != values[None, :]).astype(np.float64)
 
 
+def within_strata_permutation(strata: Sequence[str], rng: np.random.Generator) -> np.ndarray:
+    """A permutation of ``range(len(strata))`` that maps every index to one of its own stratum."""
+    values = np.asarray(strata, dtype=object)
+    order = np.arange(len(values))
+    for stratum in dict.fromkeys(values.tolist()):
+        members = np.flatnonzero(values == stratum)
+        order[members] = rng.permutation(members)
+    return order
+
+
 @dataclasses.dataclass(frozen=True)
 class MantelTest:
     r: float  # Pearson correlation of the off-diagonal entries
@@ -203,16 +224,21 @@ def mantel_test(
     *,
     permutations: int = 999,
     seed: int | np.random.Generator = 0,
+    strata: Sequence[str] | None = None,
 ) -> MantelTest:
     """Correlation between two symmetric [L, L] distance matrices over the pairs i < j, with a p-value
     from relabelling the languages of ``distances`` (rows and columns together). The pairs share
     languages, so they are not independent: permuting whole languages keeps that dependence in the null.
-    A constant ``reference`` (e.g. every language in one script) has no correlation: r and p are NaN."""
+    A constant ``reference`` (e.g. every language in one script) has no correlation: r and p are NaN.
+    ``strata`` (one label per language): relabel only within a stratum (``within_strata_permutation``);
+    a stratum of one language never moves, so with no stratum of two the p-value is 1."""
     a, b = np.asarray(distances, np.float64), np.asarray(reference, np.float64)
     if a.shape != b.shape or a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise ValueError(f"Mantel test needs two square matrices of one shape, got {a.shape} and {b.shape}")
     if permutations < 1:
         raise ValueError(f"permutations={permutations} must be >= 1")
+    if strata is not None and len(strata) != a.shape[0]:
+        raise ValueError(f"strata has {len(strata)} labels for {a.shape[0]} languages")
     upper = np.triu_indices(a.shape[0], k=1)
     y = b[upper]
     if len(y) < 2 or np.ptp(y) == 0 or np.ptp(a[upper]) == 0:
@@ -227,7 +253,7 @@ def mantel_test(
     observed = correlation(a)
     null = np.empty(permutations)
     for k in range(permutations):
-        order = rng.permutation(a.shape[0])
+        order = rng.permutation(a.shape[0]) if strata is None else within_strata_permutation(strata, rng)
         null[k] = correlation(a[np.ix_(order, order)])
     p_value = (1 + np.count_nonzero(null >= observed - _TIE)) / (1 + permutations)
     return MantelTest(observed, float(p_value), permutations)

@@ -9,7 +9,10 @@ the mean per-input routing entropy and the fraction of the pool that is some inp
 tests of the routing distances against "different script", "different family" and "different branch"
 (``data_pipelines.languages``). For a baseline (no pool) and, for comparison, XLM-P too: NMI and AMI of
 k-means clusters (k = number of languages) of the query vectors against the language labels, and the
-per-language query centroids projected to 2-D with PCA.
+per-language query centroids projected to 2-D with PCA. Beside every AMI, the references on the same sentences
+(``pool_references``: the script lookup, TF-IDF and query k-means, random keys, the pool at step 0) and the same
+questions within each script group of >= 3 languages; family against routing also with a null that permutes
+languages only within their script.
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.cluster import hierarchy  # noqa: E402
 from scipy.spatial.distance import squareform  # noqa: E402
-from sklearn.cluster import KMeans  # noqa: E402
 from sklearn.metrics import normalized_mutual_info_score  # noqa: E402
 
 from data_pipelines import languages as language_table  # noqa: E402
-from xlmp_jax.evals import clustering  # noqa: E402
-from xlmp_jax.hf.encoder import Encoder, Tokenizer  # noqa: E402
+from xlmp_jax.evals import clustering, pool_references  # noqa: E402
+from xlmp_jax.hf.encoder import Encoder, Tokenizer, with_specials  # noqa: E402
+from xlmp_jax.pool import PoolConfig  # noqa: E402
 
 Row = tuple[str, str, float]
 
@@ -59,12 +62,7 @@ def pca_2d(points: np.ndarray) -> np.ndarray:
     return projected
 
 
-def kmeans_clusters(vectors: np.ndarray, num_clusters: int, seed: int = 0) -> np.ndarray:
-    """k-means cluster of each row of ``vectors`` (L2-normalised: the pool scores by cosine)."""
-    if num_clusters < 2 or len(vectors) <= num_clusters:
-        raise ValueError(f"k-means needs >= 2 clusters and more points than clusters, got {num_clusters}")
-    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    return KMeans(n_clusters=num_clusters, n_init=10, random_state=seed).fit_predict(unit)
+kmeans_clusters = clustering.kmeans_clusters  # where it was first defined; the evals' tests read it here
 
 
 def kmeans_nmi(vectors: np.ndarray, labels: np.ndarray, num_clusters: int, seed: int = 0) -> float:
@@ -151,19 +149,22 @@ class Repeats:
     mantel_permutations: int = 999
 
 
-def ami_rows(name: str, labels: np.ndarray, assignment: np.ndarray, repeats: Repeats, seed: int) -> list[Row]:
+def ami_rows(
+    name: str, labels: np.ndarray, assignment: np.ndarray, repeats: Repeats, seed: int, where: str = "all"
+) -> list[Row]:
     """``ami_<name>`` with its shuffle test (mean, 99th percentile, p-value) and 95 % bootstrap interval
-    (recentred on the observed value; the offset removed is ``ami_<name>_bootstrap_shift``)."""
+    (recentred on the observed value; the offset removed is ``ami_<name>_bootstrap_shift``), in the rows of
+    ``where`` ("all", or a subset such as ``script:Cyrl``)."""
     test = clustering.permutation_test(labels, assignment, shuffles=repeats.shuffles, seed=seed)
     interval = clustering.bootstrap_interval(labels, assignment, resamples=repeats.resamples, seed=seed + 1)
     return [
-        ("all", f"ami_{name}", test.observed),
-        ("all", f"ami_{name}_shuffled_mean", test.shuffled_mean),
-        ("all", f"ami_{name}_shuffled_p99", test.shuffled_p99),
-        ("all", f"ami_{name}_p_value", test.p_value),
-        ("all", f"ami_{name}_ci_low", interval.low),
-        ("all", f"ami_{name}_ci_high", interval.high),
-        ("all", f"ami_{name}_bootstrap_shift", interval.shift),  # removed from the interval, see clustering
+        (where, f"ami_{name}", test.observed),
+        (where, f"ami_{name}_shuffled_mean", test.shuffled_mean),
+        (where, f"ami_{name}_shuffled_p99", test.shuffled_p99),
+        (where, f"ami_{name}_p_value", test.p_value),
+        (where, f"ami_{name}_ci_low", interval.low),
+        (where, f"ami_{name}_ci_high", interval.high),
+        (where, f"ami_{name}_bootstrap_shift", interval.shift),  # removed from the interval, see clustering
     ]
 
 
@@ -219,6 +220,12 @@ def routing_rows(
         test = clustering.mantel_test(distances, reference, permutations=repeats.mantel_permutations, seed=seed + k)
         if np.isfinite(test.r):  # NaN: one category only (or < 3 languages), nothing to correlate
             rows += [("all", f"mantel_r_{name}", test.r), ("all", f"mantel_p_{name}", test.p_value)]
+        if np.isfinite(test.r) and name != "script":  # family is nested in script: permute within script only
+            within = clustering.mantel_test(
+                distances, reference, permutations=repeats.mantel_permutations, seed=seed + 5 + k,
+                strata=scripts[with_metadata],
+            )  # fmt: skip
+            rows.append(("all", f"mantel_p_{name}_within_script", within.p_value))
     return rows
 
 
@@ -232,8 +239,15 @@ def analyse(
     title: str = "",
     seed: int = 0,
     repeats: Repeats = Repeats(),
+    token_ids: Sequence[Sequence[int]] | None = None,
+    pool_size: int | None = None,
+    key_std: float = 0.02,
+    score: str = "cosine",
+    initial_weights: np.ndarray | None = None,
 ) -> list[Row]:
-    """Rows + plots from per-sentence pool outputs; ``weights`` None for a model without a pool."""
+    """Rows + plots from per-sentence pool outputs; ``weights`` None for a model without a pool. The
+    references (``pool_references``) read ``token_ids`` (TF-IDF), ``pool_size`` (default: the pool's M; 0
+    none), ``key_std`` and ``score`` (the random keys) and ``initial_weights`` (the model at step 0)."""
     os.makedirs(out_dir, exist_ok=True)
     labels = np.asarray(labels)
     present = [i for i in range(len(languages)) if (labels == i).any()]  # a language without text has no rows
@@ -249,6 +263,23 @@ def analyse(
         rows.append(("all", "ami_kmeans_query", clustering.ami(labels, clusters)))
     if weights is not None:
         rows += routing_rows(np.asarray(weights), labels, languages, out_dir, title=title, seed=seed, repeats=repeats)
+    sentences = pool_references.Sentences(
+        labels=labels,
+        languages=languages,
+        query=np.asarray(query),
+        token_ids=token_ids,
+        pool_size=(0 if weights is None else np.shape(weights)[1]) if pool_size is None else pool_size,
+        key_std=key_std,
+        score=score,
+        initial_prompts=None if initial_weights is None else np.asarray(initial_weights).argmax(axis=1),
+    )
+
+    def scored(name: str, truth: np.ndarray, assignment: np.ndarray, at_seed: int, where: str) -> list[Row]:
+        return ami_rows(name, truth, assignment, repeats, at_seed, where)
+
+    rows += pool_references.reference_rows(sentences, scored, seed + 1000)
+    prompts = None if weights is None else np.asarray(weights).argmax(axis=1)
+    rows += pool_references.within_script_rows(sentences, prompts, scored, seed + 2000)
     return rows
 
 
@@ -261,12 +292,25 @@ def pool_eval(
     title: str = "",
     seed: int = 0,
     repeats: Repeats = Repeats(),
+    initial: Encoder | None = None,
+    pool_size: int = 0,
 ) -> list[Row]:
-    """Embeds every language's sentences and runs ``analyse`` on the pool's weights and queries."""
+    """Embeds every language's sentences and runs ``analyse`` on the pool's weights and queries; ``initial``
+    (the model at step 0, with a pool) gives the step-0 reference; ``pool_size`` is the k of the pool-size
+    references for a model without a pool (a pool's own size wins)."""
     languages = list(texts_by_language)
     texts = [t for lang in languages for t in texts_by_language[lang]]
     labels = np.asarray([i for i, lang in enumerate(languages) for _ in texts_by_language[lang]])
-    out = encoder.embed_texts(tokenizer, texts, layer=0)
+    rows = [with_specials(tokenizer, tokenizer.encode(t), encoder.max_length) for t in texts]
+    token_ids = [row[1:-1] for row in rows]  # what the model reads, without <s> and </s>
+    out = encoder.embed_ids(rows, layer=0)
+    pool = encoder.config.pool
+    initial_weights = None
+    if initial is not None and initial.has_pool:
+        initial_weights = initial.embed_ids(rows, layer=0)["weights"]
     return analyse(
-        out.get("weights"), out["query"], labels, languages, out_dir, title=title, seed=seed, repeats=repeats
-    )
+        out.get("weights"), out["query"], labels, languages, out_dir, title=title, seed=seed, repeats=repeats,
+        token_ids=token_ids, pool_size=pool.size if pool is not None else pool_size,
+        key_std=pool.init_std if pool is not None else PoolConfig().init_std,
+        score=pool.score if pool is not None else PoolConfig().score, initial_weights=initial_weights,
+    )  # fmt: skip
