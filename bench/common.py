@@ -74,7 +74,7 @@ def model_config(size: str, *, pool: bool, dtype: str = "float32", **overrides: 
 def synthetic_batch(
     batch_size: int, seq_length: int, vocab_size: int, mlm_rate: float = MLM_RATE, seed: int = 0
 ) -> dict[str, np.ndarray]:
-    """A full-length MLM batch in the data pipeline's format (interface 3), 15 % positions selected.
+    """A full-length MLM batch in the data pipeline's batch format (data_pipelines/README.md), 15 % positions selected.
 
     Ids avoid the special tokens (0..3) and the mask id; every row holds exactly ``round(T * rate)``
     selected positions, so xlmp's K-gather and transformers' -100 labels see the same work.
