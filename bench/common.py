@@ -285,7 +285,7 @@ def compile_xlmp_step(
         mesh=None,
         num_devices=num_devices,
     )
-    abstract, shardings = state.abstract_train_state(run.model, optimizer.tx, device_mesh)
+    abstract, shardings = state.abstract_train_state(run.model, optimizer.tx, device_mesh, run.mesh.logical_rules)
     batch_sharding = sharding.batch_sharding(device_mesh)
     batch = {
         k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
@@ -334,7 +334,9 @@ def make_xlmp_step(
         num_devices=num_devices,
     )
     batch = synthetic_batch(batch_size, seq_length, model_cfg.vocab_size)
-    train_state, shardings = state.create_train_state(run.model, optimizer.tx, device_mesh, jax.random.key(0))
+    train_state, shardings = state.create_train_state(
+        run.model, optimizer.tx, device_mesh, jax.random.key(0), rules=run.mesh.logical_rules
+    )
     train_step = steps.make_train_step(run, optimizer, device_mesh, shardings, num_languages=LANGUAGES)
     device_batch = sharding.shard_batch(batch, device_mesh)
     t0 = time.perf_counter()
