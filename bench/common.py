@@ -74,7 +74,7 @@ def model_config(size: str, *, pool: bool, dtype: str = "float32", **overrides: 
 def synthetic_batch(
     batch_size: int, seq_length: int, vocab_size: int, mlm_rate: float = MLM_RATE, seed: int = 0
 ) -> dict[str, np.ndarray]:
-    """A full-length MLM batch in the data pipeline's format (interface 3), 15 % positions selected.
+    """A full-length MLM batch in the data pipeline's batch format (data_pipelines/README.md), 15 % positions selected.
 
     Ids avoid the special tokens (0..3) and the mask id; every row holds exactly ``round(T * rate)``
     selected positions, so xlmp's K-gather and transformers' -100 labels see the same work.
@@ -285,7 +285,7 @@ def compile_xlmp_step(
         mesh=None,
         num_devices=num_devices,
     )
-    abstract, shardings = state.abstract_train_state(run.model, optimizer.tx, device_mesh)
+    abstract, shardings = state.abstract_train_state(run.model, optimizer.tx, device_mesh, run.mesh.logical_rules)
     batch_sharding = sharding.batch_sharding(device_mesh)
     batch = {
         k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
@@ -334,7 +334,9 @@ def make_xlmp_step(
         num_devices=num_devices,
     )
     batch = synthetic_batch(batch_size, seq_length, model_cfg.vocab_size)
-    train_state, shardings = state.create_train_state(run.model, optimizer.tx, device_mesh, jax.random.key(0))
+    train_state, shardings = state.create_train_state(
+        run.model, optimizer.tx, device_mesh, jax.random.key(0), rules=run.mesh.logical_rules
+    )
     train_step = steps.make_train_step(run, optimizer, device_mesh, shardings, num_languages=LANGUAGES)
     device_batch = sharding.shard_batch(batch, device_mesh)
     t0 = time.perf_counter()

@@ -78,7 +78,7 @@ def abstract_inputs(run: Any, tx: Any, mesh: jax.sharding.Mesh) -> tuple[Any, An
     from xlmp_jax import sharding
     from xlmp_jax import state as train_state
 
-    state, shardings = train_state.abstract_train_state(run.model, tx, mesh)
+    state, shardings = train_state.abstract_train_state(run.model, tx, mesh, run.mesh.logical_rules)
     rows = run.train.batch_size
     example = synthetic_batch(1, run.data.seq_length, run.model.vocab_size)  # names and dtypes
     placed = sharding.batch_sharding(mesh)
@@ -125,7 +125,7 @@ def comm_formula(run: Any, num_devices: int) -> dict[str, float]:
     d, f, t = run.mesh.data, run.mesh.fsdp, run.mesh.tensor
     if d * f * t != num_devices:
         raise ValueError(f"layout data={d} fsdp={f} tensor={t} is not {num_devices} devices")
-    _, per_device, tensor_only = memory.param_table(model, {"data": d, "fsdp": f, "tensor": t})
+    _, per_device, tensor_only = memory.param_table(model, {"data": d, "fsdp": f, "tensor": t}, run.mesh.logical_rules)
     pb = jnp.dtype(model.param_dtype).itemsize
     cb = jnp.dtype(model.dtype).itemsize
     rows = run.train.batch_size // (d * f)

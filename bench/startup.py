@@ -130,7 +130,8 @@ def _state_and_save(cache: str) -> dict:
     for _ in range(3):
         next(data)
     mesh = sharding.make_mesh(run.mesh, jax.devices()[:1])
-    state, _ = train_state.create_train_state(run.model, optim.make_optimizer(run.train).tx, mesh, jax.random.key(0))
+    tx = optim.make_optimizer(run.train).tx
+    state, _ = train_state.create_train_state(run.model, tx, mesh, jax.random.key(0), rules=run.mesh.logical_rules)
     work = tempfile.mkdtemp(prefix="xlmp_bench_save_")
     try:
         ckpt = checkpoint.Checkpointer(work)

@@ -106,9 +106,40 @@ def param_group(
     )
 
 
+# The logical-axis rules: (logical name the model uses, mesh axes), in priority order (flax gives each mesh
+# axis to one dimension per array, the first rule that asks for it). ``batch`` over data x fsdp; ``embed``
+# over fsdp splits the parameters and optimizer state (FSDP; activations keep ``embed`` whole, since
+# ``batch`` took fsdp there); heads/mlp/vocab/embed_out over tensor (Megatron-style); the rest whole.
+# Override one with ``logical_rules(embed=None)`` (e.g. no FSDP split of the parameters).
+LOGICAL_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("vocab", "tensor"),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("embed_out", "tensor"),
+    ("embed", "fsdp"),
+    ("length", None),
+    ("kv", None),
+    ("prompts", None),
+    ("prompt_length", None),
+    ("layers", None),  # the stacked layer axis of model.scan_layers: every device holds every layer's shard
+)
+
+
+def logical_rules(**changes) -> tuple:
+    """``LOGICAL_RULES`` with the named rules' mesh axes replaced, in the same order (``embed=None``)."""
+    unknown = sorted(set(changes) - {name for name, _ in LOGICAL_RULES})
+    if unknown:
+        raise ValueError(f"unknown logical axis name(s) {unknown}; the names: {[n for n, _ in LOGICAL_RULES]}")
+    return tuple((name, changes.get(name, axes)) for name, axes in LOGICAL_RULES)
+
+
 def mesh_config(**overrides) -> ml_collections.ConfigDict:
-    """Mesh axis sizes; -1 = the rest of the devices. ``dcn_data`` > 1 splits `data` across slices."""
-    mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, dcn_data=1))
+    """Mesh axis sizes; -1 = the rest of the devices. ``dcn_data`` > 1 splits `data` across slices.
+
+    ``logical_rules`` maps the model's logical axis names onto the mesh axes (``LOGICAL_RULES``).
+    """
+    mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, dcn_data=1, logical_rules=LOGICAL_RULES))
     mesh.update(overrides)
     return mesh
 

@@ -92,7 +92,8 @@ def train_command(
     num_processes: int | None = None,
     process_id: int | None = None,
 ) -> list[str]:
-    """``python -m xlmp_jax.train --config=... --workdir=... [overrides] [distributed flags]`` (interface 6)."""
+    """The train CLI's command line: ``python -m xlmp_jax.train --config=... --workdir=... [overrides]
+    [distributed flags]``."""
     cmd = [python, "-m", TRAIN_MODULE, f"--config={config}", f"--workdir={workdir}", *overrides]
     if coordinator_address is not None:
         cmd += [

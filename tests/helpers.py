@@ -10,7 +10,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from configs.common import mesh_config, train_config
+from configs.common import LOGICAL_RULES, mesh_config, train_config
 from data_pipelines.config import default_data_config, max_predictions
 from xlmp_jax import config_utils
 from xlmp_jax.model_config import ModelConfig
@@ -53,13 +53,15 @@ def tiny_config(**train) -> ml_collections.ConfigDict:
 
 def mesh_of(**axes: int) -> MeshConfig:
     """``MeshConfig`` of the given axes (``dcn_data`` 1 unless given)."""
-    return MeshConfig(**{"dcn_data": 1, **axes})
+    return MeshConfig(**{"dcn_data": 1, "logical_rules": LOGICAL_RULES, **axes})
 
 
 def init_state(config: ml_collections.ConfigDict, mesh, rng, **kwargs):
     """``state.create_train_state`` for a test's ConfigDict: resolved, with the optimizer of its train block."""
     run = config_utils.resolve(config)
-    return create_train_state(run.model, make_optimizer(run.train).tx, mesh, rng, **kwargs)
+    return create_train_state(
+        run.model, make_optimizer(run.train).tx, mesh, rng, rules=run.mesh.logical_rules, **kwargs
+    )
 
 
 def train_step_of(config: ml_collections.ConfigDict, mesh, shardings, **kwargs):
@@ -71,7 +73,7 @@ def train_step_of(config: ml_collections.ConfigDict, mesh, shardings, **kwargs):
 def eval_step_of(config: ml_collections.ConfigDict, mesh, shardings, **kwargs):
     """``steps.make_eval_step`` for a test's ConfigDict."""
     run = config_utils.resolve(config)
-    return make_eval_step(run.model, run.data.mlm_rate, mesh, shardings, **kwargs)
+    return make_eval_step(run.model, run.data.mlm_rate, mesh, shardings, rules=run.mesh.logical_rules, **kwargs)
 
 
 def model_of(config: ml_collections.ConfigDict) -> ModelConfig:

@@ -162,22 +162,22 @@ def _prepared_for_another_seq_length(tmp: pathlib.Path):
 def _mesh(mesh: dict):
     def setup(tmp):
         import jax
+        from helpers import mesh_of
 
         from xlmp_jax import sharding
-        from xlmp_jax.run_config import MeshConfig
 
-        return lambda: sharding.make_mesh(MeshConfig(**{"dcn_data": 1, **mesh}), jax.devices()[:8])
+        return lambda: sharding.make_mesh(mesh_of(**mesh), jax.devices()[:8])
 
     return setup
 
 
 def _batch_over_mesh(tmp):
     import jax
+    from helpers import mesh_of
 
     from xlmp_jax import sharding
-    from xlmp_jax.run_config import MeshConfig
 
-    mesh = sharding.make_mesh(MeshConfig(data=8, fsdp=1, tensor=1, dcn_data=1), jax.devices()[:8])
+    mesh = sharding.make_mesh(mesh_of(data=8, fsdp=1, tensor=1), jax.devices()[:8])
     return lambda: sharding.check_batch_size(12, mesh)
 
 

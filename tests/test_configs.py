@@ -153,3 +153,21 @@ def test_the_xlmr_recipe_splits_base_into_pool_and_encoder():
     assert sizes["encoder"] == counts["encoder"] + counts["vocab_padding"]  # the padding rows are parameters too
     optimizer = optim.make_optimizer(run.train)
     assert optimizer.frozen_groups(0) == {"encoder"} and optimizer.frozen_groups(2000) == set()
+
+
+def test_a_config_saved_before_the_logical_rules_loads_with_the_default_rules(tmp_path):
+    # Checkpoints store their config.json; those written before mesh.logical_rules take the default
+    # (config_utils.ADDED_FIELDS), and one override from the command line parses and round-trips.
+    from configs.common import LOGICAL_RULES
+
+    config = config_utils.load_config("configs/tiny.py")
+    saved = json.loads(config_utils.config_to_json(config))
+    del saved["mesh"]["logical_rules"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    run = config_utils.resolve(config_utils.read_config_json(str(tmp_path)))
+    assert run.mesh.logical_rules == LOGICAL_RULES
+    override = "mesh.logical_rules=(('batch', ('data', 'fsdp')), ('embed', None), ('vocab', 'tensor'))"
+    config = config_utils.load_config("configs/tiny.py", [override])
+    config_utils.save_config(config, str(tmp_path))
+    run = config_utils.resolve(config_utils.read_config_json(str(tmp_path)))
+    assert run.mesh.logical_rules == (("batch", ("data", "fsdp")), ("embed", None), ("vocab", "tensor"))

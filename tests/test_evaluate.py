@@ -267,7 +267,7 @@ def test_mlm_per_language_equals_direct_computation(encoder, tiny_params):
 
 
 def masked_batch(rng: np.random.Generator, rows: int = 6, length: int = 24) -> dict[str, np.ndarray]:
-    """An interface-3 MLM batch: a quarter of each row's inner tokens replaced by <mask> (8001)."""
+    """An MLM batch in the data pipeline's batch format (data_pipelines/README.md): a quarter of each row's inner tokens replaced by <mask> (8001)."""
     ids = np.ones((rows, length), np.int32)
     targets = np.zeros_like(ids)
     weights = np.zeros(ids.shape, np.float32)

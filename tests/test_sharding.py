@@ -13,8 +13,11 @@ import pytest
 from helpers import FAST, LANGS, B, V, init_state, leaf_errors, make_batch, mesh_of, tiny_config, train_step_of
 from jax.sharding import PartitionSpec as P
 
+from configs.common import LOGICAL_RULES, logical_rules
 from xlmp_jax import config_utils
 from xlmp_jax import sharding as sh
+from xlmp_jax.optim import make_optimizer
+from xlmp_jax.state import abstract_train_state
 
 # --- mesh ---------------------------------------------------------------------------------------
 
@@ -191,3 +194,52 @@ def test_params_and_optimizer_state_are_sharded(runs):
     assert mu.sharding.spec == P("tensor", "fsdp")
     assert state.step.sharding.spec == P()
     assert int(state.step) == STEPS
+
+
+# --- the logical-axis rules are config (mesh.logical_rules) -------------------------------------
+
+
+def _param_specs(config, mesh) -> dict:
+    """The params' PartitionSpecs the resolved ``config`` places on ``mesh`` (shapes only: nothing compiles)."""
+    run = config_utils.resolve(config)
+    _, shardings = abstract_train_state(run.model, make_optimizer(run.train).tx, mesh, run.mesh.logical_rules)
+    return jax.tree.map(lambda s: s.spec, shardings.params)
+
+
+def test_a_rule_overridden_in_the_config_changes_the_parameter_shardings():
+    mesh = sh.make_mesh(mesh_of(data=2, fsdp=2, tensor=2))
+    config = mesh_test_config()
+    assert config.mesh.logical_rules == LOGICAL_RULES  # the default is today's rules
+    default = _param_specs(config, mesh)
+    assert default["embeddings"]["word_embeddings"] == P("tensor", "fsdp")
+    assert default["layer_0"]["attention"]["query"]["kernel"] == P("fsdp", "tensor")
+    config.mesh.logical_rules = logical_rules(embed=None)  # no FSDP split of the parameters
+    no_fsdp = _param_specs(config, mesh)
+    assert no_fsdp["embeddings"]["word_embeddings"] == P("tensor")
+    assert no_fsdp["layer_0"]["attention"]["query"]["kernel"] == P(None, "tensor")
+    assert no_fsdp["layer_0"]["attention"]["out"]["kernel"] == P("tensor")
+    specs = jax.tree.leaves(no_fsdp, is_leaf=lambda x: isinstance(x, P))
+    assert not any("fsdp" in str(spec) for spec in specs)
+    # the activations' rules follow the config too: the logits keep the vocabulary whole without `vocab`
+    rules = logical_rules(vocab=None)
+    assert sh.logits_sharding(mesh, rules).spec == P(("data", "fsdp"), None, None)
+    assert sh.logits_sharding(mesh).spec == P(("data", "fsdp"), None, "tensor")
+
+
+@pytest.mark.parametrize(
+    "rules, bad",
+    [
+        ((("embedding", "fsdp"),), "'embedding'"),  # not a name the model uses
+        ((("embed", "fsbp"),), "'fsbp'"),  # not a mesh axis
+        ((("batch", ("data", "model")),), "'model'"),
+        ((("embed", "fsdp"), ("embed", None)), "'embed' has two rules"),
+        ((("embed",),), "('embed',)"),
+        ((("heads", ("tensor", "tensor")),), "twice"),
+    ],
+)
+def test_a_bad_rule_is_refused_naming_it(rules, bad):
+    config = tiny_config()
+    config.mesh.logical_rules = rules
+    with pytest.raises(ValueError, match="mesh.logical_rules") as err:
+        config_utils.resolve(config)
+    assert bad in str(err.value)

@@ -159,7 +159,7 @@ def test_compiled_step_keeps_the_vocabulary_split(name):
 
 def test_the_hlo_check_catches_gathered_logits(monkeypatch):
     """The check fails when the loss's logits are gathered over the vocabulary (the former layout)."""
-    mesh_whole = lambda mesh: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(sh.BATCH_AXES))  # noqa: E731
+    mesh_whole = lambda mesh, rules=None: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(sh.BATCH_AXES))  # noqa: E731
     monkeypatch.setattr(sh, "logits_sharding", mesh_whole)
     with pytest.raises(AssertionError, match="whole vocabulary|logits-sized"):
         check_logits_split(compiled_step_hlo(vocab_config(), (1, 1, 8)), 8)

@@ -169,7 +169,8 @@ def analyse(
     devices = list(devices) or tpu_topology.topology_devices(accelerator_type, num_slices)
     n = len(devices)
     mesh = sharding.make_mesh(run.mesh, devices)
-    sharding.check_vocab_split(run.model.vocab_size, run.model.vocab_multiple, run.model.padded_vocab_size, mesh)
+    rules = run.mesh.logical_rules
+    sharding.check_vocab_split(run.model.vocab_size, run.model.vocab_multiple, run.model.padded_vocab_size, mesh, rules)
     rows = run.train.batch_size // run.train.grad_accum_steps
     if rows % sharding.data_parallel_size(mesh):
         raise ValueError(
@@ -177,7 +178,7 @@ def analyse(
             f"data-parallel size {sharding.data_parallel_size(mesh)} of {dict(mesh.shape)}"
         )
     optimizer = optim.make_optimizer(run.train)
-    state, shardings = train_state.abstract_train_state(run.model, optimizer.tx, mesh)
+    state, shardings = train_state.abstract_train_state(run.model, optimizer.tx, mesh, rules)
     languages = len(run.data.languages) or LANGUAGES
     batch = abstract_batch(run.train.batch_size, run.data.seq_length, mesh)
     step = steps.make_train_step(
@@ -236,7 +237,13 @@ def analyse(
     }
     if eval_step:
         evaluate = steps.make_eval_step(
-            run.model, run.data.mlm_rate, mesh, shardings, num_languages=languages, compiler_options=compiler_options
+            run.model,
+            run.data.mlm_rate,
+            mesh,
+            shardings,
+            num_languages=languages,
+            rules=rules,
+            compiler_options=compiler_options,
         )
         eval_batch = abstract_batch(run.train.eval_batch_size, run.data.seq_length, mesh)
         began = time.perf_counter()

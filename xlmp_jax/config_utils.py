@@ -29,6 +29,11 @@ CONFIG_JSON = "config.json"
 SECTIONS = ("model", "data", "train", "mesh", "init_from_hf")
 
 
+# Fields newer than some saved configs (an old checkpoint's config.json): a section without one takes the
+# default from configs/common.py. (The data block keeps its own list: data_pipelines.config.ADDED_FIELDS.)
+ADDED_FIELDS = {"mesh": ("logical_rules",)}
+
+
 class ConfigError(ValueError):
     """A config that cannot run; the message names the field and the value."""
 
@@ -132,11 +137,24 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
         raise ConfigError(f"bad model config: {e}") from e
     try:
         train = from_section(TrainConfig, config.train, "train")
-        mesh = from_section(MeshConfig, config.mesh, "mesh")
+        mesh = from_section(MeshConfig, with_added_fields(config.mesh, "mesh"), "mesh")
         data = DataConfig.from_section(config.data)  # field values only; files are checked at start-up
         return RunConfig(model, data, train, mesh, str(config.init_from_hf), resolved=config)
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from e
+
+
+def with_added_fields(section: ml_collections.ConfigDict, name: str) -> dict:
+    """``section`` as a dict, with the ``ADDED_FIELDS`` it lacks (a config saved before them) at their defaults."""
+    values = dict(section)
+    missing = [k for k in ADDED_FIELDS.get(name, ()) if k not in values]
+    if missing:
+        ensure_importable()
+        from configs import common
+
+        defaults = getattr(common, f"{name}_config")()
+        values.update({k: defaults[k] for k in missing})
+    return values
 
 
 def load_run(spec: str = DEFAULT_CONFIG, overrides: Sequence[str] = ()) -> RunConfig:

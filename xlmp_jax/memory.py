@@ -4,7 +4,7 @@
 prints it for ``--plan``). Terms, per device, for the config's mesh ``(data, fsdp, tensor)``:
 
 * params: every parameter (``param_shapes``) in ``model.param_dtype``, divided by the mesh axes its
-  logical axes map to under ``sharding.LOGICAL_RULES`` (an axis that does not divide the dimension is
+  logical axes map to under the run's ``mesh.logical_rules`` (an axis that does not divide the dimension is
   dropped, as ``sharding.fit_spec`` does);
 * optimizer: AdamW's two moments, each the size and sharding of the params;
 * gradients: the size and sharding of the params;
@@ -37,14 +37,14 @@ import numpy as np
 from xlmp_jax.model import init_params
 from xlmp_jax.model_config import ModelConfig
 from xlmp_jax.run_config import RunConfig
-from xlmp_jax.sharding import LOGICAL_RULES, mesh_sizes
+from xlmp_jax.sharding import Rules, default_rules, mesh_sizes
 
 GIB = 2**30
 
 
-def _shard_factor(shape: tuple[int, ...], names: tuple[str | None, ...], mesh: dict[str, int]) -> int:
-    """How many ways the rules split a parameter of ``shape`` with logical axis ``names``."""
-    spec = nn.logical_to_mesh_axes(names, LOGICAL_RULES)
+def _shard_factor(shape: tuple[int, ...], names: tuple[str | None, ...], mesh: dict[str, int], rules: Rules) -> int:
+    """How many ways ``rules`` split a parameter of ``shape`` with logical axis ``names``."""
+    spec = nn.logical_to_mesh_axes(names, rules)
     factor = 1
     for size, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec)), strict=False):
         if axes is None:
@@ -56,8 +56,10 @@ def _shard_factor(shape: tuple[int, ...], names: tuple[str | None, ...], mesh: d
     return factor
 
 
-def param_table(model_cfg: ModelConfig, mesh: dict[str, int]) -> tuple[int, int, int]:
-    """(total params, params per device, params per device with only tensor sharding applied)."""
+def param_table(model_cfg: ModelConfig, mesh: dict[str, int], rules: Rules | None = None) -> tuple[int, int, int]:
+    """(total params, params per device, params per device with only tensor sharding applied), under the
+    logical-axis ``rules`` (left out, the default)."""
+    rules = default_rules() if rules is None else rules
     boxed = jax.eval_shape(lambda: init_params(model_cfg, jax.random.key(0)))["params"]
     leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
     total = per_device = tensor_only = 0
@@ -69,8 +71,8 @@ def param_table(model_cfg: ModelConfig, mesh: dict[str, int]) -> tuple[int, int,
             shape, names = tuple(leaf.shape), (None,) * len(leaf.shape)
         n = int(np.prod(shape))
         total += n
-        per_device += n // _shard_factor(shape, names, mesh)
-        tensor_only += n // _shard_factor(shape, names, tensor_mesh)
+        per_device += n // _shard_factor(shape, names, mesh, rules)
+        tensor_only += n // _shard_factor(shape, names, tensor_mesh, rules)
     return total, per_device, tensor_only
 
 
@@ -113,7 +115,7 @@ def plan(run: RunConfig, num_devices: int) -> dict[str, Any]:
     rows = batch // accum // dp
     seq = run.data.seq_length
     k = min(seq, max_predictions(seq, run.data.mlm_rate))
-    total, per_device, tensor_only = param_table(model_cfg, mesh)
+    total, per_device, tensor_only = param_table(model_cfg, mesh, run.mesh.logical_rules)
     pb = jnp.dtype(model_cfg.param_dtype).itemsize
     cb = jnp.dtype(model_cfg.dtype).itemsize
     gathered = tensor_only * cb if (mesh["fsdp"] > 1 or model_cfg.dtype != model_cfg.param_dtype) else 0

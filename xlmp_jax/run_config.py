@@ -202,16 +202,74 @@ class TrainConfig:
         return min(self.steps, self.stop_after) if self.stop_after else self.steps
 
 
+MESH_AXES = ("data", "fsdp", "tensor")
+# The logical axis names the model gives its parameters and activations (what ``mesh.logical_rules`` maps).
+LOGICAL_AXES = (
+    "batch",
+    "vocab",
+    "heads",
+    "mlp",
+    "embed_out",
+    "embed",
+    "length",
+    "kv",
+    "prompts",
+    "prompt_length",
+    "layers",
+)
+
+
+def check_logical_rules(rules: Any) -> tuple[tuple[str, str | tuple[str, ...] | None], ...]:
+    """``mesh.logical_rules`` as a tuple of ``(logical name, mesh axes)`` pairs, or a ValueError naming the bad rule.
+
+    A name must be one the model uses (``LOGICAL_AXES``), once; its axes None (kept whole), a mesh axis
+    (``MESH_AXES``) or a tuple of distinct mesh axes. (JSON's lists, from a saved config, become tuples.)
+    """
+    if isinstance(rules, str | bytes) or not isinstance(rules, list | tuple):
+        raise ValueError(f"mesh.logical_rules must be a sequence of (logical name, mesh axes) pairs, got {rules!r}")
+    out, seen = [], set()
+    for rule in rules:
+        if isinstance(rule, str | bytes) or not isinstance(rule, list | tuple) or len(rule) != 2:
+            raise ValueError(f"mesh.logical_rules: {rule!r} is not a (logical name, mesh axes) pair")
+        name, axes = rule
+        if name not in LOGICAL_AXES:
+            raise ValueError(
+                f"mesh.logical_rules: unknown logical axis name {name!r} (the model's: {', '.join(LOGICAL_AXES)})"
+            )
+        if name in seen:
+            raise ValueError(f"mesh.logical_rules: logical axis name {name!r} has two rules")
+        seen.add(name)
+        if isinstance(axes, list | tuple):
+            axes = tuple(axes)
+            names = axes
+        elif axes is None or isinstance(axes, str):
+            names = () if axes is None else (axes,)
+        else:
+            raise ValueError(f"mesh.logical_rules: {name!r} -> {axes!r}: mesh axes must be None, a name or a tuple")
+        for axis in names:
+            if axis not in MESH_AXES:
+                raise ValueError(
+                    f"mesh.logical_rules: {name!r} -> unknown mesh axis {axis!r} (the mesh's: {', '.join(MESH_AXES)})"
+                )
+        if len(set(names)) != len(names):
+            raise ValueError(f"mesh.logical_rules: {name!r} -> {axes!r} names a mesh axis twice")
+        out.append((name, axes))
+    return tuple(out)
+
+
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
-    """``config.mesh``: the axis sizes of one slice (one may be -1: the rest), and ``dcn_data`` slices."""
+    """``config.mesh``: the axis sizes of one slice (one may be -1: the rest), ``dcn_data`` slices, and the
+    logical-axis rules that map the model's axis names onto the mesh (``check_logical_rules``)."""
 
     data: int
     fsdp: int
     tensor: int
     dcn_data: int
+    logical_rules: tuple
 
     def __post_init__(self):
+        object.__setattr__(self, "logical_rules", check_logical_rules(self.logical_rules))
         for axis in ("data", "fsdp", "tensor", "dcn_data"):
             value = getattr(self, axis)
             if not _is_int(value) or (value <= 0 and (value != -1 or axis == "dcn_data")):
@@ -219,15 +277,11 @@ class MeshConfig:
                 raise ValueError(f"mesh.{axis} must be a positive integer{rest}, got {value!r}")
         rest = [a for a in ("data", "fsdp", "tensor") if getattr(self, a) == -1]
         if len(rest) > 1:
+            sizes = {a: getattr(self, a) for a in (*MESH_AXES, "dcn_data")}
             raise ValueError(
                 f"at most one mesh axis may be -1 (only one takes the rest), got "
-                f"{', '.join('mesh.' + a for a in rest)} = -1 (mesh={dataclasses.asdict(self)})"
+                f"{', '.join('mesh.' + a for a in rest)} = -1 (mesh={sizes})"
             )
-
-    @classmethod
-    def of(cls, mesh: MeshConfig | Mapping[str, int]) -> MeshConfig:
-        """A MeshConfig from itself or from a plain ``{'data': .., 'fsdp': .., 'tensor': ..}`` (tests, benches)."""
-        return mesh if isinstance(mesh, MeshConfig) else cls(**{"dcn_data": 1, **dict(mesh)})
 
 
 @dataclasses.dataclass(frozen=True)

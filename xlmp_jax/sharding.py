@@ -1,13 +1,18 @@
 """Device mesh, logical-axis rules and batch placement (see ARCHITECTURE.md, "Where sharding is decided").
 
-The model names the axes of its parameters and activations (``vocab``, ``embed``, ``heads``, ...);
-``LOGICAL_RULES`` maps those names onto the mesh axes ``('data', 'fsdp', 'tensor')``:
+The model names the axes of its parameters and activations (``vocab``, ``embed``, ``heads``, ...); the
+run config's ``mesh.logical_rules`` (default ``configs/common.LOGICAL_RULES``, checked by
+``run_config.check_logical_rules``) maps those names onto the mesh axes ``('data', 'fsdp', 'tensor')``.
+The default:
 
 * ``batch`` over ``('data', 'fsdp')``: every data-parallel and FSDP shard sees its own rows;
 * ``embed`` over ``fsdp``: parameters (and so the optimizer state) are split over the FSDP axis and
   gathered per layer by XLA (ZeRO-3 style); activations keep ``embed`` whole because ``fsdp`` is
   already taken by ``batch`` there (flax assigns each mesh axis once per array, in rule order);
 * ``heads``, ``mlp``, ``vocab``, ``embed_out`` over ``tensor``: Megatron-style tensor parallelism.
+
+Every function here that maps logical names takes the rules (``rules``: ``run.mesh.logical_rules``);
+left out, they are the default (``default_rules``: for tests, benches and the fine-tuning evals).
 
 The vocabulary is padded by the model (``model.vocab_multiple``) so that ``tensor`` divides it:
 ``check_vocab_split`` refuses a mesh that does not, before anything compiles. Any other dimension that a
@@ -27,26 +32,24 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from xlmp_jax import config_utils
 from xlmp_jax.model_config import ModelConfig
-from xlmp_jax.run_config import MeshConfig, TrainConfig
+from xlmp_jax.run_config import MESH_AXES, MeshConfig, TrainConfig
 
-MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
+Rules = Sequence[tuple[str, Any]]
 
-# (logical name, mesh axes), in priority order. Names the model uses but leaves whole map to None.
-LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
-    ("batch", BATCH_AXES),
-    ("vocab", "tensor"),
-    ("heads", "tensor"),
-    ("mlp", "tensor"),
-    ("embed_out", "tensor"),
-    ("embed", "fsdp"),
-    ("length", None),
-    ("kv", None),
-    ("prompts", None),
-    ("prompt_length", None),
-    ("layers", None),  # the stacked layer axis of model.scan_layers: every device holds every layer's shard
-)
+
+def default_rules() -> Rules:
+    """The default logical-axis rules (``configs/common.LOGICAL_RULES``, the mesh block's default)."""
+    config_utils.ensure_importable()
+    from configs.common import LOGICAL_RULES
+
+    return LOGICAL_RULES
+
+
+def _rules(rules: Rules | None) -> Rules:
+    return default_rules() if rules is None else rules
 
 
 def slice_shape(mesh_config: MeshConfig, num_devices: int) -> tuple[int, int, int]:
@@ -126,10 +129,10 @@ def check_batch_size(global_batch_size: int, mesh: Mesh, grad_accum_steps: int =
         )
 
 
-def check_fits(model: ModelConfig, train: TrainConfig, mesh: Mesh) -> None:
-    """Every check of a run against its mesh, once, before anything compiles: the padded vocabulary splits,
-    and the train (and eval) batches divide over the data-parallel size and the processes."""
-    check_vocab_split(model.vocab_size, model.vocab_multiple, model.padded_vocab_size, mesh)
+def check_fits(model: ModelConfig, train: TrainConfig, mesh: Mesh, rules: Rules | None = None) -> None:
+    """Every check of a run against its mesh, once, before anything compiles: the padded vocabulary splits
+    (under ``rules``), and the train (and eval) batches divide over the data-parallel size and the processes."""
+    check_vocab_split(model.vocab_size, model.vocab_multiple, model.padded_vocab_size, mesh, rules)
     check_batch_size(train.batch_size, mesh, train.grad_accum_steps)
     dp = data_parallel_size(mesh)
     if train.eval_every and (train.eval_batch_size % dp or train.eval_batch_size % jax.process_count()):
@@ -139,13 +142,15 @@ def check_fits(model: ModelConfig, train: TrainConfig, mesh: Mesh) -> None:
         )
 
 
-def check_vocab_split(vocab_size: int, vocab_multiple: int, padded_vocab_size: int, mesh: Mesh) -> None:
+def check_vocab_split(
+    vocab_size: int, vocab_multiple: int, padded_vocab_size: int, mesh: Mesh, rules: Rules | None = None
+) -> None:
     """Raises a ValueError naming the sizes unless the ``vocab`` axis's mesh axes divide the padded vocabulary.
 
     The embedding table, the decoder bias and the [B, K, V] logits are split over the vocabulary; a
     size the mesh does not divide would leave them whole on every device.
     """
-    axes = dict(LOGICAL_RULES)["vocab"]
+    axes = dict(_rules(rules)).get("vocab")
     names = () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
     ways = math.prod(mesh.shape[a] for a in names)
     if padded_vocab_size % ways:
@@ -176,7 +181,7 @@ def fit_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> Partition
     return PartitionSpec(*out)
 
 
-def logical_shardings(boxed_tree: Any, mesh: Mesh, rules: Sequence = LOGICAL_RULES) -> Any:
+def logical_shardings(boxed_tree: Any, mesh: Mesh, rules: Rules | None = None) -> Any:
     """NamedShardings for a tree of (abstract) arrays boxed with logical axis names (``nn.Partitioned``).
 
     Unboxed leaves are replicated. The result has the structure of ``nn.unbox(boxed_tree)``; a part without
@@ -184,7 +189,7 @@ def logical_shardings(boxed_tree: Any, mesh: Mesh, rules: Sequence = LOGICAL_RUL
     """
     logical = nn.get_partition_spec(boxed_tree)
     shapes = nn.unbox(boxed_tree)
-    specs = nn.logical_to_mesh(logical, rules)
+    specs = nn.logical_to_mesh(logical, _rules(rules))
     return jax.tree.map(
         lambda spec, x: NamedSharding(mesh, fit_spec(spec, x.shape, mesh)) if hasattr(x, "shape") else x,
         specs,
@@ -198,24 +203,24 @@ def logical_shardings(boxed_tree: Any, mesh: Mesh, rules: Sequence = LOGICAL_RUL
 ACTIVATION_CONSTRAINTS = True
 
 
-def activation_rules(mesh: Mesh) -> contextlib.ExitStack:
+def activation_rules(mesh: Mesh, rules: Rules | None = None) -> contextlib.ExitStack:
     """Context for tracing the model inside jit: its logical constraints resolve onto ``mesh``."""
     stack = contextlib.ExitStack()
     if ACTIVATION_CONSTRAINTS:
         stack.enter_context(jax.sharding.use_abstract_mesh(mesh.abstract_mesh))
-        stack.enter_context(nn.logical_axis_rules(LOGICAL_RULES))
+        stack.enter_context(nn.logical_axis_rules(_rules(rules)))
     return stack
 
 
-def logits_sharding(mesh: Mesh) -> NamedSharding:
+def logits_sharding(mesh: Mesh, rules: Rules | None = None) -> NamedSharding:
     """Logits [B, K, Vp] for the loss: rows split like the batch, the (padded) vocabulary over ``vocab``'s
-    mesh axis (``LOGICAL_RULES``: tensor), so no device ever holds a whole [B, K, Vp] block.
+    mesh axis (by default tensor), so no device ever holds a whole [B, K, Vp] block.
 
     ``losses.mlm_loss`` reduces over the split vocabulary with maxes and sums only. (Wrong gradients once
     seen with the vocabulary split here came from the head's unpinned decoder input, since constrained to
     (batch, length, embed) in ``layers.MLMHead``, not from the split loss.)
     """
-    return nn.logical_to_mesh_sharding(PartitionSpec("batch", "length", "vocab"), mesh, LOGICAL_RULES)
+    return nn.logical_to_mesh_sharding(PartitionSpec("batch", "length", "vocab"), mesh, _rules(rules))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

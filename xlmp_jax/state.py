@@ -76,14 +76,17 @@ def initial_params(model: ModelConfig, seed: int) -> Any:
     return jax.jit(lambda k: nn.unbox(init_params(model, k)["params"]))(param_key)
 
 
-def abstract_train_state(model: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh) -> tuple[Any, TrainState]:
+def abstract_train_state(
+    model: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh, rules: sh.Rules | None = None
+) -> tuple[Any, TrainState]:
     """The state's shapes as ``ShapeDtypeStruct``s carrying their shardings (a restore target; nothing is
-    computed), and the NamedShardings themselves."""
+    computed), and the NamedShardings themselves, placed by the logical-axis ``rules`` (``run.mesh.logical_rules``;
+    left out, the default)."""
     # Traced without the rules context: the shardings place every leaf, and flax would otherwise
     # constrain DenseGeneral's flat kernel (before its reshape) with the 3-D kernel's axis names.
     key_data = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
     boxed = jax.eval_shape(_initializer(model, tx), key_data)
-    shardings = sh.logical_shardings(boxed, mesh)
+    shardings = sh.logical_shardings(boxed, mesh, rules)
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed), shardings)
     return abstract, shardings
 
@@ -95,16 +98,17 @@ def create_train_state(
     rng: Any,
     *,
     params: Any = None,
+    rules: sh.Rules | None = None,
     compiler_options: dict[str, Any] | None = None,
 ) -> tuple[TrainState, TrainState]:
     """A fresh TrainState, initialised under jit directly into its shards, and its NamedShardings.
 
-    Params and the Adam moments (``tx``'s state) are sharded by ``sharding.LOGICAL_RULES`` (FSDP over
-    ``embed``, tensor parallel over heads/mlp/vocab); scalars are replicated. ``params`` (an unboxed tree,
+    Params and the Adam moments (``tx``'s state) are sharded by the logical-axis ``rules`` (``run.mesh.logical_rules``;
+    the default: FSDP over ``embed``, tensor parallel over heads/mlp/vocab); scalars are replicated. ``params`` (an unboxed tree,
     e.g. imported from transformers) replaces the random init; the optimizer state is then built from it.
     """
     key = _as_key_data(rng)
-    abstract, shardings = abstract_train_state(model, tx, mesh)
+    abstract, shardings = abstract_train_state(model, tx, mesh, rules)
     if params is None:
         init = _initializer(model, tx)
         init_fn = jax.jit(lambda k: nn.unbox(init(k)), out_shardings=shardings, compiler_options=compiler_options)

@@ -90,7 +90,8 @@ def make_train_step(
     accum, mlm_rate, languages = train.grad_accum_steps, run.data.mlm_rate, num_languages
     smoothing, z_loss = train.label_smoothing, train.z_loss
     micro_sharding = NamedSharding(mesh, jax.sharding.PartitionSpec(None, sh.BATCH_AXES))
-    logits_sharding = sh.logits_sharding(mesh)
+    rules = run.mesh.logical_rules
+    logits_sharding = sh.logits_sharding(mesh, rules)
 
     def loss_fn(params, micro, rng, total, rows):
         params = optim.stop_frozen(params, labels, frozen_groups)
@@ -113,7 +114,7 @@ def make_train_step(
     grad_fn = jax.grad(loss_fn, has_aux=True)
 
     def step_fn(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
-        with sh.activation_rules(mesh):
+        with sh.activation_rules(mesh, rules):
             num_predictions = max_predictions(batch["input_ids"].shape[1], mlm_rate)
             batch = gather_predictions(batch, num_predictions)
             total = jnp.maximum(jnp.sum(batch["mlm_weights"]), 1.0)
@@ -175,6 +176,7 @@ def make_eval_step(
     state_shardings: TrainState,
     *,
     num_languages: int,
+    rules: sh.Rules | None = None,
     compiler_options: dict[str, Any] | None = None,
 ) -> Callable[[Any, Mapping[str, Any]], dict]:
     """``eval_step(state_or_params, batch) -> metrics``: deterministic (no dropout), nothing donated.
@@ -182,17 +184,18 @@ def make_eval_step(
     Returns additive sums (``nll_sum``, ``correct_sum``, ``num_predictions``, ``lang_loss_sum``,
     ``lang_correct_sum``, ``lang_count``, pool sums) to add over an eval set, plus this batch's
     ``loss`` and ``mlm_accuracy``. A host (NumPy) batch whose row count the data-parallel size does not
-    divide (an eval set's last batch) is padded with rows that carry no predictions.
+    divide (an eval set's last batch) is padded with rows that carry no predictions. ``rules``: the run's
+    logical-axis rules (``run.mesh.logical_rules``; left out, the default).
     """
     cfg, languages = model_config, num_languages
     model = XLMP(cfg)
     dp = sh.data_parallel_size(mesh)
 
     def eval_fn(params, batch):
-        with sh.activation_rules(mesh):
+        with sh.activation_rules(mesh, rules):
             batch = gather_predictions(batch, max_predictions(batch["input_ids"].shape[1], mlm_rate))
             outputs = _apply_model(model, params, batch, None)
-            outputs["logits"] = jax.lax.with_sharding_constraint(outputs["logits"], sh.logits_sharding(mesh))
+            outputs["logits"] = jax.lax.with_sharding_constraint(outputs["logits"], sh.logits_sharding(mesh, rules))
             terms = losses.mlm_loss(
                 outputs["logits"], batch["mlm_targets"], batch["mlm_weights"], vocab_size=cfg.vocab_size
             )

@@ -86,7 +86,7 @@ def _train_in(
     # Before anything compiles (the init is a program too); the counters tell the log what the cache served.
     cache = (compile_cache.enable(tcfg.compilation_cache_dir), compile_cache.COUNTER.snapshot())
     mesh = sharding.make_mesh(run.mesh)
-    sharding.check_fits(run.model, tcfg, mesh)
+    sharding.check_fits(run.model, tcfg, mesh, run.mesh.logical_rules)
     console.say(
         f"mesh {dict(mesh.shape)} over {jax.device_count()} {jax.devices()[0].device_kind} device(s), "
         f"{jax.process_count()} process(es); work directory {workdir}"
@@ -119,7 +119,7 @@ def _train_in(
         resuming = ckpt.latest_step() is not None
         if resuming:
             check_resumable(ckpt, run)
-            target, shardings = state.abstract_train_state(run.model, optimizer.tx, mesh)
+            target, shardings = state.abstract_train_state(run.model, optimizer.tx, mesh, run.mesh.logical_rules)
         else:
             target, shardings = _initial_state(run, optimizer, mesh)
         if optimizer.groups:
@@ -184,7 +184,9 @@ def _initial_state(run: RunConfig, optimizer, mesh) -> tuple[Any, Any]:
 
         params = load_hf_params(run.init_from_hf, run.model, jax.random.key(run.train.seed + 1))
         console.say(f"initialised from the transformers checkpoint {run.init_from_hf}")
-    return state.create_train_state(run.model, optimizer.tx, mesh, jax.random.key(run.train.seed), params=params)
+    return state.create_train_state(
+        run.model, optimizer.tx, mesh, jax.random.key(run.train.seed), params=params, rules=run.mesh.logical_rules
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -246,7 +248,9 @@ def _train_loop(loop: _Run, state, start: int, *, peak_flops: float) -> dict[str
     train_step = compiled_step(frozen, first_batch)
     eval_step = None
     if eval_data:
-        eval_step = steps.make_eval_step(run.model, run.data.mlm_rate, mesh, shardings, num_languages=len(languages))
+        eval_step = steps.make_eval_step(
+            run.model, run.data.mlm_rate, mesh, shardings, num_languages=len(languages), rules=run.mesh.logical_rules
+        )
     phases.end("compile")
     cache_dir, cache_before = loop.cache
     console.say(f"{phases.summary()}; {compile_cache.describe(cache_before, cache_dir)}")

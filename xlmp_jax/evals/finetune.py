@@ -5,7 +5,7 @@ linear head on the ``<s>`` or mean-pooled final hidden state) and ``tagging`` (N
 head on each word's first sub-token). The whole encoder is fine-tuned with AdamW in a small jitted loop
 (fixed batch shape: one compilation, shared by every run of the same architecture and settings). With
 more than one device the batch is split over the devices (``sharding``'s batch axes) and the parameters are
-replicated, or, with ``shard_params``, split FSDP-style by the pre-training rules (``sharding.LOGICAL_RULES``:
+replicated, or, with ``shard_params``, split FSDP-style by the pre-training rules (``sharding.default_rules()``:
 the encoder's parameters and Adam moments over the ``fsdp`` axis), so a model whose fine-tuning state does not
 fit one device still fine-tunes; both give the single-device numbers to float tolerance. The checkpoint
 reported is the one with the best English dev score (``selection``). Here: the features, the head and its

@@ -1,7 +1,7 @@
 """Per-language masked-LM loss and accuracy on held-out text.
 
-Batches follow interface 3 (``input_ids``, ``attention_mask``, ``positions``, ``targets``, ``weights``,
-``language``): by default they come from ``data_pipelines.eval_data.make_eval_data`` on the
+Batches are in the data pipeline's batch format (data_pipelines/README.md, "Batch format": ``input_ids``,
+``attention_mask``, ``positions``, ``targets``, ``weights``, ``language``): by default they come from ``data_pipelines.eval_data.make_eval_data`` on the
 checkpoint's own data config; ``sample_mlm_batches`` builds equivalent deterministic batches straight from
 the shipped sample's validation lines (every selected token replaced by ``<mask>``: our choice for eval).
 
@@ -63,7 +63,7 @@ def _routing_shift(model, params, masked_ids, clean_ids, attention_mask, positio
 
 
 def masked_clean_shift(encoder: Encoder, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per row of an MLM batch (``input_ids`` masked, ``targets``/``weights`` as in interface 3): how far
+    """Per row of an MLM batch (``input_ids`` masked, ``targets``/``weights`` as in the data pipeline's batch format): how far
     the pool's routing of the masked input is from that of the clean input (``routing_shift``'s measures)."""
     positions = batch.get("positions")
     out = _routing_shift(
@@ -158,7 +158,7 @@ def sample_mlm_batches(
     seed: int = 0,
     max_batches: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Deterministic MLM batches (interface-3 format) from raw lines, one language after the other."""
+    """Deterministic MLM batches (the data pipeline's batch format, data_pipelines/README.md) from raw lines, one language after the other."""
     special = {tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id}
     for index, texts in enumerate(texts_by_language.values()):
         rng = np.random.default_rng([seed, index])

@@ -23,7 +23,7 @@ from xlmp_jax.vocab_padding import pad_vocab
 
 
 class Tokenizer(Protocol):
-    """What the encoder and the evals need of ``data_pipelines.vocab.XLMRVocabulary`` (interface 1)."""
+    """What the encoder and the evals need of the vocabulary (``data_pipelines.vocab.XLMRVocabulary``)."""
 
     pad_id: int
     bos_id: int
