@@ -56,7 +56,7 @@ def _entries(root: str) -> set[str]:
 
 
 def pytest_sessionstart(session):
-    if not os.environ.get("PYTEST_XDIST_WORKER"):  # the controller sees the whole run
+    if not hasattr(session.config, "workerinput"):  # the controller (not an xdist worker) sees the whole run
         session.config.stash[_USER_CACHE] = _entries(os.environ["XLMP_TESTS_USER_CACHE"])
 
 
