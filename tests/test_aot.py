@@ -106,6 +106,8 @@ def test_cli_errors_exit_1_naming_the_value(capsys):
     assert "v9-8" in capsys.readouterr().err
     assert aot.main(["--config=configs/tiny.py", "--topology=v5litepod-4", "--config.train.nope=1"]) == aot.FAILED
     assert "nope" in capsys.readouterr().err
+    assert aot.main(["--config=configs/tiny.py", "--topology=v5litepod-4", "--dcn_gbps=-1"]) == aot.FAILED
+    assert "--dcn_gbps=-1" in capsys.readouterr().err
 
 
 def test_overshoot_keeps_the_compilers_numbers():

@@ -164,6 +164,8 @@ def analyse(
     from xlmp_jax import state as train_state
 
     chip, _ = tpu_topology.parse_type(accelerator_type)
+    if dcn_gbps < 0:
+        raise ValueError(f"--dcn_gbps={dcn_gbps:g} must be > 0 (or 0: the chip's figure)")
     if dcn_gbps:
         chip = dataclasses.replace(chip, dcn_bandwidth=dcn_gbps * 1e9 / 8, dcn_source=f"--dcn_gbps={dcn_gbps:g} a chip")
     devices = list(devices) or tpu_topology.topology_devices(accelerator_type, num_slices)

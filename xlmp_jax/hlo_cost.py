@@ -163,10 +163,10 @@ def crosses_slices(groups: list[list[int]], slice_of: Sequence[int]) -> bool:
     return any(len({slice_of[d] for d in group}) > 1 for group in groups)
 
 
-def _permute_share(attrs: str, num_devices: int) -> float:
-    pairs = re.findall(r"\{(\d+),(\d+)\}", attrs.split("source_target_pairs=", 1)[-1].split("}}", 1)[0] + "}")
-    moving = sum(1 for s, t in pairs if s != t)
-    return moving / num_devices
+def _permute_pairs(attrs: str) -> list[list[int]]:
+    """A collective-permute's ``source_target_pairs`` as ``[[source, target], ...]``."""
+    listed = attrs.split("source_target_pairs=", 1)[-1].split("}}", 1)[0] + "}"
+    return [[int(s), int(t)] for s, t in re.findall(r"\{(\d+),(\d+)\}", listed)]
 
 
 _COMPUTATION = re.compile(r"^(ENTRY\s+)?%?([^\s({]+)\s*(?:\(.*)?\{\s*$")
@@ -265,14 +265,12 @@ def collectives(hlo_text: str, num_devices: int, slice_of: Sequence[int] = ()) -
         except KeyError as e:
             raise ValueError(f"collective {ins['name']} reads {e.args[0]!r}, not defined in the HLO text") from None
         if base == "collective-permute":
-            pairs = [
-                [int(a), int(b)]
-                for a, b in re.findall(r"\{(\d+),(\d+)\}", ins["attrs"].split("source_target_pairs=", 1)[-1])
-            ]
+            pairs = _permute_pairs(ins["attrs"])
+            moving = sum(1 for source, target in pairs if source != target) / num_devices  # mean over devices
             out.append(
                 dict(op=base, name=ins["name"], group=2, size=operand_bytes, runs=ins["runs"],
-                     bytes=ins["runs"] * operand_bytes * _permute_share(ins["attrs"], num_devices),
-                     dcn=bool(slice_of) and crosses_slices(pairs, slice_of))
+                     bytes=ins["runs"] * operand_bytes * moving,
+                     dcn=slices > 1 and crosses_slices(pairs, slice_of))
             )  # fmt: skip
             continue
         n = group_size(ins["attrs"], num_devices)
@@ -283,7 +281,7 @@ def collectives(hlo_text: str, num_devices: int, slice_of: Sequence[int] = ()) -
         else:
             size = operand_bytes
         factor = 2.0 * (n - 1) / n if base == "all-reduce" else (n - 1) / n
-        dcn = bool(slice_of) and crosses_slices(replica_groups(ins["attrs"], num_devices), slice_of)
+        dcn = slices > 1 and crosses_slices(replica_groups(ins["attrs"], num_devices), slice_of)
         out.append(
             dict(op=base, name=ins["name"], group=n, size=size, runs=ins["runs"], bytes=ins["runs"] * factor * size,
                  dcn=dcn)
