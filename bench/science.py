@@ -8,19 +8,21 @@
 
 Both arms train the same config (``configs/tiny.py`` / ``configs/tiny_baseline.py`` plus ``EXPERIMENT``) on
 the same data for the same steps and tokens; seed s of XLM-P is paired with seed s of the baseline (same
-initial encoder draw and batch order). The ablation (first seed only) turns the pool options off one at a time.
-Every run is then evaluated by the eval sweep on text no training split holds (the sample's leakage-free
-splits): per-language MLM loss on validation lines, retrieval on held-out pairs, zero-shot fine-tuning on
-held-out test lines, and the pool's clustering with its references and shuffle controls. Runs and sweep cells
-already finished are reused, so an interrupted experiment continues where it stopped.
+initial encoder draw and batch order). Every run is then evaluated by the eval sweep on text no training split
+holds (the sample's leakage-free splits): per-language MLM loss on validation lines, retrieval on held-out
+pairs, the transfer task on its test strings, and the pool's clustering with its references and shuffle
+controls. The ablation answers the pool's open questions (``ABLATION_QUESTIONS``) on the first three seeds,
+each variant paired with XLM-P's run of its seed, on dev text only (the transfer task's dev strings, which no
+reported table reads). Runs and sweep cells already finished are reused, so an interrupted experiment
+continues where it stopped.
 
 MLM verdict: non-inferiority decided on the paired 95 % t interval of XLM-P - baseline (validation loss, mean
 over languages) against +1 % of the baseline's mean loss (``non_inferiority``); per-language intervals are a
 description only. The pool prepends its prompt vectors, so XLM-P's step costs more FLOPs than the baseline's
 (``compute_line``: 5.43 vs 5.30 GFLOP at tiny, 1.024 x); equal compute here is equal steps, rows and tokens.
 
-Budget of the committed experiment (``PRESETS["experiment"]``: 10 seeds, 24 runs = 10 x 2 arms + 4 ablation
-variants of XLM-P). Measured on these 2 cores while they were shared with other work (load average 5.5-10):
+Budget of the committed experiment (``PRESETS["experiment"]``: 10 seeds, 26 runs = 10 x 2 arms + 2 ablation
+variants x 3 seeds; the estimate below was made for the earlier 4 single-seed variants, 2 runs fewer). Measured on these 2 cores while they were shared with other work (load average 5.5-10):
 120-step runs of each arm with ``EXPERIMENT`` (27 languages) took 0.44 s a step for XLM-P and 0.36 s for the
 baseline, plus ~8 s of start-up a run once the compilation cache holds its programs (~35 s for the first run
 of an arm); the eval sweep took ~2.8 min a run (roughly: MLM ~20 s, retrieval ~15 s, the pool eval with its
@@ -106,6 +108,19 @@ ABLATIONS = {
     "small_prompt_init": {"prompt_init_std": 0.02},
     "old_pool": {"key_loss_weight": 0.0, "diversity_loss_weight": 0.0, "prompt_init_std": 0.02},
 }
+# The ablation's open questions, which the experiment runs by default: is the diversity term worth keeping, and
+# the larger prompt init (both our choices). Each variant runs on the first ABLATION_SEEDS paired seeds, paired
+# with XLM-P's own run of that seed, and is judged on dev text only: the transfer task's dev strings
+# (``heldout.transfer_dev_texts``), which share no sentence with anything this report reads.
+ABLATION_QUESTIONS = ("no_diversity_loss", "small_prompt_init")
+ABLATION_SEEDS = 3
+ABLATION_EVALS = "mlm,pool"
+# The dev sweep's settings: MLM and the pool on dev strings; no step-0 reference and fewer shuffles, as only
+# the point values of each seed enter the paired comparison.
+ABLATION_DEV_SETTINGS = (
+    "--config.mlm.source=transfer_dev", "--config.pool.text=transfer_dev", "--config.pool.step0=False",
+    "--config.pool.shuffles=50", "--config.pool.bootstrap_resamples=50", "--config.pool.mantel_permutations=99",
+)  # fmt: skip
 EVALS = "mlm,retrieval,pool,package"
 # Without the transfer task (~1 min a run of fine-tuning): the ablation table does not show it, and the device preset
 # waits for its rebuild.
@@ -135,7 +150,7 @@ class Preset:
 
     seeds: tuple[int, ...]
     steps: int
-    ablation: tuple[str, ...] = tuple(ABLATIONS)
+    ablation: tuple[str, ...] = ABLATION_QUESTIONS
     arms: tuple[str, ...] = ("xlmp", "baseline")
     sizes: tuple[tuple[str, tuple[str, ...]], ...] = (("tiny", ()),)
     checkpoints: int = 1  # evenly spaced checkpoints kept and evaluated (1: the final one)
@@ -249,8 +264,9 @@ def runs(seeds: Sequence[int], ablation: Sequence[str], preset: Preset | None = 
             raise SystemExit(f"bench.science: unknown ablation {name!r}; known: {', '.join(ABLATIONS)}")
         size, size_args = preset.sizes[0]
         options = {**POOL_OPTIONS, **ABLATIONS[name]}
-        out.append(dict(name=f"xlmp_{name}_s{seeds[0]}", arm=name, size=size, size_args=size_args,
-                        config=CONFIGS["xlmp"], pool=options, seed=seeds[0]))  # fmt: skip
+        for seed in seeds[:ABLATION_SEEDS]:
+            out.append(dict(name=f"xlmp_{name}_s{seed}", arm=name, size=size, size_args=size_args,
+                            config=CONFIGS["xlmp"], pool=options, seed=seed))  # fmt: skip
     return out
 
 
@@ -273,14 +289,19 @@ def train(run: dict, root: str, args: list[str], env: dict) -> str:
     return workdir
 
 
-def sweep(workdirs: Sequence[str], out: str, env: dict, evals: str = EVALS, steps: str = "latest") -> list[dict]:
-    """The eval sweep over every run's checkpoints (``steps``: latest, all or a list); returns its result rows."""
-    langs = ",".join(languages())
+def sweep(
+    workdirs: Sequence[str], out: str, env: dict, evals: str = EVALS, steps: str = "latest",
+    langs: Sequence[str] = (), settings: Sequence[str] = (),
+) -> list[dict]:  # fmt: skip
+    """The eval sweep over every run's checkpoints (``steps``: latest, all or a list) on ``langs`` (default: the
+    experiment's), with extra sweep ``settings``; returns its result rows."""
+    langs = ",".join(langs or languages())
     cmd = [
         sys.executable, "-m", "xlmp_jax.evaluate", "--config=configs/eval_sweep.py",
         f"--config.workdirs={','.join(workdirs)}", f"--config.out={out}", f"--config.steps={steps}",
         f"--config.evals={evals}", "--config.progress=False", f"--config.mlm.languages={langs}",
         f"--config.pool.languages={langs}", f"--config.pool.reference_pool_size={reference_pool_size()}",
+        *settings,
     ]  # fmt: skip
     print(f"bench.science: eval sweep over {len(workdirs)} runs ...", flush=True)
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -556,8 +577,9 @@ def within_script_table(pool: dict[str, dict], xr: Sequence[str], br: Sequence[s
 
 
 def report(
-    scalars: dict[str, dict], run_list: list[dict], low: list[str], meta: dict, pool: dict[str, dict] | None = None
-) -> tuple[str, dict]:
+    scalars: dict[str, dict], run_list: list[dict], low: list[str], meta: dict, pool: dict[str, dict] | None = None,
+    ablation: dict | None = None,
+) -> tuple[str, dict]:  # fmt: skip
     """SCIENCE.md's text and its numbers."""
     seeds = sorted({r["seed"] for r in run_list if r["arm"] == "xlmp"})
     xr = [f"xlmp_s{s}" for s in seeds]
@@ -664,26 +686,100 @@ def report(
             f"| {lang} | {_f(p['xlmp'])} | {_f(p['baseline'])} | {_f(p['diff'])} [{_f(p['diff_low'])}, "
             f"{_f(p['diff_high'])}] | {_f(100 * p['diff'] / p['baseline'], 2)} % |"
         )
-    ablation = [r for r in run_list if r["arm"] not in ("xlmp", "baseline")]
     if ablation:
-        cols = ("mlm_loss_mean", "retrieval_mean", "ami_prompt_language", "ami_prompt_script", "pool_fraction_top",
-                "effective_prompts")  # fmt: skip
-        lines += [
-            "",
-            f"## Ablation (seed {seeds[0]}): each row turns pool options back to the old behaviour",
-            "",
-            "| variant | options | " + " | ".join(cols) + " |",
-            "| --- | --- |" + " --- |" * len(cols),
-        ]
-        for r in [dict(name=xr[0], arm="xlmp (all options)", pool=POOL_OPTIONS)] + ablation:
-            lines.append(
-                f"| {r['arm']} | `{r['pool']}` | " + " | ".join(_f(scalars[r["name"]][c]) for c in cols) + " |"
-            )
-        lines.append(f"| baseline (no pool) | | {_f(scalars[br[0]][cols[0]])} | {_f(scalars[br[0]][cols[1]])} |"
-                     + " |" * (len(cols) - 2))  # fmt: skip
+        lines += ablation_table(ablation)
     numbers = dict(meta=meta, runs=run_list, per_run=scalars, paired=main, per_language_mlm=per_lang,
-                   targets=[dict(target=n, measured=m, met=ok) for n, m, ok in checks], pool=pool or {})  # fmt: skip
+                   targets=[dict(target=n, measured=m, met=ok) for n, m, ok in checks], pool=pool or {},
+                   ablation=ablation or {})  # fmt: skip
     return "\n".join(lines) + "\n", numbers
+
+
+# ----------------------------------------------------------------------------------------- the ablation on dev text
+
+# What the ablation compares on dev text: (name, row of the sweep, what it says).
+DEV_METRICS = (
+    ("mlm_loss", "MLM loss (mean over languages)"),
+    ("ami_prompt_language", "AMI(top prompt, language)"),
+    ("effective_prompts", "effective prompts"),
+)
+
+
+def dev_scalars(rows: list[dict], workdir: str, langs: Sequence[str]) -> dict[str, float]:
+    """One run's dev figures: MLM loss averaged over languages, the pool's AMI and effective prompts."""
+    mlm = [value(rows, workdir, "mlm", lang, "loss") for lang in langs]
+    return dict(
+        mlm_loss=float(np.nanmean(mlm)) if np.isfinite(mlm).any() else float("nan"),
+        ami_prompt_language=value(rows, workdir, "pool", "all", "ami_prompt_language"),
+        effective_prompts=value(rows, workdir, "pool", "all", "effective_prompts"),
+    )
+
+
+def ablation_verdict(mlm: dict[str, float], ami: dict[str, float]) -> str:
+    """The decision for one variant from its paired intervals against XLM-P's default (variant - default): the
+    default changes only when the dev MLM interval lies wholly below 0 and routing does not get worse."""
+    if mlm["diff_high"] < 0 and ami["diff_low"] >= 0:
+        return "better on dev MLM, routing no worse: switch to the variant's setting"
+    if mlm["diff_high"] < 0:
+        return "better on dev MLM, but AMI may drop: keep the default, a trade-off to revisit at scale"
+    if mlm["diff_low"] > 0:
+        return "worse on dev MLM: keep the default"
+    return "dev MLM interval spans 0: no evidence either way; keep the default"
+
+
+def ablation_summary(dev_rows: list[dict], run_list: list[dict], workdirs: dict[str, str]) -> dict:
+    """Each variant against XLM-P's runs of the same seeds on dev text: per-run figures, paired differences and
+    the verdict. Empty without ablation runs."""
+    variants = [r for r in run_list if r["arm"] not in CONFIGS]
+    if not variants:
+        return {}
+    langs = sorted({r["language"] for r in dev_rows if r["eval"] == "mlm" and r["language"] != "all"})
+    per_run = {r["name"]: dev_scalars(dev_rows, workdirs[r["name"]], langs) for r in variants}
+    seeds = sorted({r["seed"] for r in variants})
+    per_run.update({f"xlmp_s{s}": dev_scalars(dev_rows, workdirs[f"xlmp_s{s}"], langs) for s in seeds})
+    out = dict(languages=langs, seeds=seeds, per_run=per_run, variants={})
+    for arm in dict.fromkeys(r["arm"] for r in variants):
+        diffs = {
+            metric: paired([per_run[f"xlmp_{arm}_s{s}"][metric] for s in seeds],
+                           [per_run[f"xlmp_s{s}"][metric] for s in seeds])
+            for metric, _ in DEV_METRICS
+        }  # fmt: skip
+        out["variants"][arm] = dict(
+            options=ABLATIONS[arm],
+            paired=diffs,
+            verdict=ablation_verdict(diffs["mlm_loss"], diffs["ami_prompt_language"]),
+        )
+    return out
+
+
+def ablation_table(ablation: dict) -> list[str]:
+    """SCIENCE.md's ablation section: the dev text, each variant's paired differences and its verdict."""
+    lines = [
+        "",
+        f"## Ablation on dev text (seeds {ablation['seeds']}): the open pool options",
+        "",
+        f"Each variant turns one option back to the old behaviour and is paired with XLM-P's run of the same seed. "
+        f"Judged on dev text only: the transfer task's dev strings in {len(ablation['languages'])} languages "
+        f"({', '.join(ablation['languages'])}; at most 128 a language for MLM, 200 for the pool), none of them a "
+        "sentence any table above reads. Columns: the variant's mean, then variant - XLM-P [95 % t interval over "
+        f"seeds, n = {len(ablation['seeds'])}]. The default changes only when the dev MLM interval lies wholly "
+        "below 0 and the AMI interval does not lie below 0.",
+        "",
+        "| variant | options | " + " | ".join(label for _, label in DEV_METRICS) + " | verdict |",
+        "| --- | --- |" + " --- |" * len(DEV_METRICS) + " --- |",
+    ]
+    default = [ablation["per_run"][f"xlmp_s{s}"] for s in ablation["seeds"]]
+    lines.append(
+        "| XLM-P (defaults) | | "
+        + " | ".join(_f(float(np.mean([r[m] for r in default]))) for m, _ in DEV_METRICS)
+        + " | |"
+    )
+    for arm, v in ablation["variants"].items():
+        cells = [
+            f"{_f(p['xlmp'])}; {_f(p['diff'])} [{_f(p['diff_low'])}, {_f(p['diff_high'])}]"
+            for p in (v["paired"][m] for m, _ in DEV_METRICS)
+        ]
+        lines.append(f"| {arm} | `{v['options']}` | " + " | ".join(cells) + f" | {v['verdict']} |")
+    return lines
 
 
 def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Preset, list[int], list[str], int]:
@@ -743,7 +839,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     run_list = runs(seeds, ablation, preset)
     began = time.perf_counter()
     workdirs = {r["name"]: train(r, root, run_args(r, preset, steps), env) for r in run_list}
-    rows = sweep_all(run_list, workdirs, root, env, preset)
+    rows, dev_rows = sweep_all(run_list, workdirs, root, env, preset)
     langs = retrieval_languages(rows)
     meta = dict(
         command="python -m bench.science " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -764,8 +860,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         write(curve_report(curves, run_list, meta), dict(meta=meta, runs=run_list, curves=curves), args)
         return
     low = low_resource_half(langs)
-    scalars = {name: per_run_scalars(rows, wd, langs, low) for name, wd in workdirs.items()}
-    pool = {name: pool_values(rows, wd) for name, wd in workdirs.items()}
+    paired_runs = {r["name"] for r in run_list if r["arm"] in CONFIGS}
+    scalars = {name: per_run_scalars(rows, wd, langs, low) for name, wd in workdirs.items() if name in paired_runs}
+    pool = {name: pool_values(rows, wd) for name, wd in workdirs.items() if name in paired_runs}
+    ablation = ablation_summary(dev_rows, run_list, workdirs)
     plots = _copy_plots(os.path.join(root, "eval"), workdirs[f"xlmp_s{seeds[0]}"], args.plots)
     meta.update(plots=os.path.relpath(plots, REPO), compute=compute_line(run_list, preset, steps))
     meta.update(json=os.path.relpath(os.path.abspath(args.json), REPO))
@@ -773,21 +871,35 @@ def main(argv: Sequence[str] | None = None) -> None:
                                    and ".pool." not in a and ".prepared_dir=" not in a))  # fmt: skip
     if preset.sizes[0][0] != "tiny":
         meta["size"] = f"size {preset.sizes[0][0]}: " + " ".join(preset.sizes[0][1])
-    text, numbers = report(scalars, run_list, low, meta, pool)
+    text, numbers = report(scalars, run_list, low, meta, pool, ablation)
     text += f"\nThe whole experiment took {meta['minutes']} min (training, evals and this report).\n"
     write(text + _kept_notes(args.doc), numbers, args)
 
 
-def sweep_all(run_list: list[dict], workdirs: dict[str, str], root: str, env: dict, preset: Preset) -> list[dict]:
-    """The preset's evals over the paired runs; the ablation's runs in a sweep of their own, without the
-    transfer task their table does not show."""
+def dev_languages() -> list[str]:
+    """The experiment's languages that have transfer dev strings: the ablation's dev text."""
+    from xlmp_jax.evals.heldout import transfer_dev_languages
+
+    have = set(transfer_dev_languages())
+    return [lang for lang in languages() if lang in have]
+
+
+def sweep_all(
+    run_list: list[dict], workdirs: dict[str, str], root: str, env: dict, preset: Preset
+) -> tuple[list[dict], list[dict]]:
+    """The preset's evals over the paired runs, and the ablation's dev sweep: its variants with XLM-P's runs of
+    the same seeds, MLM and the pool on dev strings only (rows apart, as XLM-P's runs appear in both)."""
     steps = "all" if preset.checkpoints > 1 else "latest"
     paired_runs = [workdirs[r["name"]] for r in run_list if r["arm"] in CONFIGS]
     rows = sweep(paired_runs, os.path.join(root, "eval"), env, preset.evals, steps)
-    ablation = [workdirs[r["name"]] for r in run_list if r["arm"] not in CONFIGS]
-    if ablation:
-        rows += sweep(ablation, os.path.join(root, "eval_ablation"), env, EVALS_NO_TRANSFER, steps)
-    return rows
+    variants = [r for r in run_list if r["arm"] not in CONFIGS]
+    if not variants:
+        return rows, []
+    seeds = sorted({r["seed"] for r in variants})
+    dev_runs = [workdirs[f"xlmp_s{s}"] for s in seeds] + [workdirs[r["name"]] for r in variants]
+    dev_rows = sweep(dev_runs, os.path.join(root, "eval_ablation_dev"), env, ABLATION_EVALS, steps,
+                     dev_languages(), ABLATION_DEV_SETTINGS)  # fmt: skip
+    return rows, dev_rows
 
 
 def write(text: str, numbers: dict, args: argparse.Namespace) -> None:

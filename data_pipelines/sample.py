@@ -190,11 +190,17 @@ def eval_sentences() -> frozenset[str]:
     """Normalised evaluation sentences of the whole sample: every mono validation line, both sides of every
     held-out pair and every text of the transfer task's dev and test strings, all languages. No training
     split contains one of them (empty forms excluded)."""
-    return _eval_sentences(SAMPLE_DIR)
+    return _eval_sentences(SAMPLE_DIR, ("dev", "test"))
+
+
+def reported_sentences() -> frozenset[str]:
+    """The evaluation sentences that reports are made on: `eval_sentences` without the transfer dev strings,
+    which serve as a development set (a dev string equal to one of these is no longer dev text)."""
+    return _eval_sentences(SAMPLE_DIR, ("test",))
 
 
 @functools.cache
-def _eval_sentences(sample_dir: str) -> frozenset[str]:
+def _eval_sentences(sample_dir: str, transfer_splits: tuple[str, ...]) -> frozenset[str]:
     del sample_dir  # the cache key: tests point SAMPLE_DIR at a stand-in folder
     found: set[str] = set()
     for lang in languages():
@@ -202,7 +208,7 @@ def _eval_sentences(sample_dir: str) -> frozenset[str]:
     for lang in parallel_languages():
         found.update(normalize(s) for pair in split_pairs(_read_pairs(lang), "validation") for s in pair)
     for item in _read_transfer():
-        if transfer_split(item.english) != "train":
+        if transfer_split(item.english) in transfer_splits:
             found.update(normalize(text) for text in (item.english, *item.translations.values()))
     found.discard("")
     return frozenset(found)

@@ -710,3 +710,41 @@ def test_default_sources_read_the_shipped_sample_layout(tmp_path, monkeypatch):
     config.retrieval.languages = "fr"
     with pytest.raises(ValueError, match="en-fr.tsv"):
         retrieval.retrieval_pairs(config.retrieval)
+
+
+def test_transfer_dev_texts_are_a_dev_set_disjoint_from_the_reported_text():
+    """The ablation's dev text: the transfer task's dev strings, English and translations, none of them a
+    validation line, a held-out pair or a test string; a language without dev strings fails by name."""
+    from data_pipelines import sample
+    from xlmp_jax.evals import pool as pool_eval
+
+    langs = heldout.transfer_dev_languages()
+    assert "en" in langs and "de" in langs and "uk" not in langs
+    texts = heldout.transfer_dev_texts(["en", "de"], 0)
+    dev = sample.read_transfer("dev")
+    reported = sample.reported_sentences()
+    assert texts["en"] == [it.english for it in dev if sample.normalize(it.english) not in reported]
+    assert 150 < len(texts["en"]) < len(dev)  # some English dev strings are also held-out pairs: dropped
+    de = [it.translations["de"] for it in dev if "de" in it.translations]
+    assert texts["de"] == [t for t in de if sample.normalize(t) not in reported] and len(texts["de"]) > 150
+    assert len(heldout.transfer_dev_texts(["de"], 7)["de"]) == 7
+    validation = {sample.normalize(t) for lang in sample.languages() for t in sample.read_mono(lang, "validation")}
+    pairs = {
+        sample.normalize(t)
+        for lang in sample.parallel_languages()
+        for p in sample.read_parallel(lang, "validation")
+        for t in p
+    }
+    test = {sample.normalize(t) for it in sample.read_transfer("test") for t in (it.english, *it.translations.values())}
+    dev_texts = {sample.normalize(t) for ts in heldout.transfer_dev_texts(langs, 0).values() for t in ts}
+    assert len(dev_texts) > 1000 and not dev_texts & (validation | pairs | test)
+    assert dev_texts <= sample.eval_sentences()  # no training split holds them
+    with pytest.raises(ValueError, match="'uk'"):
+        heldout.transfer_dev_texts(["de", "uk"], 0)
+
+    block = pool_eval.config()
+    block.update(dict(text="transfer_dev", languages="en,ru", max_sentences=5))
+    assert {k: len(v) for k, v in pool_eval.pool_texts(block).items()} == {"en": 5, "ru": 5}
+    block.text = "dev"
+    with pytest.raises(ValueError, match="pool.text='dev'"):
+        pool_eval.pool_texts(block)

@@ -1,5 +1,7 @@
 """bench.science's statistics and report (the experiment itself is a committed command, not a test)."""
 
+import os
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -21,9 +23,12 @@ def test_paired_difference_interval_is_the_paired_t_interval():
 
 def test_runs_pair_every_seed_and_name_an_unknown_ablation():
     runs = science.runs([0, 1], ["old_pool"])
-    assert [r["name"] for r in runs] == ["xlmp_s0", "baseline_s0", "xlmp_s1", "baseline_s1", "xlmp_old_pool_s0"]
+    names = [r["name"] for r in runs]
+    assert names == ["xlmp_s0", "baseline_s0", "xlmp_s1", "baseline_s1", "xlmp_old_pool_s0", "xlmp_old_pool_s1"]
     assert runs[1]["config"] == "configs/tiny_baseline.py" and runs[1]["pool"] == {}
-    assert runs[-1]["pool"]["key_loss_weight"] == 0.0 and runs[-1]["seed"] == 0
+    assert runs[-1]["pool"]["key_loss_weight"] == 0.0 and runs[-1]["seed"] == 1
+    # A variant runs on the first ABLATION_SEEDS seeds only.
+    assert [r["seed"] for r in science.runs(range(5), ["old_pool"]) if r["arm"] == "old_pool"] == [0, 1, 2]
     with pytest.raises(SystemExit, match="unknown ablation 'no_such'"):
         science.runs([0], ["no_such"])
 
@@ -156,9 +161,9 @@ def test_the_compute_line_states_tokens_and_each_arms_flops_per_step():
 
 def test_presets_produce_their_runs_and_overrides_without_training():
     experiment = science.PRESETS["experiment"]
-    assert experiment.seeds == tuple(range(10)) and experiment.ablation == tuple(science.ABLATIONS)
+    assert experiment.seeds == tuple(range(10)) and experiment.ablation == ("no_diversity_loss", "small_prompt_init")
     names = [r["name"] for r in science.runs(experiment.seeds, experiment.ablation, experiment)]
-    assert len(names) == 24 and names[:2] == ["xlmp_s0", "baseline_s0"] and names[-1] == "xlmp_old_pool_s0"
+    assert len(names) == 26 and names[:2] == ["xlmp_s0", "baseline_s0"] and names[-1] == "xlmp_small_prompt_init_s2"
     args = science.run_args(science.runs([3], [], experiment)[0], experiment, 400)
     assert args[: len(science.EXPERIMENT)] == science.EXPERIMENT
     assert args[len(science.EXPERIMENT) :] == [
@@ -216,14 +221,49 @@ def test_the_curve_reads_every_checkpoint_and_says_where_retrieval_passes_ten_pe
     assert f"Retrieval first at >= 10 % top-1: {800 * 4096 / 1e6:.2f} M tokens." in text
 
 
-def test_the_ablation_is_swept_apart_without_the_transfer_task(monkeypatch):
+def test_the_ablation_is_swept_apart_on_dev_text_with_the_default_runs_of_its_seeds(monkeypatch):
     calls = []
-    monkeypatch.setattr(science, "sweep", lambda dirs, out, env, evals, steps: calls.append((dirs, evals, steps)) or [])
+
+    def fake_sweep(dirs, out, env, evals, steps, langs=(), settings=()):
+        calls.append((dirs, os.path.basename(out), evals, list(langs), tuple(settings)))
+        return []
+
+    monkeypatch.setattr(science, "sweep", fake_sweep)
     preset = science.PRESETS["experiment"]
-    run_list = science.runs([0], ["old_pool"], preset)
+    run_list = science.runs([0, 1], ["old_pool"], preset)
     workdirs = {r["name"]: f"/w/{r['name']}" for r in run_list}
-    science.sweep_all(run_list, workdirs, "/w", {}, preset)
+    assert science.sweep_all(run_list, workdirs, "/w", {}, preset) == ([], [])
+    dev = science.dev_languages()
     assert calls == [
-        (["/w/xlmp_s0", "/w/baseline_s0"], science.EVALS, "latest"),
-        (["/w/xlmp_old_pool_s0"], "mlm,retrieval,pool", "latest"),
-    ]
+        (["/w/xlmp_s0", "/w/baseline_s0", "/w/xlmp_s1", "/w/baseline_s1"], "eval", science.EVALS, [], ()),
+        (["/w/xlmp_s0", "/w/xlmp_s1", "/w/xlmp_old_pool_s0", "/w/xlmp_old_pool_s1"], "eval_ablation_dev", "mlm,pool",
+         dev, science.ABLATION_DEV_SETTINGS),
+    ]  # fmt: skip
+    assert "en" in dev and "uk" not in dev and set(dev) <= set(science.languages())
+    assert "--config.mlm.source=transfer_dev" in science.ABLATION_DEV_SETTINGS
+
+
+def test_the_ablation_verdict_follows_the_paired_dev_intervals():
+    """Variant vs default on dev rows: the paired differences over seeds and the decision they imply."""
+    langs = ["de", "en"]
+    rows = []
+    for seed in range(3):
+        for name, loss, ami in ((f"xlmp_s{seed}", 5.0 + 0.1 * seed, 0.5),
+                                (f"xlmp_no_diversity_loss_s{seed}", 4.9 + 0.1 * seed, 0.52 + 0.01 * seed),
+                                (f"xlmp_small_prompt_init_s{seed}", 5.0 + 0.1 * seed + 0.02 * (seed - 1), 0.5)):  # fmt: skip
+            rows += [dict(workdir=f"/w/{name}", eval="mlm", language=lang, metric="loss", value=loss) for lang in langs]
+            rows += [dict(workdir=f"/w/{name}", eval="pool", language="all", metric=m, value=v)
+                     for m, v in (("ami_prompt_language", ami), ("effective_prompts", 3.0))]  # fmt: skip
+    run_list = science.runs([0, 1, 2], ["no_diversity_loss", "small_prompt_init"])
+    workdirs = {r["name"]: f"/w/{r['name']}" for r in run_list}
+    summary = science.ablation_summary(rows, run_list, workdirs)
+    assert summary["languages"] == langs and summary["seeds"] == [0, 1, 2]
+    better = summary["variants"]["no_diversity_loss"]
+    assert better["paired"]["mlm_loss"]["diff"] == pytest.approx(-0.1)
+    assert better["verdict"].startswith("better on dev MLM, routing no worse")
+    assert summary["variants"]["small_prompt_init"]["verdict"].startswith("dev MLM interval spans 0")
+    worse = science.ablation_verdict(dict(diff_low=0.01, diff_high=0.2), dict(diff_low=-1, diff_high=1))
+    assert worse == "worse on dev MLM: keep the default"
+    text = "\n".join(science.ablation_table(summary))
+    assert "## Ablation on dev text (seeds [0, 1, 2])" in text and "2 languages (de, en;" in text
+    assert "| no_diversity_loss | `{'diversity_loss_weight': 0.0}` | 5.000; -0.100 [-0.100, -0.100]" in text

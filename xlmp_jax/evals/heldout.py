@@ -1,5 +1,6 @@
-"""Held-out monolingual text for the evals: the last 10 % of each language's lines (``sample.split_lines``),
-of the shipped sample or of a folder of ``<lang>.txt`` files."""
+"""Held-out text for the evals: the last 10 % of each language's monolingual lines (``sample.split_lines``), of
+the shipped sample or of a folder of ``<lang>.txt`` files; or the transfer task's dev strings by language, a
+development set disjoint from the validation lines, for choices that must not be made on the reported text."""
 
 from __future__ import annotations
 
@@ -24,6 +25,33 @@ def validation_texts(languages: Sequence[str], max_sentences: int, text_dir: str
         lines = [line for line in sample.split_lines(lines, "validation") if line]
         texts[lang] = lines[:max_sentences] if max_sentences else lines
     return texts
+
+
+def transfer_dev_texts(languages: Sequence[str], max_sentences: int) -> dict[str, list[str]]:
+    """The transfer task's ``dev`` strings (``sample.read_transfer``) of each language, English and translations:
+    evaluation text that no training split holds, without those equal to a sentence a report reads (a
+    validation line, a held-out pair, a test string: ``sample.reported_sentences``). At most ``max_sentences``
+    a language (0 = all); ValueError naming a language that has none."""
+    from data_pipelines import sample
+
+    reported = sample.reported_sentences()
+    found: dict[str, list[str]] = {}
+    for item in sample.read_transfer("dev"):
+        for lang, text in (("en", item.english), *item.translations.items()):
+            if sample.normalize(text) not in reported:
+                found.setdefault(lang, []).append(text)
+    missing = [lang for lang in languages if lang not in found]
+    if missing:
+        raise ValueError(f"no transfer dev strings for {missing}; languages that have some: {sorted(found)}")
+    return {lang: found[lang][:max_sentences] if max_sentences else found[lang] for lang in languages}
+
+
+def transfer_dev_languages() -> list[str]:
+    """Languages with transfer dev strings, in the sample's order."""
+    from data_pipelines import sample
+
+    have = {"en"} | {lang for item in sample.read_transfer("dev") for lang in item.translations}
+    return [lang for lang in sample.languages() if lang in have]
 
 
 def text_languages(setting: str, text_dir: str = "") -> list[str]:

@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 
 from xlmp_jax.evals.context import EvalContext, Row, split_list
-from xlmp_jax.evals.heldout import sample_languages, validation_texts
+from xlmp_jax.evals.heldout import sample_languages, transfer_dev_languages, transfer_dev_texts, validation_texts
 from xlmp_jax.hf.encoder import Encoder, Tokenizer, bucket_length, encode_text
 from xlmp_jax.losses import mlm_loss
 from xlmp_jax.pool import routing_shift
@@ -187,7 +187,9 @@ def config() -> ml_collections.ConfigDict:
     """The sweep config's ``mlm`` block."""
     return ml_collections.ConfigDict(
         dict(
-            source="pipeline",  # pipeline (make_eval_data on the checkpoint's data config) | sample (validation lines)
+            # pipeline (make_eval_data on the checkpoint's data config) | sample (validation lines) |
+            # transfer_dev (the transfer task's dev strings: a dev set disjoint from the validation lines)
+            source="pipeline",
             languages="",  # '' = the data config's languages (every sample language by default)
             batch_size=16,
             max_batches=8,  # batches per language; 0 = the whole validation split
@@ -208,9 +210,16 @@ def run(ctx: EvalContext, cfg: ml_collections.ConfigDict) -> list[Row]:
         parts = [make_eval_data(data_cfg, batch_size=cfg.batch_size, languages=[lang]) for lang in languages]
         batches = itertools.chain.from_iterable(itertools.islice(iter(p), limit) for p in parts)
         languages = list(parts[0].languages)
-    elif cfg.source == "sample":
-        languages = languages or sample_languages("")
-        texts = validation_texts(languages, 0)
+    elif cfg.source in ("sample", "transfer_dev"):
+        if cfg.source == "sample":
+            texts = validation_texts(languages or sample_languages(""), 0)
+        else:
+            # the requested languages, else those of the data config that have dev strings
+            wanted = split_list(cfg.languages) or [
+                x for x in transfer_dev_languages() if not languages or x in languages
+            ]
+            texts = transfer_dev_texts(wanted, 0)
+        languages = list(texts)
         batches = sample_mlm_batches(
             ctx.tokenizer,
             texts,
@@ -222,5 +231,5 @@ def run(ctx: EvalContext, cfg: ml_collections.ConfigDict) -> list[Row]:
             max_batches=limit,
         )
     else:
-        raise ValueError(f"mlm.source={cfg.source!r} is not 'pipeline' or 'sample'")
+        raise ValueError(f"mlm.source={cfg.source!r} is not 'pipeline', 'sample' or 'transfer_dev'")
     return mlm_eval(ctx.encoder, batches, languages)

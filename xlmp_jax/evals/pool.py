@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 import ml_collections
 
 from xlmp_jax.evals import pool_analysis
-from xlmp_jax.evals.context import EvalContext, Row
-from xlmp_jax.evals.heldout import text_languages, validation_texts
+from xlmp_jax.evals.context import EvalContext, Row, split_list
+from xlmp_jax.evals.heldout import text_languages, transfer_dev_languages, transfer_dev_texts, validation_texts
 from xlmp_jax.hf.encoder import Encoder
 
 NAME = "pool"
@@ -23,6 +23,7 @@ def config() -> ml_collections.ConfigDict:
     """The sweep config's ``pool`` block."""
     return ml_collections.ConfigDict(
         dict(
+            text="validation",  # validation (the last 10 % of each language's lines) | transfer_dev (dev strings)
             text_dir="",  # folder of <lang>.txt ('' = the shipped sample's mono/); its last 10 % lines are used
             languages="",  # '' = every language of text_dir / the sample
             max_sentences=200,  # validation lines per language
@@ -39,7 +40,7 @@ def config() -> ml_collections.ConfigDict:
 
 def run(ctx: EvalContext, cfg: ml_collections.ConfigDict) -> list[Row]:
     """Pool-clustering rows of one checkpoint; its plots go under ``ctx.artifact_dir``."""
-    texts = validation_texts(text_languages(cfg.languages, cfg.text_dir), cfg.max_sentences, cfg.text_dir)
+    texts = pool_texts(cfg)
     title = f"{os.path.basename(os.path.normpath(ctx.workdir))} step {ctx.step} ({ctx.encoder.model_type})"
     repeats = pool_analysis.Repeats(cfg.shuffles, cfg.bootstrap_resamples, cfg.mantel_permutations)
     initial = initial_encoder(ctx) if cfg.step0 else None
@@ -47,6 +48,17 @@ def run(ctx: EvalContext, cfg: ml_collections.ConfigDict) -> list[Row]:
         ctx.encoder, ctx.tokenizer, texts, ctx.artifact_dir, title=title, seed=ctx.sweep.seed, repeats=repeats,
         initial=initial, pool_size=cfg.reference_pool_size,
     )  # fmt: skip
+
+
+def pool_texts(cfg: ml_collections.ConfigDict) -> dict[str, list[str]]:
+    """The sentences the pool eval clusters, by language (``text``: validation lines or transfer dev strings)."""
+    if cfg.text == "validation":
+        return validation_texts(text_languages(cfg.languages, cfg.text_dir), cfg.max_sentences, cfg.text_dir)
+    if cfg.text == "transfer_dev":
+        if cfg.text_dir:
+            raise ValueError(f"pool.text='transfer_dev' reads the shipped sample; pool.text_dir={cfg.text_dir!r}")
+        return transfer_dev_texts(split_list(cfg.languages) or transfer_dev_languages(), cfg.max_sentences)
+    raise ValueError(f"pool.text={cfg.text!r} is not 'validation' or 'transfer_dev'")
 
 
 def initial_encoder(ctx: EvalContext) -> Encoder | None:
