@@ -31,8 +31,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding
 
-from data_pipelines.batch_format import pad_rows
-from data_pipelines.config import max_predictions
+from data_pipelines.batch_format import max_predictions, pad_rows
 from xlmp_jax import losses, optim
 from xlmp_jax import sharding as sh
 from xlmp_jax.batching import gather_predictions, micro_batches
