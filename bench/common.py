@@ -44,7 +44,7 @@ BENCH_SIZES: dict[str, dict[str, int]] = {
 # --------------------------------------------------------------------------------------------- helpers
 def max_predictions(seq_length: int, mlm_rate: float) -> int:
     """K masked positions gathered per row: the data pipeline's rule."""
-    from data_pipelines.config import max_predictions as rule
+    from data_pipelines.batch_format import max_predictions as rule
 
     return int(rule(seq_length, mlm_rate))
 

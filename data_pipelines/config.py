@@ -8,7 +8,6 @@ same block checked once and typed (`DataConfig.from_section(config.data)`), whic
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Mapping
 
@@ -63,11 +62,6 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.shuffle_buffer = 10_000
     c.vocab_path = _SAMPLE_VOCAB_PATH  # SentencePiece model (XLM-R id layout); XLM-R's own file works as is
     return c
-
-
-def max_predictions(seq_length: int, mlm_rate: float) -> int:
-    """Upper bound on MLM-selected positions per row: ceil(seq_length * mlm_rate) + 1 (data_pipelines/README.md)."""
-    return int(math.ceil(seq_length * mlm_rate)) + 1
 
 
 @dataclasses.dataclass(frozen=True)
