@@ -133,3 +133,18 @@ def test_the_sample_keeps_its_inputs_and_prepared_cache_key(tmp_path, monkeypatc
     assert [line_sources.fingerprint(i) for i in inputs] == SAMPLE_FINGERPRINTS
     folder = dataset.default_dir(cfg, "0" * 64)
     assert os.path.basename(folder) == SAMPLE_CACHE_FOLDER, "the sample's prepared-data cache key moved"
+
+
+def test_the_pool_report_reads_the_sample_or_a_local_text_folder_only(tmp_path):
+    # What xlmp_jax.train's pool report asked of data.source before the registry.
+    def text_dir(**fields):
+        cfg = DataConfig.of(_config(**fields))
+        return sources.get(cfg.source).heldout_text_dir(cfg)
+
+    assert text_dir() == ""
+    assert text_dir(source="text", path=str(tmp_path)) == str(tmp_path)
+    assert text_dir(source="text", path=str(tmp_path / "{lang}.txt")) is None
+    assert text_dir(source="cc100", path=str(tmp_path)) is None
+    assert text_dir(source="jsonl", path=str(tmp_path)) is None
+    assert text_dir(source="tfrecord", path=str(tmp_path)) is None
+    assert text_dir(source="mc4", languages=("en",)) is None
