@@ -78,8 +78,8 @@ import numpy as np
 from scipy import stats
 
 from bench.common import REPO, machine_info
-from configs.common import POOL_TRAINING
 from configs.tiny import TINY_LANGUAGES
+from xlmp_jax.pool import OLD_POOL_OPTIONS, PoolConfig
 
 # Languages the experiment adds to the main job's 20 (`configs/tiny.py` keeps its own) so that scripts other
 # than Latin hold >= 3 languages each, where the pool can only tell languages apart by something other than
@@ -98,15 +98,15 @@ EXPERIMENT = [
     "--config.data.shuffle_buffer=1000",
     "--config.data.languages=(" + ",".join(f"'{lang}'" for lang in TINY_LANGUAGES + EXTRA_LANGUAGES) + ")",
 ]
-# XLM-P's pool options: the configs' own (chosen a priori, not tuned on any eval), passed explicitly so that
-# the report names them.
-POOL_OPTIONS = dict(POOL_TRAINING)
+# XLM-P's pool options: PoolConfig's defaults, which every XLM-P config trains with (chosen a priori, not tuned
+# on any eval), passed explicitly so that the report names them; in the order of OLD_POOL_OPTIONS.
+POOL_OPTIONS = {name: getattr(PoolConfig(), name) for name in OLD_POOL_OPTIONS}
 # Ablation: the pool option(s) each variant turns back to the old behaviour.
 ABLATIONS = {
     "no_key_loss": {"key_loss_weight": 0.0},
     "no_diversity_loss": {"diversity_loss_weight": 0.0},
     "small_prompt_init": {"prompt_init_std": 0.02},
-    "old_pool": {"key_loss_weight": 0.0, "diversity_loss_weight": 0.0, "prompt_init_std": 0.02},
+    "old_pool": dict(OLD_POOL_OPTIONS),
 }
 # The ablation's open questions, which the experiment runs by default: is the diversity term worth keeping, and
 # the larger prompt init (both our choices). Each variant runs on the first ABLATION_SEEDS paired seeds, paired

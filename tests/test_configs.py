@@ -155,6 +155,22 @@ def test_the_xlmr_recipe_splits_base_into_pool_and_encoder():
     assert optimizer.frozen_groups(0) == {"encoder"} and optimizer.frozen_groups(2000) == set()
 
 
+def test_a_config_saved_before_the_pool_training_options_loads_with_their_old_values(tmp_path):
+    # The pool's training options became PoolConfig's defaults after configs were saved without them: such a
+    # config.json was trained with no pool terms and prompts drawn like the keys, and reads back so
+    # (PoolConfig.from_saved), while a config built today holds the new defaults.
+    config = config_utils.load_config("configs/tiny.py")
+    saved = json.loads(config_utils.config_to_json(config))
+    for name in ("key_loss_weight", "diversity_loss_weight", "prompt_init_std"):
+        del saved["model"]["pool"][name]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    pool = config_utils.resolve(config_utils.read_config_json(str(tmp_path))).model.pool
+    assert (pool.key_loss_weight, pool.diversity_loss_weight, pool.prompt_init_std) == (0.0, 0.0, 0.02)
+    assert (pool.size, pool.length) == (config.model.pool.size, config.model.pool.length)  # the rest as saved
+    today = config_utils.resolve(config).model.pool
+    assert (today.key_loss_weight, today.diversity_loss_weight, today.prompt_init_std) == (0.1, 0.1, 1.0)
+
+
 def test_a_config_saved_before_the_logical_rules_loads_with_the_default_rules(tmp_path):
     # Checkpoints store their config.json; those written before mesh.logical_rules take the default
     # (config_utils.ADDED_FIELDS), and one override from the command line parses and round-trips.

@@ -82,7 +82,7 @@ def test_pool_terms_objective_and_sums_match_a_direct_computation():
     np.testing.assert_allclose(float(logged["pool_diversity_loss"]), diversity, rtol=1e-4, atol=1e-6)
 
     # a term whose weight is 0 is neither computed nor added nor logged
-    only_key = PoolConfig(size=m, length=2, key_loss_weight=2.0)
+    only_key = PoolConfig(size=m, length=2, key_loss_weight=2.0, diversity_loss_weight=0.0)
     terms = losses.pool_terms(only_key, jnp.asarray(keys), {"query": query, "weights": weights}, mask)
     assert set(terms) == {"key_loss"}
     np.testing.assert_allclose(float(losses.pool_objective(only_key, terms, rows)), 2.0 * key * 4, rtol=1e-5)

@@ -143,7 +143,11 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ModelConfig:
-        """Builds a config from a (ConfigDict-like) mapping; unknown fields are a clear error."""
+        """Builds a config from a (ConfigDict-like) mapping; unknown fields are a clear error.
+
+        The pool block is read as a saved one (``PoolConfig.from_saved``): a run config saved before the pool's
+        training options existed keeps their old values. A config built by ``configs/`` holds every field.
+        """
         values = dict(values)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
@@ -157,7 +161,7 @@ class ModelConfig:
             bad = sorted(set(pool) - pool_known)
             if bad:
                 raise ValueError(f"unknown pool config field(s): {', '.join('model.pool.' + b for b in bad)}")
-            pool = PoolConfig(**pool) if enabled else None
+            pool = PoolConfig.from_saved(pool) if enabled else None
         return cls(pool=pool, **values)
 
     @classmethod
