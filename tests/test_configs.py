@@ -117,7 +117,7 @@ def test_resolve_hands_typed_sections_equal_to_the_file(name):
 
 @pytest.mark.parametrize("cls", (TrainConfig, MeshConfig))
 def test_typed_sections_have_no_defaults_of_their_own(cls):
-    # configs/common.py is the only home of defaults: a field missing from a config is an error, not a default.
+    # configs/common.py is the one home of the train and mesh defaults: a field missing from a config is an error.
     fields = dataclasses.fields(cls)
     assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in fields)
 
