@@ -28,7 +28,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     """Defaults: MLM on the shipped sample, every sample language, XLM-R's alpha and masking recipe."""
     c = ml_collections.ConfigDict()
     # --- where the text comes from ---
-    c.source = "sample"  # one of SOURCES: sample | text | cc100 | jsonl | tfrecord | mc4 | wiki40b
+    c.source = "sample"  # one of SOURCES: the kinds registered in data_pipelines.sources (its MODULES)
     c.path = ""  # local sources: a folder of <lang>.<ext> files, or a pattern with {lang}; gs:// works
     c.languages = ()  # languages to mix; () = every language the source has (sample) -- required for mc4/wiki40b
     c.text_field = "text"  # jsonl: the key holding the text; tfrecord: the tf.Example bytes feature
