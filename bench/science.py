@@ -51,11 +51,11 @@ and shuffles are NumPy/scikit-learn on the host's 16 cores). 2 x (25 + 10) + 2 x
 device has no Beam or TensorFlow: the shards are prepared here into ``DEVICE_PREPARED`` and carried.
 
 ``--preset=curve`` (``PRESETS["curve"]``): the baseline alone at tiny and at ``mini`` (4 layers, 128 wide, FFN
-512; 26.7 vs 5.3 GFLOP a step), seed 0, 3200 steps each with a checkpoint every 400 steps (1.64 M tokens;
-13.1 M in all, ~17 passes over the sample), every checkpoint swept (MLM, retrieval, transfer task) into a table
+512; 26.7 vs 5.3 GFLOP a step), seed 0, 3200 steps each with a checkpoint every 800 steps (3.28 M tokens;
+13.1 M in all, ~17 passes over the sample), each checkpoint swept (MLM, retrieval, transfer task) into a table
 of tokens against each metric (retrieval on the held-out pairs: the sweep has no dev pairs yet). Idle estimate:
-tiny 3200 x 0.16 s ~ 9 min, mini at worst in proportion to its FLOPs 3200 x 0.8 s ~ 43 min, 16 sweep cells
-~ 1 min each ~ 16 min: ~70 min.
+tiny 3200 x 0.16 s ~ 9 min, mini at worst in proportion to its FLOPs 3200 x 0.8 s ~ 43 min, 8 sweep cells
+~ 1.5 min each ~ 12 min: ~65 min.
 
 One file over 300 lines on purpose: it is one experiment read top to bottom (the arms, the runs, the sweep,
 the statistics, the SCIENCE.md it writes), and each part only makes sense next to the others.
@@ -78,8 +78,8 @@ import numpy as np
 from scipy import stats
 
 from bench.common import REPO, machine_info
-from configs.common import POOL_TRAINING
 from configs.tiny import TINY_LANGUAGES
+from xlmp_jax.pool import OLD_POOL_OPTIONS, PoolConfig
 
 # Languages the experiment adds to the main job's 20 (`configs/tiny.py` keeps its own) so that scripts other
 # than Latin hold >= 3 languages each, where the pool can only tell languages apart by something other than
@@ -98,15 +98,15 @@ EXPERIMENT = [
     "--config.data.shuffle_buffer=1000",
     "--config.data.languages=(" + ",".join(f"'{lang}'" for lang in TINY_LANGUAGES + EXTRA_LANGUAGES) + ")",
 ]
-# XLM-P's pool options: the configs' own (chosen a priori, not tuned on any eval), passed explicitly so that
-# the report names them.
-POOL_OPTIONS = dict(POOL_TRAINING)
+# XLM-P's pool options: PoolConfig's defaults, which every XLM-P config trains with (chosen a priori, not tuned
+# on any eval), passed explicitly so that the report names them; in the order of OLD_POOL_OPTIONS.
+POOL_OPTIONS = {name: getattr(PoolConfig(), name) for name in OLD_POOL_OPTIONS}
 # Ablation: the pool option(s) each variant turns back to the old behaviour.
 ABLATIONS = {
     "no_key_loss": {"key_loss_weight": 0.0},
     "no_diversity_loss": {"diversity_loss_weight": 0.0},
     "small_prompt_init": {"prompt_init_std": 0.02},
-    "old_pool": {"key_loss_weight": 0.0, "diversity_loss_weight": 0.0, "prompt_init_std": 0.02},
+    "old_pool": dict(OLD_POOL_OPTIONS),
 }
 # The ablation's open questions, which the experiment runs by default: is the diversity term worth keeping, and
 # the larger prompt init (both our choices). Each variant runs on the first ABLATION_SEEDS paired seeds, paired
@@ -173,7 +173,7 @@ PRESETS = {
     ),
     "curve": Preset(
         seeds=(0,), steps=3200, ablation=(), arms=("baseline",), sizes=(("tiny", ()), ("mini", MINI)),
-        checkpoints=8, evals="mlm,retrieval,package", out="workdirs/science_curve",
+        checkpoints=4, evals="mlm,retrieval,package", out="workdirs/science_curve",
         doc="workdirs/science_curve/CURVE.md", json="workdirs/science_curve/curve.json",
         plots="workdirs/science_curve/plots",
     ),
@@ -839,7 +839,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     run_list = runs(seeds, ablation, preset)
     began = time.perf_counter()
     workdirs = {r["name"]: train(r, root, run_args(r, preset, steps), env) for r in run_list}
-    rows, dev_rows = sweep_all(run_list, workdirs, root, env, preset)
+    rows, dev_rows = sweep_all(run_list, workdirs, root, env, preset, steps)
     langs = retrieval_languages(rows)
     meta = dict(
         command="python -m bench.science " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -884,12 +884,21 @@ def dev_languages() -> list[str]:
     return [lang for lang in languages() if lang in have]
 
 
+def sweep_steps(preset: Preset, steps: int) -> str:
+    """The checkpoints the sweep evaluates: the last, or the preset's evenly spaced ones (named, so that a run
+    trained with more frequent checkpoints is evaluated at the same points)."""
+    if preset.checkpoints == 1:
+        return "latest"
+    every = steps // preset.checkpoints
+    return ",".join(str(every * i) for i in range(1, preset.checkpoints + 1))
+
+
 def sweep_all(
-    run_list: list[dict], workdirs: dict[str, str], root: str, env: dict, preset: Preset
+    run_list: list[dict], workdirs: dict[str, str], root: str, env: dict, preset: Preset, run_steps: int
 ) -> tuple[list[dict], list[dict]]:
     """The preset's evals over the paired runs, and the ablation's dev sweep: its variants with XLM-P's runs of
     the same seeds, MLM and the pool on dev strings only (rows apart, as XLM-P's runs appear in both)."""
-    steps = "all" if preset.checkpoints > 1 else "latest"
+    steps = sweep_steps(preset, run_steps)
     paired_runs = [workdirs[r["name"]] for r in run_list if r["arm"] in CONFIGS]
     rows = sweep(paired_runs, os.path.join(root, "eval"), env, preset.evals, steps)
     variants = [r for r in run_list if r["arm"] not in CONFIGS]

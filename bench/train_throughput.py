@@ -66,7 +66,7 @@ def measure(
         info = {"step_impl": "project", "feed": feed}
     build_s = time.perf_counter() - t_build
     times, first = common.time_steps(step, warmup, steps)
-    k = seq if spec["dense"] else min(seq, common.max_predictions(seq, common.MLM_RATE))
+    k = seq if spec["dense"] else common.max_predictions(seq, common.MLM_RATE)
     fpt, flops_source = common.flops_per_token(model_cfg, seq, k)
     tokens = batch * seq
     result = {

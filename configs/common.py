@@ -1,8 +1,11 @@
 """Shared builder for the run configs (see ARCHITECTURE.md): one function, six thin config files.
 
-Every field the trainer reads is present here with a value of the right type, so ml_collections can
-type-check command-line overrides (``--config.train.steps=200``) and reject unknown fields. Values
-that could not be checked against the XLM-P / XLM-R papers offline are marked "our choice".
+Every field the trainer reads is present in the config it builds, with a value of the right type, so
+ml_collections can type-check command-line overrides (``--config.train.steps=200``) and reject unknown fields.
+Each block's defaults have one home: the model's are ``xlmp_jax.model_config`` (``SIZES``, ``ModelConfig``), the
+pool's ``xlmp_jax.pool.PoolConfig``, the data block's ``data_pipelines.config.default_data_config``; this module
+assembles those and is itself the home of the train, mesh (with ``LOGICAL_RULES``) and ``init_from_hf`` defaults.
+Values that could not be checked against the XLM-P / XLM-R papers offline are marked "our choice".
 """
 
 from __future__ import annotations
@@ -16,19 +19,16 @@ from xlmp_jax import compile_cache
 from xlmp_jax.model_config import ModelConfig
 from xlmp_jax.pool import PoolConfig
 
-# The pool's training options in every XLM-P config (PoolConfig's own defaults keep the old MLM-only pool):
-# fixed before measuring, then compared with the old pool by bench.science (SCIENCE.md, ablation). Our choice.
-POOL_TRAINING = dict(key_loss_weight=0.1, diversity_loss_weight=0.1, prompt_init_std=1.0)
-
 
 def model_config(size: str, *, pool: bool, pool_overrides: dict | None = None) -> ml_collections.ConfigDict:
     """The ``config.model`` block: every ``ModelConfig`` field, plus ``pool`` with an ``enabled`` switch.
 
-    The baseline keeps the pool's fields (``enabled=False``) so that the same overrides parse for both.
+    Its defaults are the size's (``model_config.SIZES`` over ``ModelConfig``'s) and ``PoolConfig``'s own. The
+    baseline keeps the pool's fields (``enabled=False``) so that the same overrides parse for both.
     """
     fields = dataclasses.asdict(ModelConfig.preset(size, pool=False))
     fields.pop("pool")
-    pool_fields = {"enabled": pool, **dataclasses.asdict(PoolConfig(**{**POOL_TRAINING, **(pool_overrides or {})}))}
+    pool_fields = {"enabled": pool, **dataclasses.asdict(PoolConfig(**(pool_overrides or {})))}
     model = ml_collections.ConfigDict(fields)
     model.pool = ml_collections.ConfigDict(pool_fields)
     return model

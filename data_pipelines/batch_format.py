@@ -1,5 +1,6 @@
-"""The batch format both inputs produce and the steps read (data_pipelines/README.md): its keys, and the
-filler rows that bring a short batch up to a fixed row count without adding tokens or predictions.
+"""The batch format both inputs produce and the steps read (data_pipelines/README.md): its keys, how many
+positions a row may select (K, ``max_predictions``), and the filler rows that bring a short batch up to a
+fixed row count without adding tokens or predictions.
 
 Its own module so that the trainer and the steps can use it without importing an input pipeline (grain,
 TensorFlow).
@@ -7,12 +8,24 @@ TensorFlow).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 BATCH_KEYS = ("input_ids", "attention_mask", "positions", "targets", "weights", "language")
+
+
+def max_predictions(seq_length: int, mlm_rate: float) -> int:
+    """K, the most MLM-selected positions a row of ``seq_length`` holds: ceil(seq_length * mlm_rate) + 1, at
+    most ``seq_length``.
+
+    A static shape, not a property of the data: the masking caps each row at K, the steps gather K positions
+    per row (``top_k(weights, K)``) and the FLOP count and memory plan size the LM head by K, so all of them
+    read it here rather than recomputing it.
+    """
+    return min(seq_length, int(math.ceil(seq_length * mlm_rate)) + 1)
 
 
 def pad_rows(batch: Mapping[str, Any], rows: int, pad_id: int) -> dict[str, np.ndarray]:

@@ -8,29 +8,27 @@ same block checked once and typed (`DataConfig.from_section(config.data)`), whic
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Mapping
 
 import ml_collections
 
+from data_pipelines import sources
+
 # The shipped vocabulary (same path as `data_pipelines.vocab.SAMPLE_VOCAB_PATH`; spelled out here so that
 # building a config does not import TensorFlow).
 _SAMPLE_VOCAB_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_vocab", "sentencepiece.bpe.model")
 
-SOURCES = ("sample", "text", "cc100", "jsonl", "tfrecord", "mc4", "wiki40b")
+SOURCES = sources.names()  # the registered kinds (`data_pipelines.sources`); checks read the registry itself
 PACKING_MODES = ("complete", "complete_doc", "none")
 ADDED_FIELDS = ("prepared_dir",)  # fields newer than some saved configs: a config without them takes the default
-# The files a local source reads for language <lang>: <lang><ext> (`data_pipelines.sources`, and the preflight).
-TEXT_EXTENSIONS = (".txt", ".txt.gz", ".txt.xz")
-JSONL_EXTENSIONS = (".jsonl", ".jsonl.gz", ".jsonl.xz")
 
 
 def default_data_config() -> ml_collections.ConfigDict:
     """Defaults: MLM on the shipped sample, every sample language, XLM-R's alpha and masking recipe."""
     c = ml_collections.ConfigDict()
     # --- where the text comes from ---
-    c.source = "sample"  # one of SOURCES: sample | text | cc100 | jsonl | tfrecord | mc4 | wiki40b
+    c.source = "sample"  # one of SOURCES: the kinds registered in data_pipelines.sources (its MODULES)
     c.path = ""  # local sources: a folder of <lang>.<ext> files, or a pattern with {lang}; gs:// works
     c.languages = ()  # languages to mix; () = every language the source has (sample) -- required for mc4/wiki40b
     c.text_field = "text"  # jsonl: the key holding the text; tfrecord: the tf.Example bytes feature
@@ -63,11 +61,6 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.shuffle_buffer = 10_000
     c.vocab_path = _SAMPLE_VOCAB_PATH  # SentencePiece model (XLM-R id layout); XLM-R's own file works as is
     return c
-
-
-def max_predictions(seq_length: int, mlm_rate: float) -> int:
-    """Upper bound on MLM-selected positions per row: ceil(seq_length * mlm_rate) + 1 (data_pipelines/README.md)."""
-    return int(math.ceil(seq_length * mlm_rate)) + 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,12 +132,12 @@ def _fail(field: str, value, why: str) -> None:
 
 def _check(v: dict) -> None:
     """The field checks of `DataConfig.from_section`, on the raw values (first bad field wins)."""
-    if v["source"] not in SOURCES:
-        _fail("source", v["source"], f"unknown source; expected one of {SOURCES}")
-    if v["source"] in ("text", "cc100", "jsonl", "tfrecord") and not v["path"]:
-        _fail("path", v["path"], f"source {v['source']!r} needs a folder or a {{lang}} file pattern")
-    if v["source"] in ("mc4", "wiki40b") and not v["languages"]:
-        _fail("languages", v["languages"], f"source {v['source']!r} needs an explicit list of languages")
+    if v["source"] not in sources.REGISTRY:
+        _fail("source", v["source"], f"unknown source; expected one of {sources.names()}")
+    problem = sources.get(v["source"]).check_config(v)
+    if problem:
+        field, why = problem
+        _fail(field, v[field], why)
     for f in ("languages", "parallel_languages"):
         if isinstance(v[f], str):
             _fail(f, v[f], "expected a list of language codes, not a string")

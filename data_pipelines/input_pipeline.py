@@ -20,7 +20,8 @@ import numpy as np
 from etils import epath
 
 from data_pipelines import dataset, masking, mixing
-from data_pipelines.config import DataConfig, max_predictions
+from data_pipelines.batch_format import max_predictions
+from data_pipelines.config import DataConfig
 from data_pipelines.packing import STAT_KEYS
 from data_pipelines.shards import batch_arrays
 from data_pipelines.vocab import XLMRVocabulary

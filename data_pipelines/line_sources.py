@@ -1,10 +1,11 @@
 """Where each language's lines come from, as plain picklable specs (`Input`) and the readers of their lines.
 
-`inputs(cfg)` lists one `Input` per language entry and split (MLM languages, then TLM pairs `en-<lang>`);
-`read_lines(input)` yields its `(where, line bytes)` stream: the lines the row packing sees, in order. Specs
-carry everything a reader needs (paths, fields, TFDS names), so an Apache Beam worker, a fresh interpreter,
-reads them without any registry. TensorFlow is imported only by the readers that need it (TFRecord, TFDS,
-gs:// paths).
+`inputs(cfg)` lists one `Input` per language entry and split (MLM languages, then TLM pairs `en-<lang>`); the
+MLM ones come from the `data.source` kind's module (`data_pipelines.sources`). `read_lines(input)` yields its
+`(where, line bytes)` stream: the lines the row packing sees, in order. Readers are keyed by `Input.reader`, not
+by source kind, as TLM pairs share them. Specs carry everything a reader needs (paths, fields, TFDS names), so an
+Apache Beam worker, a fresh interpreter, reads them without the config that made them. TensorFlow is imported
+only by the readers that need it (TFRecord, TFDS, gs:// paths).
 
 Held-out rule for local files (as for the sample): the last 10 % of each file's lines is `validation`.
 JSON lines count as the text they hold: a document's non-blank lines then a blank line (the CC-100 layout);
@@ -22,8 +23,10 @@ import lzma
 import os
 import re
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from data_pipelines.config import JSONL_EXTENSIONS, TEXT_EXTENSIONS, DataConfig
+if TYPE_CHECKING:  # config imports the source registry, whose modules import this one
+    from data_pipelines.config import DataConfig
 
 SPLITS = ("train", "validation")
 _READ_CHUNK = 1 << 24
@@ -77,7 +80,8 @@ def open_binary(path: str):
     return f
 
 
-def _glob(pattern: str) -> list[str]:
+def glob_files(pattern: str) -> list[str]:
+    """Sorted matches of `pattern`, local or gs:// (TensorFlow only for the latter)."""
     if _is_local(pattern):
         return sorted(glob.glob(pattern))
     import tensorflow as tf
@@ -85,7 +89,8 @@ def _glob(pattern: str) -> list[str]:
     return sorted(tf.io.gfile.glob(pattern))
 
 
-def _isdir(path: str) -> bool:
+def is_dir(path: str) -> bool:
+    """Whether `path` is a folder, local or gs://."""
     if _is_local(path):
         return os.path.isdir(path)
     import tensorflow as tf
@@ -271,69 +276,6 @@ def fingerprint(inp: Input) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # A data config -> its inputs
 # ----------------------------------------------------------------------------------------------------------------
-def _local_files(cfg: DataConfig, lang: str, extensions: tuple[str, ...]) -> list[str]:
-    """Files of `lang` under `data.path` (a folder or a `{lang}` pattern)."""
-    if "{lang}" in cfg.path:
-        files = _glob(cfg.path.replace("{lang}", lang))
-        if not files:
-            raise FileNotFoundError(
-                f"no file for data.languages entry {lang!r} (data.path={cfg.path!r}): nothing matches "
-                f"{cfg.path.replace('{lang}', lang)!r}"
-            )
-        return files
-    if not _isdir(cfg.path):
-        raise FileNotFoundError(f"data.path={cfg.path!r} does not exist (or is not a folder)")
-    for ext in extensions:
-        files = _glob(os.path.join(cfg.path, f"{lang}{ext}"))
-        if files:
-            return files
-    raise FileNotFoundError(
-        f"data.languages entry {lang!r}: no {'/'.join(lang + e for e in extensions)} in data.path={cfg.path!r}"
-    )
-
-
-def _mono_inputs(cfg: DataConfig, lang: str) -> list[Input]:
-    base = dict(entry=lang, kind="lines")
-    if cfg.source == "sample":
-        from data_pipelines import sample
-
-        if lang not in sample.languages():
-            raise ValueError(f"data.languages entry {lang!r} is not in the sample (has: {sample.languages()})")
-        return [Input(**base, split=s, reader="sample", paths=(lang,)) for s in SPLITS]
-    if cfg.source in ("text", "cc100"):
-        files = tuple(_local_files(cfg, lang, TEXT_EXTENSIONS))
-        return [Input(**base, split=s, reader="text", paths=files) for s in SPLITS]
-    if cfg.source == "jsonl":
-        files = tuple(_local_files(cfg, lang, JSONL_EXTENSIONS))
-        return [Input(**base, split=s, reader="jsonl", paths=files, field=cfg.text_field) for s in SPLITS]
-    if cfg.source == "tfrecord":
-        out = []
-        for s in SPLITS:
-            if "{lang}" in cfg.path:
-                pattern = cfg.path.replace("{lang}", lang).replace("{split}", s)
-            else:
-                if not _isdir(cfg.path):
-                    raise FileNotFoundError(f"data.path={cfg.path!r} does not exist (or is not a folder)")
-                pattern = os.path.join(cfg.path, f"{lang}-{s}.tfrecord*")
-            files = _glob(pattern)
-            if not files and s == "train":
-                raise FileNotFoundError(
-                    f"no file for data.languages entry {lang!r} (data.path={cfg.path!r}): nothing matches {pattern!r}"
-                )
-            out.append(Input(**base, split=s, reader="tfrecord", paths=tuple(files), field=cfg.text_field))
-        return out
-    if cfg.source in ("mc4", "wiki40b"):
-        wiki40b = cfg.source == "wiki40b"
-        name = cfg.wiki40b_tfds_name.replace("{lang}", lang) if wiki40b else cfg.mc4_tfds_name
-        splits = {"train": "train", "validation": "validation"} if wiki40b else {"train": lang, "validation": f"{lang}-validation"}  # fmt: skip
-        return [
-            Input(**base, split=s, reader="tfds", tfds_name=name, tfds_split=splits[s],
-                  tfds_data_dir=cfg.tfds_data_dir, wiki40b=wiki40b)
-            for s in SPLITS
-        ]  # fmt: skip
-    raise ValueError(f"data.source={cfg.source!r} is not a known source")
-
-
 def _pair_field(path: str, lang: str) -> str:
     for raw in _split_lines(_chunks(path)):
         first = json.loads(raw)
@@ -354,10 +296,10 @@ def _pair_inputs(cfg: DataConfig, lang: str) -> list[Input]:
                 f"data.parallel_languages entry {lang!r} has no sample pairs (has: {sample.parallel_languages()})"
             )
         return [Input(**base, split=s, reader="sample_pairs", paths=(lang,)) for s in SPLITS]
-    if not _isdir(cfg.parallel_path):
+    if not is_dir(cfg.parallel_path):
         raise FileNotFoundError(f"data.parallel_path={cfg.parallel_path!r} does not exist (or is not a folder)")
-    tsv = _glob(os.path.join(cfg.parallel_path, f"en-{lang}.tsv*"))
-    jsonl = _glob(os.path.join(cfg.parallel_path, f"en-{lang}.jsonl*"))
+    tsv = glob_files(os.path.join(cfg.parallel_path, f"en-{lang}.tsv*"))
+    jsonl = glob_files(os.path.join(cfg.parallel_path, f"en-{lang}.jsonl*"))
     if not tsv and not jsonl:
         raise FileNotFoundError(
             f"data.parallel_languages entry {lang!r}: no en-{lang}.tsv or en-{lang}.jsonl in "
@@ -371,23 +313,9 @@ def _pair_inputs(cfg: DataConfig, lang: str) -> list[Input]:
 
 def mono_languages(cfg: DataConfig) -> list[str]:
     """`data.languages`, or every language the source has when it is empty (none for TFDS sources)."""
-    if cfg.languages:
-        return list(cfg.languages)
-    if cfg.source == "sample":
-        from data_pipelines import sample
+    from data_pipelines import sources
 
-        return list(sample.languages())
-    if cfg.source in ("text", "cc100", "jsonl", "tfrecord") and "{lang}" not in cfg.path:
-        if not _isdir(cfg.path):
-            raise FileNotFoundError(f"data.path={cfg.path!r} does not exist (or is not a folder)")
-        names = [os.path.basename(p) for p in _glob(os.path.join(cfg.path, "*"))]
-        if cfg.source == "tfrecord":
-            langs = {n.split("-train.tfrecord")[0] for n in names if "-train.tfrecord" in n}
-        else:
-            exts = JSONL_EXTENSIONS if cfg.source == "jsonl" else TEXT_EXTENSIONS
-            langs = {n[: -len(e)] for n in names for e in exts if n.endswith(e)}
-        return sorted(langs)
-    return []
+    return list(cfg.languages) if cfg.languages else sources.get(cfg.source).languages(cfg)
 
 
 def parallel_languages(cfg: DataConfig) -> list[str]:
@@ -400,17 +328,20 @@ def parallel_languages(cfg: DataConfig) -> list[str]:
         from data_pipelines import sample
 
         return list(sample.parallel_languages())
-    names = [os.path.basename(p) for p in _glob(os.path.join(cfg.parallel_path, "en-*"))]
+    names = [os.path.basename(p) for p in glob_files(os.path.join(cfg.parallel_path, "en-*"))]
     return sorted({n[3:].split(".")[0] for n in names})
 
 
 def inputs(cfg: DataConfig) -> list[Input]:
     """Every (language entry, split) of `cfg`: MLM languages, then TLM pairs, train before validation."""
+    from data_pipelines import sources
+
     mono = mono_languages(cfg)
     if not mono:
         raise ValueError(
             f"data.languages={tuple(cfg.languages)!r} gives an empty mixture for data.source={cfg.source!r}"
             f" (data.path={cfg.path!r})"
         )
-    out = [i for lang in mono for i in _mono_inputs(cfg, lang)]
+    source = sources.get(cfg.source)
+    out = [i for lang in mono for i in source.mono_inputs(cfg, lang)]
     return out + [i for lang in parallel_languages(cfg) for i in _pair_inputs(cfg, lang)]

@@ -1,6 +1,7 @@
 """Checks of what a run will read, made once at start-up, before TensorFlow builds a pipeline or JAX compiles.
 
-``check_run_data(config)`` looks at every local input of the data block without reading a corpus:
+``check_run_data(config)`` looks at every local input of the data block without reading a corpus (the
+source-specific checks are each kind's ``preflight`` in ``data_pipelines.sources``, on the helpers here):
 
 * the vocabulary file exists, is a SentencePiece model, and its size (pieces + ``<pad>`` + ``<mask>``) is
   ``model.vocab_size`` exactly. A smaller model would index past its embedding (inside ``jax.jit`` nothing
@@ -19,7 +20,6 @@ input costs a second, not a pipeline build.
 from __future__ import annotations
 
 import codecs
-import glob
 import gzip
 import json
 import lzma
@@ -29,7 +29,7 @@ from typing import Any
 
 import ml_collections
 
-from data_pipelines.config import JSONL_EXTENSIONS, TEXT_EXTENSIONS, DataConfig
+from data_pipelines.config import DataConfig
 
 _FIRST_RECORD_LIMIT = 1 << 20  # bytes read at most for a first record (a longer first line is checked in part)
 # Ids the XLM-R layout adds to the SentencePiece pieces: <pad> (before them) and <mask> (after).
@@ -142,67 +142,14 @@ def check_jsonl_file(path: str, text_field: str) -> None:
     raise DataPreflightError(f"{path}: the file is empty (no JSON line)")
 
 
-def _languages(cfg: DataConfig) -> list[str]:
-    """``data.languages``, or those the folder holds (as the readers find them)."""
-    if cfg.languages:
-        return list(cfg.languages)
-    if "{lang}" in cfg.path or cfg.source == "tfrecord":
-        return []
-    exts = JSONL_EXTENSIONS if cfg.source == "jsonl" else TEXT_EXTENSIONS
-    langs = {n[: -len(e)] for n in os.listdir(cfg.path) for e in exts if n.endswith(e)}
-    if not langs:
-        raise DataPreflightError(
-            f"data.path={cfg.path!r} holds no <lang>{'/<lang>'.join(exts)} file for data.source={cfg.source!r}"
-        )
-    return sorted(langs)
-
-
-def language_files(cfg: DataConfig, lang: str) -> list[str]:
-    """The local files of ``lang`` for a text, cc100 or jsonl source (the readers' rule)."""
-    exts = JSONL_EXTENSIONS if cfg.source == "jsonl" else TEXT_EXTENSIONS
-    if "{lang}" in cfg.path:
-        pattern = cfg.path.replace("{lang}", lang)
-        files = sorted(glob.glob(pattern))
-        if not files:
-            raise DataPreflightError(
-                f"data.languages entry {lang!r}: nothing matches {pattern!r} (data.path={cfg.path!r})"
-            )
-        return files
-    for ext in exts:
-        files = sorted(glob.glob(os.path.join(glob.escape(cfg.path), lang + ext)))
-        if files:
-            return files
-    raise DataPreflightError(
-        f"data.languages entry {lang!r}: no {'/'.join(lang + e for e in exts)} in data.path={cfg.path!r}"
-    )
-
-
-def check_local_files(cfg: DataConfig) -> None:
-    """Every language's files of a local text, cc100, jsonl or tfrecord source."""
-    if is_remote(cfg.path):
-        return
-    if "{lang}" not in cfg.path and not os.path.isdir(cfg.path):
-        raise DataPreflightError(f"data.path={cfg.path!r} does not exist (or is not a folder)")
-    if cfg.source == "tfrecord":
-        for lang in cfg.languages:
-            pattern = (
-                cfg.path.replace("{lang}", lang).replace("{split}", "train")
-                if "{lang}" in cfg.path
-                else os.path.join(cfg.path, f"{lang}-train.tfrecord*")
-            )
-            files = sorted(glob.glob(pattern))
-            if not files:
-                raise DataPreflightError(f"data.languages entry {lang!r}: nothing matches {pattern!r}")
-            for f in files:
-                if os.path.getsize(f) == 0:
-                    raise DataPreflightError(f"{f}: the file is empty")
-        return
-    for lang in _languages(cfg):
-        for f in language_files(cfg, lang):
-            if cfg.source == "jsonl":
-                check_jsonl_file(f, cfg.text_field)
-            else:
-                check_text_file(f)
+def local_data_path(path: str) -> bool:
+    """Whether the file checks apply to ``data.path``: not for a remote one (left to the readers); a local one
+    without ``{lang}`` must be a folder."""
+    if is_remote(path):
+        return False
+    if "{lang}" not in path and not os.path.isdir(path):
+        raise DataPreflightError(f"data.path={path!r} does not exist (or is not a folder)")
+    return True
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -229,26 +176,6 @@ def check_tfds_name(name: str, field: str) -> None:
         )
 
 
-def check_tfds(cfg: DataConfig) -> None:
-    if cfg.source == "mc4":
-        check_tfds_name(cfg.mc4_tfds_name, "data.mc4_tfds_name")
-    elif cfg.source == "wiki40b":
-        for lang in cfg.languages:
-            check_tfds_name(cfg.wiki40b_tfds_name.replace("{lang}", lang), "data.wiki40b_tfds_name")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def check_sample_languages(cfg: DataConfig) -> None:
-    from data_pipelines import sample
-
-    have = sample.languages()
-    bad = [lang for lang in cfg.languages if lang not in have]
-    if bad:
-        raise DataPreflightError(f"data.languages entry {bad[0]!r} is not in the sample (has: {have})")
-
-
 def check_prepared(cfg: DataConfig) -> None:
     """A prepared folder's manifest against the run: vocabulary, seq_length, packing and languages."""
     from data_pipelines import dataset, prepare, shards
@@ -268,16 +195,12 @@ def check_data(cfg: DataConfig | ml_collections.ConfigDict, model_vocab_size: in
     size = vocabulary_size(cfg.vocab_path)
     if size is not None and model_vocab_size is not None:
         check_vocab_size(model_vocab_size, cfg.vocab_path, size)
-    from data_pipelines import dataset
+    from data_pipelines import dataset, sources
 
     if cfg.prepared_dir and dataset.has_manifest(cfg.prepared_dir):
         check_prepared(cfg)
-    elif cfg.source == "sample":
-        check_sample_languages(cfg)
-    elif cfg.source in ("text", "cc100", "jsonl", "tfrecord"):
-        check_local_files(cfg)
     else:
-        check_tfds(cfg)
+        sources.get(cfg.source).preflight(cfg)
 
 
 def check_run_data(config: Any) -> None:

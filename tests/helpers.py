@@ -11,7 +11,8 @@ import ml_collections
 import numpy as np
 
 from configs.common import LOGICAL_RULES, mesh_config, train_config
-from data_pipelines.config import default_data_config, max_predictions
+from data_pipelines.batch_format import max_predictions
+from data_pipelines.config import default_data_config
 from xlmp_jax import config_utils
 from xlmp_jax.model_config import ModelConfig
 from xlmp_jax.optim import make_optimizer

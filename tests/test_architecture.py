@@ -4,7 +4,15 @@ import re
 
 from helpers import REPO
 
-PACKAGES = ("xlmp_jax", "xlmp_jax/evals", "xlmp_jax/hf", "data_pipelines", "launch", "xlmp_torch")
+PACKAGES = (
+    "xlmp_jax",
+    "xlmp_jax/evals",
+    "xlmp_jax/hf",
+    "data_pipelines",
+    "data_pipelines/sources",
+    "launch",
+    "xlmp_torch",
+)
 
 
 def _text() -> str:

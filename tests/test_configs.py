@@ -117,7 +117,7 @@ def test_resolve_hands_typed_sections_equal_to_the_file(name):
 
 @pytest.mark.parametrize("cls", (TrainConfig, MeshConfig))
 def test_typed_sections_have_no_defaults_of_their_own(cls):
-    # configs/common.py is the only home of defaults: a field missing from a config is an error, not a default.
+    # configs/common.py is the one home of the train and mesh defaults: a field missing from a config is an error.
     fields = dataclasses.fields(cls)
     assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in fields)
 
@@ -153,6 +153,22 @@ def test_the_xlmr_recipe_splits_base_into_pool_and_encoder():
     assert sizes["encoder"] == counts["encoder"] + counts["vocab_padding"]  # the padding rows are parameters too
     optimizer = optim.make_optimizer(run.train)
     assert optimizer.frozen_groups(0) == {"encoder"} and optimizer.frozen_groups(2000) == set()
+
+
+def test_a_config_saved_before_the_pool_training_options_loads_with_their_old_values(tmp_path):
+    # The pool's training options became PoolConfig's defaults after configs were saved without them: such a
+    # config.json was trained with no pool terms and prompts drawn like the keys, and reads back so
+    # (PoolConfig.from_saved), while a config built today holds the new defaults.
+    config = config_utils.load_config("configs/tiny.py")
+    saved = json.loads(config_utils.config_to_json(config))
+    for name in ("key_loss_weight", "diversity_loss_weight", "prompt_init_std"):
+        del saved["model"]["pool"][name]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    pool = config_utils.resolve(config_utils.read_config_json(str(tmp_path))).model.pool
+    assert (pool.key_loss_weight, pool.diversity_loss_weight, pool.prompt_init_std) == (0.0, 0.0, 0.02)
+    assert (pool.size, pool.length) == (config.model.pool.size, config.model.pool.length)  # the rest as saved
+    today = config_utils.resolve(config).model.pool
+    assert (today.key_loss_weight, today.diversity_loss_weight, today.prompt_init_std) == (0.1, 0.1, 1.0)
 
 
 def test_a_config_saved_before_the_logical_rules_loads_with_the_default_rules(tmp_path):

@@ -6,6 +6,7 @@ import lzma
 import pytest
 
 from data_pipelines import preflight
+from data_pipelines.sources import local_files
 from xlmp_jax import config_utils
 
 
@@ -28,7 +29,7 @@ def test_a_text_folder_of_every_compression_passes_and_its_languages_are_found(t
     (tmp_path / "fr.txt.xz").write_bytes(lzma.compress("\ncafé\n".encode()))  # a blank first line is UTF-8 too
     (tmp_path / "notes.md").write_text("not a language file")
     config = _config("data.source=text", f"data.path={tmp_path}", "data.languages=()")
-    assert preflight._languages(config.data) == ["de", "en", "fr"]
+    assert local_files.preflight_languages(config.data) == ["de", "en", "fr"]
     preflight.check_run_data(config)
 
 
@@ -40,7 +41,7 @@ def test_a_jsonl_source_passes_from_its_first_non_blank_record(tmp_path):
 def test_a_lang_pattern_finds_its_files(tmp_path):
     (tmp_path / "cc-en-00.txt").write_text("one\n")
     config = _config("data.source=cc100", f"data.path={tmp_path}/cc-{{lang}}-*.txt", "data.languages=('en',)")
-    assert preflight.language_files(config.data, "en") == [str(tmp_path / "cc-en-00.txt")]
+    assert local_files.preflight_files(config.data, "en") == [str(tmp_path / "cc-en-00.txt")]
     preflight.check_run_data(config)
 
 

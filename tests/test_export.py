@@ -28,7 +28,7 @@ from xlmp_jax.hf.encoder import default_layer
 from xlmp_jax.hf.load import load_pretrained
 from xlmp_jax.model import XLMP, init_params, param_shapes
 from xlmp_jax.model_config import ModelConfig
-from xlmp_jax.pool import PoolConfig
+from xlmp_jax.pool import OLD_POOL_OPTIONS, PoolConfig
 from xlmp_torch import XLMPForMaskedLM
 
 # Real text in many scripts (plus digits, punctuation, accents, odd whitespace), for the tokenizer check.
@@ -257,6 +257,19 @@ def test_exported_pool_config_records_the_clustering_options(exported):
     assert layout.read_exported_config(path).pool == config.pool
     torch_config = XLMPForMaskedLM.from_pretrained(path).pool.config  # training-only fields are not its concern
     assert not hasattr(torch_config, "key_loss_weight") and torch_config.pooling == config.pool.pooling
+
+
+def test_an_export_without_the_pool_training_options_reads_back_their_old_values(tmp_path):
+    # A prompt_pool.json written before the training options existed describes a pool trained without them
+    # (no pool terms, prompts drawn like the keys): it reads back so (PoolConfig.from_saved), not at the defaults.
+    config = _tiny_config(8002, PoolConfig(size=8, length=2, init_std=0.05))
+    pool_json = layout.pool_config_dict(config)
+    for name in OLD_POOL_OPTIONS:
+        del pool_json[name]
+    (tmp_path / "config.json").write_text(json.dumps(layout.hf_config_dict(config)))
+    (tmp_path / layout.POOL_CONFIG_FILE).write_text(json.dumps(pool_json))
+    old = dataclasses.replace(config.pool, key_loss_weight=0.0, diversity_loss_weight=0.0, prompt_init_std=0.05)
+    assert layout.read_exported_config(str(tmp_path)).pool == old
 
 
 def test_torch_pool_rejects_first_pooling():

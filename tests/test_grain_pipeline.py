@@ -15,8 +15,8 @@ import pytest
 from test_data_fixtures import make_corpus, train_spm
 
 from data_pipelines import masking, mixing, packing
-from data_pipelines.batch_format import BATCH_KEYS
-from data_pipelines.config import default_data_config, max_predictions
+from data_pipelines.batch_format import BATCH_KEYS, max_predictions
+from data_pipelines.config import default_data_config
 from data_pipelines.input_pipeline import LegacyDataStateError, make_train_data
 from data_pipelines.vocab import XLMRVocabulary
 

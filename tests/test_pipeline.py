@@ -16,8 +16,8 @@ import pytest
 from test_data_fixtures import LINES, make_corpus, train_spm
 
 from data_pipelines import dataset, masking, packing, prepare
-from data_pipelines.batch_format import BATCH_KEYS, row_arrays
-from data_pipelines.config import DataConfig, default_data_config, max_predictions, validate_data_config
+from data_pipelines.batch_format import BATCH_KEYS, max_predictions, row_arrays
+from data_pipelines.config import DataConfig, default_data_config, validate_data_config
 from data_pipelines.eval_data import make_eval_data
 from data_pipelines.input_pipeline import make_train_data
 from data_pipelines.vocab import XLMRVocabulary
@@ -65,6 +65,7 @@ def test_default_config_and_max_predictions():
     assert max_predictions(512, 0.15) == 78  # ceil(76.8) + 1
     assert max_predictions(128, 0.15) == 21  # ceil(19.2) + 1
     assert max_predictions(100, 0.15) == 16  # ceil(15.000000000000002) + 1 would be 17; 100 * 0.15 == 15.000..02
+    assert max_predictions(8, 0.9) == 8  # ceil(7.2) + 1 = 9, but a row has only 8 positions
 
 
 @pytest.mark.parametrize(

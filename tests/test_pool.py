@@ -12,7 +12,7 @@ import pytest
 from xlmp_jax.layers import EncoderLayer
 from xlmp_jax.model import XLMP, init_params
 from xlmp_jax.model_config import ModelConfig
-from xlmp_jax.pool import PoolConfig, PromptPool, diversity_loss, key_matching_loss, routing_shift
+from xlmp_jax.pool import OLD_POOL_OPTIONS, PoolConfig, PromptPool, diversity_loss, key_matching_loss, routing_shift
 
 B, T, D, M, LP = 5, 9, 16, 12, 3
 
@@ -76,6 +76,18 @@ def test_pool_matches_numpy(cfg):
     np.testing.assert_allclose(np.asarray(info["weights"]).sum(-1), 1.0, rtol=1e-5)
     if cfg.retrieval == "topk":
         assert ((np.asarray(info["weights"]) > 0).sum(-1) == cfg.top_k).all()
+
+
+def test_a_saved_pool_without_the_training_options_gets_their_old_values():
+    # Written before they existed (an old config.json or prompt_pool.json): the losses were off and the prompts
+    # drawn with the keys' init_std; a field it holds wins, and a fresh PoolConfig has the new defaults.
+    old = PoolConfig.from_saved({"size": M, "length": LP, "init_std": 0.05})
+    assert (old.key_loss_weight, old.diversity_loss_weight, old.prompt_init_std) == (0.0, 0.0, 0.05)
+    assert PoolConfig.from_saved({"size": M}) == PoolConfig(size=M, **OLD_POOL_OPTIONS)
+    assert PoolConfig.from_saved({"key_loss_weight": 0.3}).key_loss_weight == 0.3
+    assert PoolConfig.from_saved(dataclasses.asdict(PoolConfig())) == PoolConfig()
+    fresh = PoolConfig()
+    assert (fresh.key_loss_weight, fresh.diversity_loss_weight, fresh.prompt_init_std) == (0.1, 0.1, 1.0)
 
 
 def test_model_prepends_prompts_and_extends_mask():
@@ -205,13 +217,13 @@ def _pool_params(**overrides):
 
 
 def test_prompt_init_std_scales_only_the_prompts():
-    _, _, old = _pool_params()  # the default: prompts share the keys' 0.02
+    _, _, old = _pool_params(prompt_init_std=0.02)  # the old init: prompts drawn like the keys (init_std 0.02)
     _, _, big = _pool_params(prompt_init_std=1.0)
     np.testing.assert_array_equal(big["keys"], old["keys"])  # the key init is untouched
     np.testing.assert_allclose(big["prompts"], old["prompts"] * 50.0, rtol=1e-6)  # same draw, 50x the scale
     assert 0.8 < float(np.std(big["prompts"])) < 1.2
-    _, _, same = _pool_params(prompt_init_std=0.02)
-    np.testing.assert_array_equal(same["prompts"], old["prompts"])  # the old init, bit for bit
+    _, _, default = _pool_params()
+    np.testing.assert_array_equal(default["prompts"], big["prompts"])  # the default: token-sized prompts
 
 
 def test_token_sized_prompts_change_the_forward_pass_at_step_0():

@@ -185,7 +185,8 @@ def test_presets_produce_their_runs_and_overrides_without_training():
     assert all(r["pool"] == {} and r["config"] == "configs/tiny_baseline.py" for r in run_list)
     args = science.run_args(run_list[1], curve, curve.steps)
     every = curve.steps // curve.checkpoints
-    assert f"--config.train.checkpoint_every={every}" in args and "--config.train.keep_checkpoints=8" in args
+    assert f"--config.train.checkpoint_every={every}" in args and "--config.train.keep_checkpoints=4" in args
+    assert science.sweep_steps(curve, 3200) == "800,1600,2400,3200" and science.sweep_steps(experiment, 500) == "latest"
     assert set(science.MINI) <= set(args) and "pool" not in curve.evals
     with pytest.raises(SystemExit, match="equal checkpoint intervals"):
         science.step_args(100, 8)
@@ -232,7 +233,7 @@ def test_the_ablation_is_swept_apart_on_dev_text_with_the_default_runs_of_its_se
     preset = science.PRESETS["experiment"]
     run_list = science.runs([0, 1], ["old_pool"], preset)
     workdirs = {r["name"]: f"/w/{r['name']}" for r in run_list}
-    assert science.sweep_all(run_list, workdirs, "/w", {}, preset) == ([], [])
+    assert science.sweep_all(run_list, workdirs, "/w", {}, preset, 500) == ([], [])
     dev = science.dev_languages()
     assert calls == [
         (["/w/xlmp_s0", "/w/baseline_s0", "/w/xlmp_s1", "/w/baseline_s1"], "eval", science.EVALS, [], ()),

@@ -25,7 +25,7 @@ from helpers import (
     train_step_of,
 )
 
-from data_pipelines.config import max_predictions
+from data_pipelines.batch_format import max_predictions
 from xlmp_jax import config_utils, losses
 from xlmp_jax import sharding as sh
 from xlmp_jax.model import XLMP, init_params

@@ -30,7 +30,8 @@ SECTIONS = ("model", "data", "train", "mesh", "init_from_hf")
 
 
 # Fields newer than some saved configs (an old checkpoint's config.json): a section without one takes the
-# default from configs/common.py. (The data block keeps its own list: data_pipelines.config.ADDED_FIELDS.)
+# default from configs/common.py. (The data block keeps its own list: data_pipelines.config.ADDED_FIELDS; the
+# pool's training options take their old values instead: xlmp_jax.pool.PoolConfig.from_saved.)
 ADDED_FIELDS = {"mesh": ("logical_rules",)}
 
 

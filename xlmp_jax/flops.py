@@ -50,11 +50,11 @@ def step_flops_per_device(run: Any, num_devices: int) -> float:
 
     The figure the compiled step's ``cost_analysis()`` is checked against (``bench.cost_table``, ``xlmp_jax.aot``).
     """
-    from data_pipelines.config import max_predictions
+    from data_pipelines.batch_format import max_predictions
 
     model = run.model
     t = run.data.seq_length
-    k = min(t, max_predictions(t, run.data.mlm_rate))
+    k = max_predictions(t, run.data.mlm_rate)
     rows = run.train.batch_size
     total = flops_per_token(model, t, k) * rows * t
     s = t + (model.pool.length if model.pool is not None else 0)

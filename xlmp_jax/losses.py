@@ -1,6 +1,8 @@
 """What a step minimises: the masked-LM cross-entropy and the pool's optional training-only losses.
 
 ``mlm_loss`` is the one MLM loss: the train and eval steps and the MLM eval (``evals.mlm``) all use it.
+``pool_terms`` are the pool's losses and ``pool_objective`` their weighted share of what is minimised; all of
+them are pure (the step records the terms as metrics through ``step_metrics.pool_sums``).
 """
 
 from __future__ import annotations
@@ -63,6 +65,12 @@ def mlm_loss(
     return {"nll": nll, "objective": objective, "correct": correct, "loss": loss}
 
 
+def real_rows(mask: jax.Array) -> jax.Array:
+    """Number of rows of ``mask`` [B, T] with at least one real token: what the pool terms are means over
+    (an all-padding filler row has no routing to score)."""
+    return jnp.sum((jnp.sum(mask, axis=1) > 0).astype(jnp.float32))
+
+
 def pool_terms(pool: PoolConfig, keys: jax.Array, pool_out: Mapping[str, jax.Array], mask: jax.Array) -> dict:
     """The enabled (weight > 0) training-only pool losses of one (micro-)batch, each a mean over real rows."""
     terms = {}
@@ -76,3 +84,16 @@ def pool_terms(pool: PoolConfig, keys: jax.Array, pool_out: Mapping[str, jax.Arr
 def pool_term_weight(pool: PoolConfig, name: str) -> float:
     """The configured weight of the pool loss ``name`` (a key of ``pool_terms``)."""
     return {"key_loss": pool.key_loss_weight, "diversity_loss": pool.diversity_loss_weight}[name]
+
+
+def pool_objective(pool: PoolConfig, terms: Mapping[str, jax.Array], rows: jax.Array) -> jax.Array:
+    """The pool's share of one (micro-)batch's minimised sum: each term of ``pool_terms`` times its weight and
+    ``rows`` (the micro-batch's ``real_rows``).
+
+    A sum, not a mean, so that the step divides it once by the whole batch's real rows: each term is then a
+    mean over the batch's rows whatever the micro-batching, as the MLM loss is over its predictions.
+    """
+    extra = jnp.zeros((), jnp.float32)
+    for name, value in terms.items():
+        extra = extra + pool_term_weight(pool, name) * value * rows
+    return extra

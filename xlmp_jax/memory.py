@@ -102,7 +102,7 @@ def activation_bytes(
 
 def plan(run: RunConfig, num_devices: int) -> dict[str, Any]:
     """The memory plan's numbers (bytes per device) for a run on ``num_devices`` devices."""
-    from data_pipelines.config import max_predictions
+    from data_pipelines.batch_format import max_predictions
 
     model_cfg = run.model
     mesh = mesh_sizes(run.mesh, num_devices)
@@ -114,7 +114,7 @@ def plan(run: RunConfig, num_devices: int) -> dict[str, Any]:
         )
     rows = batch // accum // dp
     seq = run.data.seq_length
-    k = min(seq, max_predictions(seq, run.data.mlm_rate))
+    k = max_predictions(seq, run.data.mlm_rate)
     total, per_device, tensor_only = param_table(model_cfg, mesh, run.mesh.logical_rules)
     pb = jnp.dtype(model_cfg.param_dtype).itemsize
     cb = jnp.dtype(model_cfg.dtype).itemsize

@@ -23,29 +23,6 @@ REMAT_POLICIES = {
 }
 ATTENTION_IMPLS = ("auto", "fused", "explicit", "cudnn")
 
-# Architecture sizes. tiny is ours (fast tests/demo); base and large are XLM-R's.
-SIZES: dict[str, dict[str, int]] = {
-    "tiny": dict(
-        hidden_size=64, num_layers=2, num_heads=4, intermediate_size=256, vocab_size=8002, max_position_embeddings=130
-    ),
-    "base": dict(
-        hidden_size=768,
-        num_layers=12,
-        num_heads=12,
-        intermediate_size=3072,
-        vocab_size=250002,
-        max_position_embeddings=514,
-    ),
-    "large": dict(
-        hidden_size=1024,
-        num_layers=24,
-        num_heads=16,
-        intermediate_size=4096,
-        vocab_size=250002,
-        max_position_embeddings=514,
-    ),
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -143,7 +120,11 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ModelConfig:
-        """Builds a config from a (ConfigDict-like) mapping; unknown fields are a clear error."""
+        """Builds a config from a (ConfigDict-like) mapping; unknown fields are a clear error.
+
+        The pool block is read as a saved one (``PoolConfig.from_saved``): a run config saved before the pool's
+        training options existed keeps their old values. A config built by ``configs/`` holds every field.
+        """
         values = dict(values)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
@@ -157,7 +138,7 @@ class ModelConfig:
             bad = sorted(set(pool) - pool_known)
             if bad:
                 raise ValueError(f"unknown pool config field(s): {', '.join('model.pool.' + b for b in bad)}")
-            pool = PoolConfig(**pool) if enabled else None
+            pool = PoolConfig.from_saved(pool) if enabled else None
         return cls(pool=pool, **values)
 
     @classmethod
@@ -168,3 +149,23 @@ class ModelConfig:
         if pool is True:
             pool = PoolConfig()
         return cls(**{**SIZES[size], "pool": pool or None, **overrides})
+
+
+# The fields a named size sets; every other field keeps ModelConfig's default.
+_SIZE_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size", "max_position_embeddings")
+# Architecture sizes. tiny is ours (fast tests/demo); base is ModelConfig's own defaults (XLM-R base's, written
+# once there); large is XLM-R's.
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(
+        hidden_size=64, num_layers=2, num_heads=4, intermediate_size=256, vocab_size=8002, max_position_embeddings=130
+    ),
+    "base": {name: getattr(ModelConfig, name) for name in _SIZE_FIELDS},
+    "large": dict(
+        hidden_size=1024,
+        num_layers=24,
+        num_heads=16,
+        intermediate_size=4096,
+        vocab_size=250002,
+        max_position_embeddings=514,
+    ),
+}

@@ -19,6 +19,8 @@ measures how far an input's routing moves between two forms of it (masked vs cle
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -30,11 +32,19 @@ POOLINGS = ("mean", "max")
 REMOVED_POOLINGS = {"first": "it gives every input the same query (the <s> row of the embedding layer)"}
 SCORES = ("cosine", "dot")
 RETRIEVALS = ("soft", "topk")
+# The pool's training options at their values before they became PoolConfig's defaults: the MLM-only pool (no
+# key-matching or diversity term, prompts drawn like the keys). What a saved block without them was trained
+# with (``PoolConfig.from_saved``), and the "old pool" that benchmarks and bench.science's ablation run.
+OLD_POOL_OPTIONS = dict(key_loss_weight=0.0, diversity_loss_weight=0.0, prompt_init_std=0.02)
 
 
 @dataclasses.dataclass(frozen=True)
 class PoolConfig:
-    """Prompt-pool settings. Defaults marked "our choice" could not be checked against the paper offline."""
+    """Prompt-pool settings: the one home of the pool's defaults (the run configs only override them).
+
+    Defaults marked "our choice" could not be checked against the paper offline. A pool block read back from a
+    saved config goes through ``from_saved``, so one written before a field existed keeps its old behaviour.
+    """
 
     size: int = 256  # M, number of keys/prompts. Our choice (paper's value unconfirmed offline).
     length: int = 4  # Lp, vectors per prompt. Our choice (paper's value unconfirmed offline).
@@ -48,12 +58,13 @@ class PoolConfig:
     # Normal init of the prompts. They are prepended after the embedding LayerNorm, where a token vector has
     # per-element std ~1 (norm ~sqrt(D)): at 0.02 a prompt is ~50x smaller than a token and barely changes
     # the forward pass at first; ~1.0 makes each prompt token-sized (a near-uniform soft mix of M prompts
-    # still shrinks by ~sqrt(sum w^2)). Default = the old shared init. Our choice, not measured.
-    prompt_init_std: float = 0.02
-    # Training-only terms (see key_matching_loss / diversity_loss); 0 disables. Defaults keep the old,
-    # MLM-only objective: our choice, not yet measured.
-    key_loss_weight: float = 0.0
-    diversity_loss_weight: float = 0.0
+    # still shrinks by ~sqrt(sum w^2)). Our choice, fixed before measuring (bench.science's ablation compares it
+    # with the old 0.02, SCIENCE.md).
+    prompt_init_std: float = 1.0
+    # Training-only terms (see key_matching_loss / diversity_loss); 0 disables (the old, MLM-only objective).
+    # Our choice, fixed before measuring, then compared with the old pool by bench.science (SCIENCE.md).
+    key_loss_weight: float = 0.1
+    diversity_loss_weight: float = 0.1
 
     def __post_init__(self):
         for name in ("size", "length", "top_k"):
@@ -75,6 +86,19 @@ class PoolConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
                 raise ValueError(f"model.pool.{name} must be a finite number >= 0, got {value!r}")
+
+    @classmethod
+    def from_saved(cls, values: Mapping[str, Any]) -> PoolConfig:
+        """The pool of a saved config (a run's ``config.json``, an export's ``prompt_pool.json``).
+
+        A block written before the training options existed was trained without them: no key-matching or
+        diversity term, and prompts drawn like the keys (``init_std``). It gets those values back, not today's
+        defaults, so an old checkpoint or export keeps meaning what it meant. Any other field it lacks takes
+        its default.
+        """
+        values = dict(values)
+        old = {**OLD_POOL_OPTIONS, "prompt_init_std": values.get("init_std", cls.init_std)}
+        return cls(**{**old, **values})
 
 
 def pool_query(embeddings: jax.Array, mask: jax.Array, pooling: str) -> jax.Array:

@@ -1,8 +1,8 @@
 """The run config as typed objects: what ``config_utils.resolve`` hands the trainer, built once per run.
 
-The config files (``configs/common.py``) stay the only schema and the only home of defaults: these classes
-have no defaults, so a field the file lacks, or one these classes do not know, is an error naming it, and a
-new field is added in both places or not at all. Each class checks its own values on construction (as
+The config files (``configs/common.py``, assembling each block from its home of defaults: ARCHITECTURE.md)
+stay the only schema: these classes have no defaults, so a field the file lacks, or one these classes do not
+know, is an error naming it, and a new field is added in both places or not at all. Each class checks its own values on construction (as
 ``ModelConfig`` does), so holding one means holding a checked one.
 """
 

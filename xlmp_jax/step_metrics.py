@@ -2,20 +2,17 @@
 
 Per (micro-)batch: totals, per-language sums and pool usage sums, which add up over micro-batches, steps
 and eval batches (``metrics.accumulate``); ``finalize`` turns them into ``loss``, ``mlm_accuracy``,
-pool usage and pool losses, keeping the sums for aggregation.
+pool usage and pool losses, keeping the sums for aggregation. Only records: what is minimised is computed in
+``losses`` (``pool_sums`` takes the pool terms ``losses.pool_terms`` returned).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
-
-from xlmp_jax.losses import pool_term_weight, pool_terms
-from xlmp_jax.model_config import ModelConfig
 
 
 def entropy(p: jax.Array) -> jax.Array:
@@ -54,22 +51,10 @@ def batch_sums(terms: dict, batch: Mapping[str, jax.Array], outputs: dict, num_l
     return sums
 
 
-def real_rows(batch: Mapping[str, jax.Array]) -> jax.Array:
-    """Number of rows with at least one real token (what the pool's per-row means divide by)."""
-    return jnp.sum((jnp.sum(batch["attention_mask"], axis=1) > 0).astype(jnp.float32))
-
-
-def add_pool_sums(cfg: ModelConfig, params: Any, outputs: dict, batch: Mapping, sums: dict) -> jax.Array:
-    """Adds ``pool_<term>_sum`` (term x real rows, additive over micro-batches) to ``sums``; returns the
-    weighted sum of the terms for this micro-batch, still to be divided by the batch's real rows."""
-    extra = jnp.zeros((), jnp.float32)
-    if cfg.pool is None:
-        return extra
-    rows = real_rows(batch)
-    for name, value in pool_terms(cfg.pool, params["pool"]["keys"], outputs["pool"], batch["attention_mask"]).items():
-        sums[f"pool_{name}_sum"] = value * rows
-        extra = extra + pool_term_weight(cfg.pool, name) * value * rows
-    return extra
+def pool_sums(terms: Mapping[str, jax.Array], rows: jax.Array) -> dict[str, jax.Array]:
+    """``pool_<term>_sum`` for each pool loss of ``losses.pool_terms``: the term (a mean over the (micro-)batch's
+    ``rows`` real rows) times ``rows``, so that it adds up over micro-batches; ``finalize`` divides it back."""
+    return {f"pool_{name}_sum": value * rows for name, value in terms.items()}
 
 
 def finalize(sums: dict[str, jax.Array]) -> dict[str, jax.Array]:

@@ -31,8 +31,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding
 
-from data_pipelines.batch_format import pad_rows
-from data_pipelines.config import max_predictions
+from data_pipelines.batch_format import max_predictions, pad_rows
 from xlmp_jax import losses, optim
 from xlmp_jax import sharding as sh
 from xlmp_jax.batching import gather_predictions, micro_batches
@@ -41,7 +40,7 @@ from xlmp_jax.model_config import ModelConfig
 from xlmp_jax.optim import Optimizer
 from xlmp_jax.run_config import RunConfig
 from xlmp_jax.state import TrainState
-from xlmp_jax.step_metrics import add_pool_sums, batch_sums, finalize, real_rows
+from xlmp_jax.step_metrics import batch_sums, finalize, pool_sums
 
 
 def _apply_model(model: XLMP, params: Any, batch: Mapping[str, jax.Array], rng: jax.Array | None) -> dict:
@@ -55,6 +54,13 @@ def _apply_model(model: XLMP, params: Any, batch: Mapping[str, jax.Array], rng: 
         deterministic=rng is None,
         rngs=None if rng is None else {"dropout": rng},
     )
+
+
+def _pool_terms(cfg: ModelConfig, params: Any, outputs: dict, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """The pool's enabled losses on ``batch`` (``losses.pool_terms``); none without a pool."""
+    if cfg.pool is None:
+        return {}
+    return losses.pool_terms(cfg.pool, params["pool"]["keys"], outputs["pool"], batch["attention_mask"])
 
 
 def make_train_step(
@@ -107,8 +113,11 @@ def make_train_step(
         )
         sums = batch_sums(terms, micro, outputs, languages)
         loss = sums["objective_sum"] / total
-        if cfg.pool is not None and (cfg.pool.key_loss_weight > 0 or cfg.pool.diversity_loss_weight > 0):
-            loss = loss + add_pool_sums(cfg, params, outputs, micro, sums) / rows
+        pool = _pool_terms(cfg, params, outputs, micro)
+        if pool:
+            micro_rows = losses.real_rows(micro["attention_mask"])
+            sums.update(pool_sums(pool, micro_rows))
+            loss = loss + losses.pool_objective(cfg.pool, pool, micro_rows) / rows
         return loss, sums
 
     grad_fn = jax.grad(loss_fn, has_aux=True)
@@ -118,7 +127,7 @@ def make_train_step(
             num_predictions = max_predictions(batch["input_ids"].shape[1], mlm_rate)
             batch = gather_predictions(batch, num_predictions)
             total = jnp.maximum(jnp.sum(batch["mlm_weights"]), 1.0)
-            rows = jnp.maximum(real_rows(batch), 1.0)
+            rows = jnp.maximum(losses.real_rows(batch["attention_mask"]), 1.0)
             rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
             if accum == 1:
                 grads, sums = grad_fn(state.params, batch, rng, total, rows)
@@ -200,7 +209,7 @@ def make_eval_step(
                 outputs["logits"], batch["mlm_targets"], batch["mlm_weights"], vocab_size=cfg.vocab_size
             )
             sums = batch_sums(terms, batch, outputs, languages)
-            add_pool_sums(cfg, params, outputs, batch, sums)
+            sums.update(pool_sums(_pool_terms(cfg, params, outputs, batch), losses.real_rows(batch["attention_mask"])))
             return finalize(sums)
 
     jitted = jax.jit(

@@ -117,12 +117,11 @@ def _report_pool(run: RunConfig, workdir: str) -> None:
     """``train.pool_report``: after a finished single-process run, what its pool learned on held-out lines."""
     if not (run.train.pool_report and run.model.pool is not None and jax.process_count() == 1):
         return
+    from data_pipelines import sources
+
     data = run.data
-    if data.source == "text" and os.path.isdir(data.path):
-        text_dir = data.path
-    elif data.source == "sample":
-        text_dir = ""
-    else:
+    text_dir = sources.get(data.source).heldout_text_dir(data)
+    if text_dir is None:
         console.say(
             "pool report skipped: it reads held-out lines of the sample or a text folder (use xlmp_jax.evaluate)"
         )

@@ -220,7 +220,7 @@ def _batches(data) -> Iterator[dict]:
 
 def _train_loop(loop: _Run, state, start: int, *, peak_flops: float) -> dict[str, float]:
     """Steps ``start + 1 .. train.last_step``: the first batch and the compiled step are start-up's last phases."""
-    from data_pipelines.config import max_predictions
+    from data_pipelines.batch_format import max_predictions
     from xlmp_jax import compile_cache, flops, metrics, sharding, steps
     from xlmp_jax import goodput as goodput_lib
     from xlmp_jax.profiling import StepProfiler

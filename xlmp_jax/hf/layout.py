@@ -117,7 +117,7 @@ def read_exported_config(directory: str) -> ModelConfig:
         with open(pool_path, encoding="utf-8") as f:
             values = json.load(f)
         fields = {f.name for f in dataclasses.fields(PoolConfig)}
-        pool = PoolConfig(**{k: v for k, v in values.items() if k in fields})
+        pool = PoolConfig.from_saved({k: v for k, v in values.items() if k in fields})
     return ModelConfig(
         vocab_size=hf["vocab_size"],
         hidden_size=hf["hidden_size"],
