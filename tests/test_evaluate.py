@@ -748,3 +748,14 @@ def test_transfer_dev_texts_are_a_dev_set_disjoint_from_the_reported_text():
     block.text = "dev"
     with pytest.raises(ValueError, match="pool.text='dev'"):
         pool_eval.pool_texts(block)
+
+
+def test_mlm_and_pool_text_settings_are_refused_before_any_checkpoint_is_read():
+    from xlmp_jax.evals import pool as pool_eval
+
+    with pytest.raises(ValueError, match="mlm.source='dev'"):
+        mlm.check(ml_collections.ConfigDict(dict(mlm.config(), source="dev")), "mlm")
+    with pytest.raises(ValueError, match="pool.text='dev'"):
+        pool_eval.check(ml_collections.ConfigDict(dict(pool_eval.config(), text="dev")), "pool")
+    mlm.check(ml_collections.ConfigDict(dict(mlm.config(), source="transfer_dev")), "mlm")
+    pool_eval.check(pool_eval.config(), "pool")

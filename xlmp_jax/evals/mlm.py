@@ -197,6 +197,15 @@ def config() -> ml_collections.ConfigDict:
     )
 
 
+SOURCES = ("pipeline", "sample", "transfer_dev")
+
+
+def check(block: ml_collections.ConfigDict, name: str) -> None:
+    """Refuses an unknown ``source`` before the sweep reads any checkpoint."""
+    if block.get("source", "pipeline") not in SOURCES:
+        raise ValueError(f"{name}.source={block.source!r} is not one of {SOURCES}")
+
+
 def run(ctx: EvalContext, cfg: ml_collections.ConfigDict) -> list[Row]:
     """Per-language MLM rows of one checkpoint on the data config's eval batches or the sample's lines."""
     data_cfg = ctx.run_config.data

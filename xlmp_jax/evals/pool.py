@@ -38,6 +38,15 @@ def config() -> ml_collections.ConfigDict:
     )
 
 
+TEXTS = ("validation", "transfer_dev")
+
+
+def check(block: ml_collections.ConfigDict, name: str) -> None:
+    """Refuses an unknown ``text`` before the sweep reads any checkpoint."""
+    if block.get("text", "validation") not in TEXTS:
+        raise ValueError(f"{name}.text={block.text!r} is not one of {TEXTS}")
+
+
 def run(ctx: EvalContext, cfg: ml_collections.ConfigDict) -> list[Row]:
     """Pool-clustering rows of one checkpoint; its plots go under ``ctx.artifact_dir``."""
     texts = pool_texts(cfg)
