@@ -23,26 +23,27 @@ from xlmp_jax.evals import qa_data, qa_finetune, selection
 from xlmp_jax.evals.context import EvalContext, Row, split_list
 from xlmp_jax.hf.encoder import Encoder, Tokenizer
 
+# XQuAD and MLQA both fine-tune on SQuAD v1.1 (train) and choose on its English dev set.
+SQUAD_TRAINING = dict(
+    tfds_train=("squad/v1.1", "train", ""),
+    tfds_dev=("squad/v1.1", "validation", ""),
+    local_train=qa_data.SQUAD_TRAIN,
+    local_dev=qa_data.SQUAD_DEV,
+)
 TASKS = {
     "xquad": dict(
+        SQUAD_TRAINING,
         languages=("en", "es", "de", "el", "ru", "tr", "ar", "vi", "th", "zh", "hi"),
         normalisation="squad",
-        tfds_train=("squad/v1.1", "train", ""),
-        tfds_dev=("squad/v1.1", "validation", ""),
         tfds_test=("xquad/{lang}", "test"),
-        local_train=qa_data.SQUAD_TRAIN,
-        local_dev=qa_data.SQUAD_DEV,
         local_test=qa_data.XQUAD_TEST,
         overlaps_dev="en",
     ),
     "mlqa": dict(
+        SQUAD_TRAINING,
         languages=("en", "es", "de", "ar", "hi", "vi", "zh"),
         normalisation="mlqa",
-        tfds_train=("squad/v1.1", "train", ""),
-        tfds_dev=("squad/v1.1", "validation", ""),
         tfds_test=("mlqa/{lang}", "test"),
-        local_train=qa_data.SQUAD_TRAIN,
-        local_dev=qa_data.SQUAD_DEV,
         local_test=qa_data.MLQA_TEST,
         overlaps_dev="",
     ),
