@@ -1,9 +1,6 @@
 """large: XLM-R large (24 layers, 1024 wide, 250k vocabulary, 512 tokens) with the prompt pool.
 
-Needs XLM-R's vocabulary: ``--config.data.vocab_path=/path/to/sentencepiece.bpe.model`` (250,000 pieces ->
-250,002 ids = ``model.vocab_size``). The default ``data.vocab_path`` is the shipped sample's 8,002-id model,
-which the trainer and ``launch.preflight`` refuse (``data_pipelines.preflight``: the sizes must be equal); the data
-benchmark and the memory plan read only the data block or the model shapes and work as they are.
+Needs XLM-R's vocabulary, as ``configs/base.py`` says (``--config.data.vocab_path=...``).
 """
 
 from configs.common import PRETRAIN_TRAIN, make_config
