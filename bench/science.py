@@ -127,19 +127,25 @@ EVALS = "mlm,retrieval,pool,package"
 EVALS_NO_TRANSFER = "mlm,retrieval,pool"
 # The MLM non-inferiority margin: XLM-P may lose at most this fraction of the baseline's mean validation loss.
 MARGIN = 0.01
-# A larger size than tiny, by model overrides alone (same data, vocabulary and sequences, so the same prepared
+# A larger size than tiny, by model overrides (same data, vocabulary and sequences, so the same prepared
 # shards): 4 layers, 128 wide for the CPU learning curve; 4 layers, 256 wide for the device. Dropout back on,
-# as these see the sample's 0.78 M training tokens many times over. Our choice.
+# as these see the sample's 0.78 M training tokens many times over. Our choice. MINI's learning rate was chosen
+# on training loss alone (`bench/results/learning_rate_mini.json`: `python -m bench.learning_rate --size=mini
+# --rates=5e-4,1e-3,2e-3`, 300 steps each; tail loss 7.21 / 7.00 / 7.23): at tiny's 3e-3 it stayed on the
+# unigram plateau (~7.22) through 1500 steps.
 MINI = (
     "--config.model.hidden_size=128", "--config.model.num_layers=4", "--config.model.num_heads=4",
     "--config.model.intermediate_size=512", "--config.model.hidden_dropout=0.1",
-    "--config.model.attention_dropout=0.1",
+    "--config.model.attention_dropout=0.1", "--config.train.learning_rate=1e-3",
 )  # fmt: skip
 SMALL = (
     "--config.model.hidden_size=256", "--config.model.num_layers=4", "--config.model.num_heads=4",
     "--config.model.intermediate_size=1024", "--config.model.hidden_dropout=0.1",
     "--config.model.attention_dropout=0.1", "--config.train.batch_size=64", "--config.model.dtype=bfloat16",
 )  # fmt: skip
+# Dev pairs a language for the curve's retrieval (the transfer task's dev strings and their translations): the
+# languages that have this many, each cut to it, so chance is 1 % everywhere. Our choice.
+DEV_PAIRS = 100
 # Where the device preset reads its shards: prepared here (Beam and TensorFlow are not on the device) and carried.
 DEVICE_PREPARED = "workdirs/science_prepared"
 
@@ -157,6 +163,7 @@ class Preset:
     evals: str = EVALS
     gpu: bool = False
     prepared: str = ""  # data.prepared_dir ('' = the run's own cache, prepared on first use)
+    retrieval_pairs: str = "heldout"  # heldout (reported pairs) | transfer_dev (dev pairs, ``dev_pair_settings``)
     out: str = "workdirs/science"
     doc: str = "SCIENCE.md"
     json: str = "bench/results/science.json"
@@ -173,7 +180,7 @@ PRESETS = {
     ),
     "curve": Preset(
         seeds=(0,), steps=3200, ablation=(), arms=("baseline",), sizes=(("tiny", ()), ("mini", MINI)),
-        checkpoints=4, evals="mlm,retrieval,package", out="workdirs/science_curve",
+        checkpoints=4, evals="mlm,retrieval,package", retrieval_pairs="transfer_dev", out="workdirs/science_curve",
         doc="workdirs/science_curve/CURVE.md", json="workdirs/science_curve/curve.json",
         plots="workdirs/science_curve/plots",
     ),
@@ -884,6 +891,19 @@ def dev_languages() -> list[str]:
     return [lang for lang in languages() if lang in have]
 
 
+def dev_pair_settings(pairs: int = DEV_PAIRS) -> tuple[str, ...]:
+    """Retrieval on dev pairs (``retrieval.pairs=transfer_dev``): the experiment's languages with at least
+    ``pairs`` of them, each cut to ``pairs``, so that chance (1 / pairs) is the same in every language."""
+    from xlmp_jax.evals.heldout import transfer_dev_languages, transfer_dev_pairs
+
+    have = transfer_dev_pairs([x for x in transfer_dev_languages() if x != "en"], 0)
+    langs = [lang for lang in languages() if lang in have and len(have[lang][0]) >= pairs]
+    return (
+        "--config.retrieval.pairs=transfer_dev", f"--config.retrieval.max_pairs={pairs}",
+        f"--config.retrieval.languages={','.join(langs)}",
+    )  # fmt: skip
+
+
 def sweep_steps(preset: Preset, steps: int) -> str:
     """The checkpoints the sweep evaluates: the last, or the preset's evenly spaced ones (named, so that a run
     trained with more frequent checkpoints is evaluated at the same points)."""
@@ -900,7 +920,8 @@ def sweep_all(
     the same seeds, MLM and the pool on dev strings only (rows apart, as XLM-P's runs appear in both)."""
     steps = sweep_steps(preset, run_steps)
     paired_runs = [workdirs[r["name"]] for r in run_list if r["arm"] in CONFIGS]
-    rows = sweep(paired_runs, os.path.join(root, "eval"), env, preset.evals, steps)
+    settings = dev_pair_settings() if preset.retrieval_pairs == "transfer_dev" else ()
+    rows = sweep(paired_runs, os.path.join(root, "eval"), env, preset.evals, steps, settings=settings)
     variants = [r for r in run_list if r["arm"] not in CONFIGS]
     if not variants:
         return rows, []
@@ -951,6 +972,7 @@ def curve_points(rows: list[dict], workdir: str, tokens_per_step: int, retrieval
                 retrieval_mean=float(np.nanmean(ret)) if np.isfinite(ret).any() else float("nan"),
                 transfer_en_dev=mean_at(rows, workdir, step, "package", "en", "dev_accuracy"),
                 transfer_zero_shot=mean_at(rows, workdir, step, "package", "all", "accuracy"),
+                transfer_chance=mean_at(rows, workdir, step, "package", "all", "chance_uniform"),
             )
         )
     return out
@@ -963,9 +985,12 @@ def curve_report(curves: dict[str, list[dict]], run_list: list[dict], meta: dict
         "# Learning curve of the baseline (no pool)",
         "",
         f"Produced by `{meta['command']}` on {meta['date']} ({meta['machine']}); {meta['minutes']} min.",
-        "Checkpoints of each run, each evaluated by the eval sweep (MLM loss on validation lines, retrieval top-1 "
-        "on held-out pairs, the transfer task fine-tuned on English: its English dev accuracy and the zero-shot "
-        "accuracy on the other languages; chance 0.5).",
+        "Checkpoints of each run, each evaluated by the eval sweep: MLM loss on validation lines (mean over "
+        f"languages); retrieval top-1 on dev pairs (the transfer task's English dev strings and their "
+        f"translations, {DEV_PAIRS} a language in the languages that have as many: chance {1 / DEV_PAIRS:.2f}; no "
+        "sentence a report reads); the transfer task fine-tuned on English, its English dev accuracy and its "
+        "zero-shot test accuracy on the other languages (chance in the last column). Where a comparison would "
+        "be run is read from the dev columns only (retrieval, English dev).",
         f"Every run: `configs/tiny_baseline.py` with `{' '.join(EXPERIMENT)}`, then its size's overrides.",
         "",
     ]
@@ -976,12 +1001,12 @@ def curve_report(curves: dict[str, list[dict]], run_list: list[dict], meta: dict
             f"## {run['name']} (size {run['size']}: `{' '.join(run['size_args']) or 'tiny'}`; "
             f"{_f(flops / 1e9, 2)} GFLOP a training step)",
             "",
-            "| step | tokens (M) | MLM loss | retrieval top-1 | transfer: English dev | transfer: zero-shot |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| step | tokens (M) | MLM loss | retrieval top-1 | transfer: English dev | transfer: zero-shot | chance |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
         ]
         lines += [
             f"| {p['step']} | {p['tokens'] / 1e6:.2f} | {_f(p['mlm_loss_mean'])} | {_f(p['retrieval_mean'])} "
-            f"| {_f(p['transfer_en_dev'])} | {_f(p['transfer_zero_shot'])} |"
+            f"| {_f(p['transfer_en_dev'])} | {_f(p['transfer_zero_shot'])} | {_f(p['transfer_chance'])} |"
             for p in points
         ]
         passed = [p for p in points if p["retrieval_mean"] >= 0.10]

@@ -750,6 +750,31 @@ def test_transfer_dev_texts_are_a_dev_set_disjoint_from_the_reported_text():
         pool_eval.pool_texts(block)
 
 
+def test_transfer_dev_pairs_are_aligned_translations_disjoint_from_the_reported_text():
+    """Retrieval's dev pairs: an English dev string and its translation, row by row; no side is a sentence a
+    report reads; the retrieval block selects them and refuses an unknown ``pairs`` by name."""
+    from data_pipelines import sample
+
+    dev = sample.read_transfer("dev")
+    reported = sample.reported_sentences()
+    english, german = heldout.transfer_dev_pairs(["de", "ja"], 0)["de"]
+    expected = [(it.english, it.translations["de"]) for it in dev if "de" in it.translations]
+    expected = [p for p in expected if not {sample.normalize(t) for t in p} & reported]
+    assert list(zip(english, german, strict=True)) == expected and len(expected) > 150
+    assert len(expected) < len([it for it in dev if "de" in it.translations])  # some pairs dropped
+    assert len(heldout.transfer_dev_pairs(["de"], 9)["de"][1]) == 9
+    with pytest.raises(ValueError, match="'uk'"):
+        heldout.transfer_dev_pairs(["de", "uk"], 0)
+
+    block = ml_collections.ConfigDict(dict(retrieval.config(), pairs="transfer_dev", languages="de,ja", max_pairs=20))
+    pairs = retrieval.retrieval_pairs(block)
+    assert sorted(pairs) == ["de", "ja"] and pairs["de"] == (english[:20], german[:20])
+    with pytest.raises(ValueError, match="retrieval.pairs='dev'"):
+        retrieval.check(ml_collections.ConfigDict(dict(retrieval.config(), pairs="dev")), "retrieval")
+    with pytest.raises(ValueError, match="tsv"):
+        retrieval.check(ml_collections.ConfigDict(dict(retrieval.config(), pairs="transfer_dev", tsv="x")), "retrieval")
+
+
 def test_mlm_and_pool_text_settings_are_refused_before_any_checkpoint_is_read():
     from xlmp_jax.evals import pool as pool_eval
 

@@ -212,6 +212,7 @@ def test_the_curve_reads_every_checkpoint_and_says_where_retrieval_passes_ten_pe
         rows += [dict(workdir="w", step=step, eval="retrieval", language="de", metric="acc_mean", value=ret)]
         rows += [dict(workdir="w", step=step, eval="package", language="en", metric="dev_accuracy",
                       value=v, seed=s) for s, v in ((0, 0.6), (1, 0.8))]  # fmt: skip
+        rows += [dict(workdir="w", step=step, eval="package", language="all", metric="chance_uniform", value=0.2)]
     points = science.curve_points(rows, "w", 4096, ["de"])
     assert [p["tokens"] for p in points] == [400 * 4096, 800 * 4096]
     assert points[1]["mlm_loss_mean"] == pytest.approx(5.2) and points[0]["transfer_en_dev"] == pytest.approx(0.7)
@@ -220,6 +221,30 @@ def test_the_curve_reads_every_checkpoint_and_says_where_retrieval_passes_ten_pe
     text = science.curve_report({"baseline_tiny_s0": points}, [run], meta)
     assert "## baseline_tiny_s0 (size tiny: `tiny`; 5.30 GFLOP a training step)" in text
     assert f"Retrieval first at >= 10 % top-1: {800 * 4096 / 1e6:.2f} M tokens." in text
+    assert "| 800 | 3.28 | 5.200 | 0.120 | 0.700 | n/a | 0.200 |" in text  # the chance the sweep reported
+
+
+def test_the_curve_sweeps_retrieval_on_dev_pairs_with_equal_chance_in_every_language(monkeypatch):
+    from xlmp_jax.evals import heldout
+
+    calls = []
+    monkeypatch.setattr(science, "sweep", lambda dirs, out, env, evals, steps, langs=(), settings=(): calls.append(
+        (evals, steps, tuple(settings))) or [])  # fmt: skip
+    preset = science.PRESETS["curve"]
+    run_list = science.runs([0], [], preset)
+    science.sweep_all(run_list, {r["name"]: f"/w/{r['name']}" for r in run_list}, "/w", {}, preset, 3200)
+    (evals, steps, settings), *more = calls
+    assert not more and evals == "mlm,retrieval,package" and steps == "800,1600,2400,3200"
+    assert settings[:2] == (
+        "--config.retrieval.pairs=transfer_dev",
+        f"--config.retrieval.max_pairs={science.DEV_PAIRS}",
+    )
+    langs = settings[2].split("=", 1)[1].split(",")
+    pairs = heldout.transfer_dev_pairs(langs, 0)
+    assert len(langs) >= 8 and set(langs) <= set(science.languages())
+    assert min(len(english) for english, _ in pairs.values()) >= science.DEV_PAIRS
+    science.sweep_all(run_list[:1], {run_list[0]["name"]: "/w/x"}, "/w", {}, science.PRESETS["experiment"], 500)
+    assert calls[-1][2] == ()  # the experiment reports retrieval on the held-out pairs
 
 
 def test_the_ablation_is_swept_apart_on_dev_text_with_the_default_runs_of_its_seeds(monkeypatch):

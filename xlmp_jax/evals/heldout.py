@@ -46,6 +46,29 @@ def transfer_dev_texts(languages: Sequence[str], max_sentences: int) -> dict[str
     return {lang: found[lang][:max_sentences] if max_sentences else found[lang] for lang in languages}
 
 
+def transfer_dev_pairs(languages: Sequence[str], max_pairs: int) -> dict[str, tuple[list[str], list[str]]]:
+    """{language: (english, translation)}: the transfer task's ``dev`` strings and their translations, a pair
+    for retrieval without a sentence a report reads (either side equal to one of ``sample.reported_sentences``
+    drops the pair). At most ``max_pairs`` a language (0 = all); ValueError naming a language that has none."""
+    from data_pipelines import sample
+
+    reported = sample.reported_sentences()
+    found: dict[str, tuple[list[str], list[str]]] = {}
+    for item in sample.read_transfer("dev"):
+        if sample.normalize(item.english) in reported:
+            continue
+        for lang, text in item.translations.items():
+            if sample.normalize(text) not in reported:
+                english, other = found.setdefault(lang, ([], []))
+                english.append(item.english)
+                other.append(text)
+    missing = [lang for lang in languages if lang not in found]
+    if missing:
+        raise ValueError(f"no transfer dev pairs for {missing}; languages that have some: {sorted(found)}")
+    cut = max_pairs or None
+    return {lang: (found[lang][0][:cut], found[lang][1][:cut]) for lang in languages}
+
+
 def transfer_dev_languages() -> list[str]:
     """Languages with transfer dev strings, in the sample's order."""
     from data_pipelines import sample

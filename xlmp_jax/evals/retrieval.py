@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 
 from xlmp_jax.evals.context import EvalContext, Row, split_list
+from xlmp_jax.evals.heldout import transfer_dev_languages, transfer_dev_pairs
 from xlmp_jax.hf.encoder import Encoder, Tokenizer
 
 NAME = "retrieval"
@@ -91,6 +92,9 @@ def config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         dict(
             layer="middle",  # hidden-state index: middle (num_layers // 2, as XTREME) | last | 0..num_layers
+            # heldout (the sample's held-out pairs, or tsv / tsv_dir) | transfer_dev (the transfer task's English
+            # dev strings and their translations: dev pairs, disjoint from every sentence a report reads)
+            pairs="heldout",
             tsv_dir="",  # folder of en-<lang>.tsv files ('' = the shipped sample's parallel/ folder)
             tsv="",  # one TSV file instead (its language from the name en-<lang>.tsv, else 'xx')
             languages="",  # '' = every en-<lang>.tsv found
@@ -99,10 +103,26 @@ def config() -> ml_collections.ConfigDict:
     )
 
 
+PAIRS = ("heldout", "transfer_dev")
+
+
+def check(block: ml_collections.ConfigDict, name: str) -> None:
+    """Refuses an unknown ``pairs`` before the sweep reads any checkpoint."""
+    if block.get("pairs", "heldout") not in PAIRS:
+        raise ValueError(f"{name}.pairs={block.pairs!r} is not one of {PAIRS}")
+    if block.get("pairs", "heldout") == "transfer_dev" and (block.get("tsv") or block.get("tsv_dir")):
+        raise ValueError(f"{name}.pairs='transfer_dev' reads the shipped sample; {name}.tsv / tsv_dir must be ''")
+
+
 def retrieval_pairs(settings: ml_collections.ConfigDict) -> dict[str, tuple[list[str], list[str]]]:
-    """{language: (english, other)} from one TSV, a folder of en-<lang>.tsv, or the shipped sample's held-out
-    pairs (``sample.read_parallel(lang, "validation")``: never in any training split). Your own TSVs must be
-    kept out of training by you (e.g. with ``sample.normalize`` against your corpus)."""
+    """{language: (english, other)} from one TSV, a folder of en-<lang>.tsv, the shipped sample's held-out
+    pairs (``sample.read_parallel(lang, "validation")``: never in any training split) or, with
+    ``pairs='transfer_dev'``, the transfer task's dev pairs (``heldout.transfer_dev_pairs``). Your own TSVs must
+    be kept out of training by you (e.g. with ``sample.normalize`` against your corpus)."""
+    check(settings, "retrieval")
+    if settings.get("pairs", "heldout") == "transfer_dev":
+        languages = split_list(settings.languages) or [x for x in transfer_dev_languages() if x != "en"]
+        return transfer_dev_pairs(languages, settings.max_pairs)
     if settings.tsv:
         name = os.path.basename(settings.tsv)
         lang = name[3:].split(".")[0] if name.startswith("en-") else "xx"
