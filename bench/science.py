@@ -3,7 +3,7 @@
     python -m bench.science                      # the committed experiment (~75 min on 2 idle CPU cores, below)
     python -m bench.science --steps=40 --seeds=0,1 --ablation= --out=/tmp/sci --doc=/tmp/SCIENCE.md \
         --json=/tmp/sci.json --plots=/tmp/sci_plots                                       # a smoke run (~15 min)
-    python -m bench.science --preset=curve       # the baseline's learning curve (not yet run; ~70 min idle)
+    python -m bench.science --preset=curve       # the baseline's learning curve (~65 min idle)
     bash bench/run_device_science.sh OUTDIR      # --preset=device on one H100 (<= 4 min; its shards carried)
 
 Both arms train the same config (``configs/tiny.py`` / ``configs/tiny_baseline.py`` plus ``EXPERIMENT``) on
@@ -51,9 +51,9 @@ and shuffles are NumPy/scikit-learn on the host's 16 cores). 2 x (25 + 10) + 2 x
 device has no Beam or TensorFlow: the shards are prepared here into ``DEVICE_PREPARED`` and carried.
 
 ``--preset=curve`` (``PRESETS["curve"]``): the baseline alone at tiny and at ``mini`` (4 layers, 128 wide, FFN
-512; 26.7 vs 5.3 GFLOP a step), seed 0, 3200 steps each with a checkpoint every 800 steps (3.28 M tokens;
-13.1 M in all, ~17 passes over the sample), each checkpoint swept (MLM, retrieval, transfer task) into a table
-of tokens against each metric (retrieval on the held-out pairs: the sweep has no dev pairs yet). Idle estimate:
+512, learning rate 1e-3 chosen on training loss; 26.7 vs 5.3 GFLOP a step), seed 0, 3200 steps each with a
+checkpoint every 800 steps (3.28 M tokens; 13.1 M in all, ~17 passes over the sample), each checkpoint swept
+(MLM, retrieval on dev pairs, the transfer task) into a table of tokens against each metric. Idle estimate:
 tiny 3200 x 0.16 s ~ 9 min, mini at worst in proportion to its FLOPs 3200 x 0.8 s ~ 43 min, 8 sweep cells
 ~ 1.5 min each ~ 12 min: ~65 min.
 
