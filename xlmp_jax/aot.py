@@ -3,7 +3,7 @@
     python -m xlmp_jax.aot --config=configs/large.py --topology=v5litepod-256
     python -m xlmp_jax.aot --config=configs/base.py --topology=v4-32 --num_slices=2 --config.model.remat=full
 
-The devices come from libtpu's description of the slice (``xlmp_jax.tpu_topology``; one per chip, as many
+The devices come from libtpu's description of the slice (``xlmp_jax.runtime.tpu_topology``; one per chip, as many
 as ``launch.accelerators`` counts), so no TPU, data or vocabulary file is needed: the train state and a
 batch are shapes only (``state.abstract_train_state``), the mesh is the run's (``sharding.make_mesh``), and
 the steps are the trainer's (``steps.make_train_step``, ``make_eval_step``), lowered and compiled by the TPU
@@ -12,12 +12,12 @@ compiler. The mesh and remat are the ones ``launch.layouts`` gives the launcher 
 
 * memory from the compiler (arguments, outputs, temporaries, total = arguments + outputs + temporaries -
   aliased, the donated state counted once) against the chip's HBM and against ``train --plan``
-  (``xlmp_jax.memory``);
+  (``xlmp_jax.training.memory``);
 * FLOPs from the compiler's cost analysis against ``flops.step_flops_per_device``. XLA counts a loop body
   once, so with ``model.scan_layers`` the other layers' FLOPs are added from the formula
   (``flops.layer_flops_per_device``) and the bytes accessed (the HBM term) are XLA's scaled by the same
   factor: an estimate (large on v5e 16x16: FLOPs -2.9 %, bytes -14 % against the 24-layer loop's);
-* bytes sent per collective kind, read from the HLO (``xlmp_jax.hlo_cost``; loop bodies times their trip
+* bytes sent per collective kind, read from the HLO (``xlmp_jax.runtime.hlo_cost``; loop bodies times their trip
   count);
 * a roofline bound on the step time: the largest of FLOPs / peak, bytes accessed / HBM bandwidth and
   collective bytes / ICI bandwidth (``tpu_topology.CHIPS``, datasheet figures), each printed and named, and
@@ -43,7 +43,7 @@ from typing import Any
 
 import jax
 
-from xlmp_jax import tpu_topology
+from xlmp_jax.runtime import tpu_topology
 
 FITS, DOES_NOT_FIT, FAILED = 0, 3, 1
 GIB = 2**30
@@ -71,7 +71,7 @@ def batch_spec(rows: int, seq_length: int) -> dict[str, tuple[tuple[int, ...], A
 
 def abstract_batch(rows: int, seq_length: int, mesh: jax.sharding.Mesh) -> dict[str, jax.ShapeDtypeStruct]:
     """A batch of ``rows`` x ``seq_length`` as sharded shapes (rows over data x fsdp, as the trainer places it)."""
-    from xlmp_jax import sharding
+    from xlmp_jax.training import sharding
 
     placed = sharding.batch_sharding(mesh)
     return {k: jax.ShapeDtypeStruct(s, d, sharding=placed) for k, (s, d) in batch_spec(rows, seq_length).items()}
@@ -159,9 +159,10 @@ def analyse(
     Raises ``DoesNotFit`` when the compiler runs out of HBM. ``devices`` replaces the slice's (tests pass
     simulated CPU devices, and ``compiler_options`` to compile them fast; the chip figures stay the slice's).
     """
-    from xlmp_jax import flops, hlo_cost, optim, sharding, steps
-    from xlmp_jax import memory as memory_plan
-    from xlmp_jax import state as train_state
+    from xlmp_jax.runtime import hlo_cost
+    from xlmp_jax.training import flops, optim, sharding, steps
+    from xlmp_jax.training import memory as memory_plan
+    from xlmp_jax.training import state as train_state
 
     chip, _ = tpu_topology.parse_type(accelerator_type)
     if dcn_gbps < 0:

@@ -29,8 +29,8 @@ import numpy as np
 from xlmp_jax.evals.context import EvalContext, Row, split_list
 from xlmp_jax.evals.heldout import sample_languages, transfer_dev_languages, transfer_dev_texts, validation_texts
 from xlmp_jax.hf.encoder import Encoder, Tokenizer, bucket_length, encode_text
-from xlmp_jax.losses import mlm_loss
-from xlmp_jax.pool import routing_shift
+from xlmp_jax.model.prompt_pool import routing_shift
+from xlmp_jax.training.losses import mlm_loss
 
 NAME = "mlm"
 SHIFT_METRICS = ("tv", "jsd", "top_changed")  # reported as routing_<name>

@@ -25,7 +25,7 @@ from xlmp_jax.hf.layout import (
     hf_config_dict,
     pool_config_dict,
 )
-from xlmp_jax.model_config import ModelConfig
+from xlmp_jax.model.model_config import ModelConfig
 
 
 def _check_out_dir(out_dir: str, overwrite: bool) -> None:
@@ -116,7 +116,7 @@ def export_params(
 
 def export(path: str, out_dir: str, step: int | None = None, overwrite: bool = False) -> str:
     """Exports the checkpoint at ``path`` (work directory: latest step or ``step``; or a step directory)."""
-    from xlmp_jax import checkpoint_read
+    from xlmp_jax.training import checkpoint_read
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"no work directory or checkpoint at {path!r}")

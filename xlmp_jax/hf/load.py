@@ -21,8 +21,8 @@ import numpy as np
 
 from xlmp_jax.hf import layout, names
 from xlmp_jax.hf.encoder import Encoder
-from xlmp_jax.model_config import ModelConfig
-from xlmp_jax.pool import PoolConfig
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.model.prompt_pool import PoolConfig
 
 
 def _read_hf_state(hf_dir: str) -> dict[str, np.ndarray]:
@@ -58,7 +58,7 @@ def fresh_pool_params(config: ModelConfig, rng) -> dict[str, np.ndarray]:
     import flax.linen as nn
     import jax
 
-    from xlmp_jax.model import init_params
+    from xlmp_jax.model.xlmp import init_params
 
     pool = jax.jit(lambda r: nn.unbox(init_params(config, r)["params"]["pool"]))(rng)
     return {k: np.asarray(v) for k, v in pool.items()}
@@ -127,7 +127,7 @@ def load_pretrained(path: str, step: int | None = None, *, dtype: str | None = N
         params = load_hf_encoder(path, config, pool)
         vocab_path, run_config, loaded_step = os.path.join(path, layout.SPM_FILE), None, None
     else:
-        from xlmp_jax import checkpoint_read
+        from xlmp_jax.training import checkpoint_read
 
         run_config, params, loaded_step = checkpoint_read.load_params(path, step)
         config = ModelConfig.from_dict(run_config.model)

@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from xlmp_jax.lease_store import Store, store_for
+from xlmp_jax.runtime.lease_store import Store, store_for
 
 DEFAULT_TTL_S = 120.0
 

@@ -7,7 +7,7 @@ Categories: ``startup/<phase>`` (``process``: interpreter and imports; then the 
 ``checkpoint_restore``, ``compile``, ``steps`` (productive), ``redone_steps`` (steps an earlier attempt had
 already taken before it died: the work a restore lost), ``eval``, ``checkpoint_save``. Process 0 appends
 a cumulative record at every log step, eval, checkpoint and at the end, so a SIGKILL loses at most the time
-since the last record. ``summarize`` adds the attempts up (``python -m xlmp_jax.goodput DIR`` prints it).
+since the last record. ``summarize`` adds the attempts up (``python -m xlmp_jax.training.goodput DIR`` prints it).
 
 With ``train.goodput_cloud_logger`` set, the same run is also recorded through ``ml-goodput-measurement``
 (Cloud Logging), whose calculator gives Google Cloud's own account of the job.
@@ -188,7 +188,7 @@ class _CloudRecorder:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m xlmp_jax.goodput WORKDIR", file=sys.stderr)
+        print("usage: python -m xlmp_jax.training.goodput WORKDIR", file=sys.stderr)
         return 2
     records = read_records(argv[1])
     if not records:

@@ -9,7 +9,7 @@ Every store offers the same four operations (``Store``); ``version`` is what ``r
   gfile or fsspec, whichever is installed), best effort: its create and replace are not atomic, and a warning
   says so.
 
-The protocol that uses them (holder, expiry, heartbeat, take-over) is ``xlmp_jax.lease``.
+The protocol that uses them (holder, expiry, heartbeat, take-over) is ``xlmp_jax.runtime.lease``.
 """
 
 from __future__ import annotations

@@ -34,10 +34,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xlmp_jax.model import init_params
-from xlmp_jax.model_config import ModelConfig
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.model.xlmp import init_params
 from xlmp_jax.run_config import RunConfig
-from xlmp_jax.sharding import Rules, default_rules, mesh_sizes
+from xlmp_jax.training.sharding import Rules, default_rules, mesh_sizes
 
 GIB = 2**30
 

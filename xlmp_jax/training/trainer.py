@@ -20,11 +20,12 @@ import ml_collections
 import numpy as np
 
 from data_pipelines.batch_format import pad_rows
-from xlmp_jax import config_utils, console
-from xlmp_jax.faults import FaultInjector
-from xlmp_jax.preemption import Preempted, Preemption
+from xlmp_jax import config_utils
 from xlmp_jax.run_config import RunConfig
-from xlmp_jax.startup import StartupPhases, TrainError, hide_accelerators_from_tensorflow, prepare_workdir
+from xlmp_jax.runtime import console
+from xlmp_jax.runtime.faults import FaultInjector
+from xlmp_jax.runtime.preemption import Preempted, Preemption
+from xlmp_jax.training.startup import StartupPhases, TrainError, hide_accelerators_from_tensorflow, prepare_workdir
 
 if TYPE_CHECKING:
     from data_pipelines.sharded import ShardedTrainData
@@ -56,7 +57,7 @@ def train(
     started_at = time.time() if started_at is None else started_at
     phases = StartupPhases(preemption, FaultInjector())
     from data_pipelines import preflight as data_preflight
-    from xlmp_jax import lease
+    from xlmp_jax.runtime import lease
 
     run = config if isinstance(config, RunConfig) else config_utils.resolve(config)
     data_preflight.check_run_data(run)  # vocabulary size, local files' first records, TFDS names
@@ -74,8 +75,9 @@ def _train_in(
     started_at: float,
 ) -> dict[str, float]:
     """``train`` once the work directory is this run's (``check_lease()`` raises once it no longer is)."""
-    from xlmp_jax import checkpoint, compile_cache, optim, sharding, state
-    from xlmp_jax.goodput import Goodput
+    from xlmp_jax.runtime import compile_cache
+    from xlmp_jax.training import checkpoint, optim, sharding, state
+    from xlmp_jax.training.goodput import Goodput
 
     tcfg = run.train
     main_process = jax.process_index() == 0
@@ -149,8 +151,8 @@ def _train_in(
 
 def check_resumable(ckpt, run: RunConfig) -> None:
     """Refuses, naming both, a checkpoint whose optimizer state another set of parameter groups wrote."""
-    from xlmp_jax import optim
-    from xlmp_jax.checkpoint_read import saved_config
+    from xlmp_jax.training import optim
+    from xlmp_jax.training.checkpoint_read import saved_config
 
     step = ckpt.latest_step()
     saved = saved_config(ckpt.directory / str(step))
@@ -168,7 +170,7 @@ def check_resumable(ckpt, run: RunConfig) -> None:
 
 def say_groups(run: RunConfig, params: Any) -> None:
     """The parameter groups with their parameter counts and settings, at start-up."""
-    from xlmp_jax import optim
+    from xlmp_jax.training import optim
 
     for line in optim.describe_groups(run.train, optim.group_sizes(params, run.train.param_groups)):
         console.say(line)
@@ -176,7 +178,7 @@ def say_groups(run: RunConfig, params: Any) -> None:
 
 def _initial_state(run: RunConfig, optimizer, mesh) -> tuple[Any, Any]:
     """The state a run starts from: random, or the transformers checkpoint ``init_from_hf``."""
-    from xlmp_jax import state
+    from xlmp_jax.training import state
 
     params = None
     if run.init_from_hf:
@@ -221,9 +223,10 @@ def _batches(data) -> Iterator[dict]:
 def _train_loop(loop: _Run, state, start: int, *, peak_flops: float) -> dict[str, float]:
     """Steps ``start + 1 .. train.last_step``: the first batch and the compiled step are start-up's last phases."""
     from data_pipelines.batch_format import max_predictions
-    from xlmp_jax import compile_cache, flops, metrics, sharding, steps
-    from xlmp_jax import goodput as goodput_lib
-    from xlmp_jax.profiling import StepProfiler
+    from xlmp_jax.runtime import compile_cache
+    from xlmp_jax.training import flops, metrics, sharding, steps
+    from xlmp_jax.training import goodput as goodput_lib
+    from xlmp_jax.training.profiling import StepProfiler
 
     run, mesh, shardings, data, eval_data, ckpt, phases = (
         loop.run, loop.mesh, loop.shardings, loop.data, loop.eval_data, loop.ckpt, loop.phases
@@ -363,7 +366,7 @@ def run_eval(run: RunConfig, eval_step, state, data, languages: Sequence[str], a
     ``make_balanced_eval_data``): ``eval/loss/<lang>`` per language, ``eval/loss`` their mean (every
     language weighs the same), ``eval/loss_tokens`` the token-weighted loss; accuracy likewise.
     ``after_batch()`` runs after each batch (the ``in_eval`` fault point)."""
-    from xlmp_jax.metrics import language_means, summarize, to_host
+    from xlmp_jax.training.metrics import language_means, summarize, to_host
 
     rows, pc, pi = run.train.eval_batch_size, jax.process_count(), jax.process_index()
     total: dict[str, np.ndarray] | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from xlmp_jax.model_config import ModelConfig
+from xlmp_jax.model.model_config import ModelConfig
 
 
 def flops_per_token(cfg: ModelConfig, seq_length: int, num_predictions: int) -> float:
