@@ -42,8 +42,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
-from xlmp_jax.runtime import tpu_topology
+from launch import layouts
+from launch.common import LaunchError, split_overrides
+from xlmp_jax import config_utils
+from xlmp_jax.runtime import hlo_cost, tpu_topology
+from xlmp_jax.training import flops, optim, sharding, steps
+from xlmp_jax.training import memory as memory_plan
+from xlmp_jax.training import state as train_state
 
 FITS, DOES_NOT_FIT, FAILED = 0, 3, 1
 GIB = 2**30
@@ -56,8 +63,6 @@ class DoesNotFit(Exception):
 
 def batch_spec(rows: int, seq_length: int) -> dict[str, tuple[tuple[int, ...], Any]]:
     """The shapes and dtypes of a batch in the data pipeline's format (``data_pipelines.batch_format``)."""
-    import jax.numpy as jnp
-
     tokens = (rows, seq_length)
     return {
         "input_ids": (tokens, jnp.int32),
@@ -71,8 +76,6 @@ def batch_spec(rows: int, seq_length: int) -> dict[str, tuple[tuple[int, ...], A
 
 def abstract_batch(rows: int, seq_length: int, mesh: jax.sharding.Mesh) -> dict[str, jax.ShapeDtypeStruct]:
     """A batch of ``rows`` x ``seq_length`` as sharded shapes (rows over data x fsdp, as the trainer places it)."""
-    from xlmp_jax.training import sharding
-
     placed = sharding.batch_sharding(mesh)
     return {k: jax.ShapeDtypeStruct(s, d, sharding=placed) for k, (s, d) in batch_spec(rows, seq_length).items()}
 
@@ -131,9 +134,6 @@ def roofline(flops: float, bytes_accessed: float, comm: dict[str, float], chip: 
 def load_run(config: str, overrides: Sequence[str], accelerator_type: str, num_slices: int, layers: int = 0) -> Any:
     """The run as the launcher would start it on the slice: ``launch.layouts``' mesh and remat for it, then
     ``--config.*`` overrides (which win), and ``mesh.dcn_data`` = the slice count for multi-slice."""
-    from launch import layouts
-    from xlmp_jax import config_utils
-
     given = list(overrides)
     implied = layouts.layout_overrides(config, accelerator_type, given)
     if num_slices > 1 and not any(o.startswith("--config.mesh.dcn_data") for o in given):
@@ -159,11 +159,6 @@ def analyse(
     Raises ``DoesNotFit`` when the compiler runs out of HBM. ``devices`` replaces the slice's (tests pass
     simulated CPU devices, and ``compiler_options`` to compile them fast; the chip figures stay the slice's).
     """
-    from xlmp_jax.runtime import hlo_cost
-    from xlmp_jax.training import flops, optim, sharding, steps
-    from xlmp_jax.training import memory as memory_plan
-    from xlmp_jax.training import state as train_state
-
     chip, _ = tpu_topology.parse_type(accelerator_type)
     if dcn_gbps < 0:
         raise ValueError(f"--dcn_gbps={dcn_gbps:g} must be > 0 (or 0: the chip's figure)")
@@ -336,8 +331,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
     jax.config.update("jax_platforms", "cpu")  # the TPU is only a compile target here
     try:
-        from launch.common import LaunchError, split_overrides
-
         try:
             overrides = split_overrides(extra)
         except LaunchError as e:

@@ -20,6 +20,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
+from data_pipelines.config import DataConfig
 from xlmp_jax.model.model_config import ModelConfig
 from xlmp_jax.run_config import LOGICAL_RULES, MeshConfig, RunConfig, TrainConfig, from_section
 
@@ -132,8 +133,6 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
     missing = [name for name in SECTIONS if name not in config]
     if missing:
         raise ConfigError(f"config lacks section(s) {missing}; expected {list(SECTIONS)}")
-    from data_pipelines.config import DataConfig
-
     try:
         model = ModelConfig.from_dict(config.model)
     except (TypeError, ValueError) as e:

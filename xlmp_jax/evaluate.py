@@ -34,11 +34,14 @@ if __name__ == "__main__":  # an eval that needs TensorFlow imports it: off the 
 
 from xlmp_jax import evals as registry
 from xlmp_jax.evals import pool as pool_eval
+from xlmp_jax.evals import selection, xtreme_summary
 from xlmp_jax.evals.context import EvalContext, Row, split_list
 from xlmp_jax.evals.heldout import text_languages
 from xlmp_jax.evals.results import Result, ResultStore, write_tensorboard
 from xlmp_jax.hf.encoder import Encoder
 from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.runtime import compile_cache
+from xlmp_jax.training import checkpoint_read
 
 EvalFn = Callable[[EvalContext, ml_collections.ConfigDict], list[Row]]  # an eval module's ``run``
 SWEEP_CONFIG = str(config_utils.REPO_ROOT / "configs" / "eval_sweep.py")  # the CLI's and pool_report's default
@@ -51,13 +54,9 @@ class CheckpointSource:
     """Lists and loads a work directory's checkpoints (``xlmp_jax.training.checkpoint_read``)."""
 
     def steps(self, workdir: str) -> list[int]:
-        from xlmp_jax.training import checkpoint_read
-
         return checkpoint_read.all_steps(workdir)
 
     def load(self, workdir: str, step: int) -> tuple[ml_collections.ConfigDict, Any, int]:
-        from xlmp_jax.training import checkpoint_read
-
         return checkpoint_read.load_params(workdir, step)
 
 
@@ -120,8 +119,6 @@ def eval_seeds(sweep: ml_collections.ConfigDict, name: str) -> list[int | None]:
 def check_blocks(sweep: ml_collections.ConfigDict, names: Sequence[str], modules: Mapping[str, str]) -> None:
     """Refuses bad fine-tuning settings of the evals swept before any checkpoint is read: every block's
     seeds / eval_every / dev_fraction / devices (``selection.check_block``), then its module's own ``check``."""
-    from xlmp_jax.evals import selection
-
     for name in names:
         block = sweep.get(name)
         if not isinstance(block, ml_collections.ConfigDict):
@@ -206,8 +203,6 @@ def run_sweep(
                 bar.update(1)
     csv_path, json_path = store.write_tables()
     if sweep.get("summary_layout", "") == "xtreme":
-        from xlmp_jax.evals import xtreme_summary
-
         headline = xtreme_summary.parse_headline(sweep.headline, names)
         summary = store.write_summary(lambda rows: xtreme_summary.render(rows, names, headline, workdirs))
     else:
@@ -247,8 +242,6 @@ def _files(root: str, suffix: str) -> list[str]:
 
 def main(argv: Sequence[str]) -> None:
     del argv
-    from xlmp_jax.runtime import compile_cache
-
     console.quiet_library_logs()  # no Orbax INFO lines ("Restoring checkpoint from ...") under the progress bar
     sweep = _CONFIG.value
     try:

@@ -27,9 +27,11 @@ if _NUM_CPU_DEVICES:
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from data_pipelines import sources  # noqa: E402
 from xlmp_jax import config_utils  # noqa: E402
 from xlmp_jax.run_config import RunConfig  # noqa: E402
 from xlmp_jax.runtime import console  # noqa: E402
+from xlmp_jax.runtime.lease import LeaseHeld  # noqa: E402
 from xlmp_jax.runtime.preemption import PREEMPTED_EXIT, Preempted, Preemption  # noqa: E402
 from xlmp_jax.training.goodput import process_start_time  # noqa: E402
 from xlmp_jax.training.trainer import TrainError, train  # noqa: E402
@@ -79,7 +81,7 @@ def initialize_distributed(coordinator: str = "", num_processes: int = 0, proces
 
 def print_plan(run: RunConfig, num_devices: int) -> None:
     try:
-        from xlmp_jax.training import memory
+        from xlmp_jax.training import memory  # guarded: the plan is optional in a checkout
     except ImportError:
         print("memory plan not available: xlmp_jax.training.memory is not installed in this checkout")
         return
@@ -118,8 +120,6 @@ def _report_pool(run: RunConfig, workdir: str) -> None:
     """``train.pool_report``: after a finished single-process run, what its pool learned on held-out lines."""
     if not (run.train.pool_report and run.model.pool is not None and jax.process_count() == 1):
         return
-    from data_pipelines import sources
-
     data = run.data
     text_dir = sources.get(data.source).heldout_text_dir(data)
     if text_dir is None:
@@ -127,7 +127,7 @@ def _report_pool(run: RunConfig, workdir: str) -> None:
             "pool report skipped: it reads held-out lines of the sample or a text folder (use xlmp_jax.evaluate)"
         )
         return
-    from xlmp_jax import evaluate
+    from xlmp_jax import evaluate  # the evals (scipy, sklearn): seconds to import, only for the report
 
     out = os.path.join(os.path.abspath(workdir), "pool_report")
     console.say(evaluate.pool_report(workdir, list(data.languages), out, text_dir))
@@ -136,8 +136,7 @@ def _report_pool(run: RunConfig, workdir: str) -> None:
 def main(argv: Sequence[str]) -> None:
     del argv
     console.quiet_library_logs()  # Orbax and TensorFlow are chatty at INFO
-    from xlmp_jax.runtime.lease import LeaseHeld
-    from xlmp_jax.training.checkpoint import CheckpointError, IncompatibleCheckpointError
+    from xlmp_jax.training.checkpoint import CheckpointError, IncompatibleCheckpointError  # Orbax: off the CLI's start
 
     expected = (
         config_utils.ConfigError,

@@ -16,6 +16,7 @@ import numpy as np
 
 from xlmp_jax.model import layer_stack
 from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.model.xlmp import param_shapes
 
 Array = np.ndarray
 # (our path, transformers key, to_ours(hf_array, cfg), to_hf(our_array, cfg))
@@ -166,6 +167,4 @@ def to_hf_state_dict(params: Mapping[str, Any], config: ModelConfig) -> dict[str
 
 
 def _shapes_of(config: ModelConfig) -> dict:
-    from xlmp_jax.model.xlmp import param_shapes  # local: keeps this module importable without tracing
-
     return param_shapes(dataclasses.replace(config, scan_layers=False))  # the mapping is per loop layer

@@ -39,6 +39,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
 from xlmp_jax.runtime.faults import FaultInjector
 from xlmp_jax.training.checkpoint_compat import IncompatibleCheckpointError, plan_restore, to_storable
@@ -282,6 +283,4 @@ class Checkpointer:
 
 def _sync(name: str) -> None:
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)
