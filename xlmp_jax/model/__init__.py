@@ -3,7 +3,8 @@
 ``model_config`` (``ModelConfig``, the named sizes), ``layers`` (embeddings, attention, the post-LN layer, the
 MLM head), ``xlmp`` (the encoder ``XLMP``), ``prompt_pool`` (``PoolConfig``, ``PromptPool``), ``layer_stack``
 (a Python loop of layers <-> one scanned stack) and ``vocab_padding``. Model code names logical axes only and
-knows nothing of meshes, runs or checkpoints. The encoder's public names are re-exported here, so
+builds no mesh and reads no run config (``layer_stack`` carries an abstract leaf's given sharding along when
+it adds or removes the layer axis). The encoder's public names are re-exported here, so
 ``from xlmp_jax.model import XLMP`` works.
 """
 
