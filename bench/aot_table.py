@@ -85,7 +85,9 @@ def extrapolate(a: dict[str, float], depth_a: int, b: dict[str, float], depth_b:
 def point(config: str, topology: str, label: str, overrides: list[str], depths: tuple[int, ...]) -> dict[str, Any]:
     """One row: the layout compiled at full depth (``depths`` empty), or at the two ``depths`` and extrapolated."""
     _cpu_only()
-    from xlmp_jax import aot, flops, memory, tpu_topology
+    from xlmp_jax import aot
+    from xlmp_jax.runtime import tpu_topology
+    from xlmp_jax.training import flops, memory
 
     chip, _ = tpu_topology.parse_type(topology)
     full = aot.load_run(f"configs/{config}.py", overrides, topology, 1)

@@ -4,7 +4,7 @@ Every benchmark measures in *worker* subprocesses (one per framework/variant) st
 command, so each worker's peak host memory (``ru_maxrss``) is its own and the ratios come from one run.
 A worker prints one ``RESULT {json}`` line; the parent collects them and prints a table.
 
-The xlmp side is always the project's own train step (``xlmp_jax.state.create_train_state`` /
+The xlmp side is always the project's own train step (``xlmp_jax.training.state.create_train_state`` /
 ``make_train_step``); the JSON says so (``step_impl: "project"``).
 
 Over 300 lines because it is the one place both sides of every ratio are built (the synthetic batch, the
@@ -32,7 +32,7 @@ RESULT_PREFIX = "RESULT "
 MLM_RATE = 0.15
 MASK_FRACTION_DENSE = None  # sentinel: "every position" (equal-algorithm variant)
 
-# Bench model sizes. "tiny" and "base" are the project's presets (xlmp_jax.model_config.SIZES); "small" is a
+# Bench model sizes. "tiny" and "base" are the project's presets (xlmp_jax.model.model_config.SIZES); "small" is a
 # bench-only size between them (a laptop-sized encoder with XLM-R's 250k vocabulary would be all head).
 BENCH_SIZES: dict[str, dict[str, int]] = {
     "small": dict(
@@ -64,8 +64,8 @@ def model_config(size: str, *, pool: bool, dtype: str = "float32", **overrides: 
     The pool is the old, MLM-only one (``OLD_POOL_OPTIONS``): the step BENCHMARKS.md measured, kept when the
     pool's training options became PoolConfig's defaults, so a timing moves only when a benchmark says so.
     """
-    from xlmp_jax.model_config import SIZES, ModelConfig
-    from xlmp_jax.pool import OLD_POOL_OPTIONS, PoolConfig
+    from xlmp_jax.model.model_config import SIZES, ModelConfig
+    from xlmp_jax.model.prompt_pool import OLD_POOL_OPTIONS, PoolConfig
 
     pool_config = PoolConfig(**OLD_POOL_OPTIONS) if pool else None
     if size in SIZES:
@@ -183,10 +183,10 @@ def time_steps(step: Callable[[], Any], warmup: int, steps: int) -> tuple[list[f
 
 # ------------------------------------------------------------------------------------------- FLOPs
 def flops_per_token(model_cfg, seq_length: int, num_predictions: int) -> tuple[float, str]:
-    """Training FLOPs per input token (``xlmp_jax.flops``, formula in BENCHMARKS.md) and where it came from."""
-    from xlmp_jax import flops
+    """Training FLOPs per input token (``xlmp_jax.training.flops``, formula in BENCHMARKS.md) and where it came from."""
+    from xlmp_jax.training import flops
 
-    return float(flops.flops_per_token(model_cfg, seq_length, num_predictions)), "xlmp_jax.flops"
+    return float(flops.flops_per_token(model_cfg, seq_length, num_predictions)), "xlmp_jax.training.flops"
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 10, dtype: str = "float32") -> dict[str, float]:
@@ -257,7 +257,7 @@ def _xlmp_parts(model_cfg, *, batch_size: int, seq_length: int, dense_head: bool
     """The pieces both the timed step and the compile-only path build: run config, mesh, optimizer, step."""
     import jax
 
-    from xlmp_jax import optim, sharding, steps
+    from xlmp_jax.training import optim, sharding, steps
 
     mlm_rate = dense_mlm_rate(seq_length) if dense_head else MLM_RATE
     devices = jax.devices()[:num_devices] if num_devices else jax.devices()
@@ -279,7 +279,7 @@ def compile_xlmp_step(
     """
     import jax
 
-    from xlmp_jax import state
+    from xlmp_jax.training import state
 
     run, device_mesh, optimizer, steps, sharding = _xlmp_parts(
         model_cfg,
@@ -325,7 +325,7 @@ def make_xlmp_step(
     """
     import jax
 
-    from xlmp_jax import state
+    from xlmp_jax.training import state
 
     if feed not in FEEDS:
         raise ValueError(f"feed={feed!r} is not one of {FEEDS}")
@@ -428,7 +428,7 @@ def make_torch_step(model_cfg, *, batch_size: int, seq_length: int, threads: int
 
 
 def device_memory(model_cfg, *, batch_size: int, seq_length: int, dense_head: bool) -> dict[str, Any]:
-    """Accelerator peak memory (``memory_stats``; absent on CPU) next to ``xlmp_jax.memory``'s plan."""
+    """Accelerator peak memory (``memory_stats``; absent on CPU) next to ``xlmp_jax.training.memory``'s plan."""
     import jax
 
     out: dict[str, Any] = {"platform": jax.devices()[0].platform, "device_kind": jax.devices()[0].device_kind}
@@ -437,7 +437,7 @@ def device_memory(model_cfg, *, batch_size: int, seq_length: int, dense_head: bo
         out["device_peak_bytes"] = int(stats_["peak_bytes_in_use"])
         out["device_bytes_limit"] = int(stats_.get("bytes_limit", 0))
     try:
-        from xlmp_jax import memory
+        from xlmp_jax.training import memory
 
         mlm_rate = dense_mlm_rate(seq_length) if dense_head else MLM_RATE
         run = run_config(model_cfg, batch_size=batch_size, seq_length=seq_length, mlm_rate=mlm_rate)

@@ -9,8 +9,8 @@ devices, the project's own train step (``steps.make_train_step`` on the sharding
 Measured, per device and step:
 
 * ``xla_flops``: ``compiled.cost_analysis()['flops']`` of the partitioned program (matmuls and
-  element-wise work), and ``dot_flops``: the matmuls alone, read from the HLO (``xlmp_jax.hlo_cost``);
-* ``comm_bytes``: what one device sends in the program's collectives (ring convention, ``xlmp_jax.hlo_cost``).
+  element-wise work), and ``dot_flops``: the matmuls alone, read from the HLO (``xlmp_jax.runtime.hlo_cost``);
+* ``comm_bytes``: what one device sends in the program's collectives (ring convention, ``xlmp_jax.runtime.hlo_cost``).
 
 Formulas (n = 8 devices, layout d x f x t, B rows of T tokens, S = T + Lp encoder positions, K head
 positions, N layers, D hidden, P_t = params per device with only the tensor axis applied, P_dev = params
@@ -25,7 +25,7 @@ per device (``memory.param_table``), 4-byte fp32 params/gradients, c = compute-d
 * tensor-parallel activation all-reduces, 2 forward + 2 backward per layer:  4 N x 2 (t-1)/t x B/(d f) x S x D x c.
 
 Just over 300 lines because the formulas above and the code that evaluates them stand in one file, to be
-read side by side; the HLO reading lives in ``xlmp_jax.hlo_cost``.
+read side by side; the HLO reading lives in ``xlmp_jax.runtime.hlo_cost``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from typing import Any  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from xlmp_jax import hlo_cost  # noqa: E402
+from xlmp_jax.runtime import hlo_cost  # noqa: E402
 
 LAYOUTS = ((8, 1, 1), (1, 8, 1), (1, 1, 8), (2, 2, 2), (2, 4, 1), (1, 2, 4))
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cost_table.json")
@@ -75,8 +75,8 @@ def abstract_inputs(run: Any, tx: Any, mesh: jax.sharding.Mesh) -> tuple[Any, An
     as training does without allocating 0.3-0.6 B parameters and their Adam moments.
     """
     from bench.common import synthetic_batch
-    from xlmp_jax import sharding
-    from xlmp_jax import state as train_state
+    from xlmp_jax.training import sharding
+    from xlmp_jax.training import state as train_state
 
     state, shardings = train_state.abstract_train_state(run.model, tx, mesh, run.mesh.logical_rules)
     rows = run.train.batch_size
@@ -94,7 +94,7 @@ FAST_BACKEND = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive
 def compile_step(run: Any, compiler_options: dict[str, Any] | None = None) -> Any:
     """The compiled train step of ``run`` on all devices (the trainer's mesh, state and step builders)."""
     from bench.common import LANGUAGES
-    from xlmp_jax import optim, sharding, steps
+    from xlmp_jax.training import optim, sharding, steps
 
     mesh = sharding.make_mesh(run.mesh)
     optimizer = optim.make_optimizer(run.train)
@@ -112,14 +112,14 @@ def compile_step(run: Any, compiler_options: dict[str, Any] | None = None) -> An
 
 def flops_formula(run: Any, num_devices: int) -> float:
     """Model FLOPs per device and step: ``flops.step_flops_per_device`` (the formula with remat's recompute)."""
-    from xlmp_jax import flops
+    from xlmp_jax.training import flops
 
     return flops.step_flops_per_device(run, num_devices)
 
 
 def comm_formula(run: Any, num_devices: int) -> dict[str, float]:
     """Bytes one device sends per step by the module docstring's formulas, by term, plus ``total``."""
-    from xlmp_jax import memory
+    from xlmp_jax.training import memory
 
     model = run.model
     d, f, t = run.mesh.data, run.mesh.fsdp, run.mesh.tensor
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--json", default=RESULTS, help="where to write the results ('' = nowhere)")
     args = p.parse_args(argv)
     layouts = parse_layouts(args.layouts)
-    from xlmp_jax import sharding
+    from xlmp_jax.training import sharding
 
     sharding.ACTIVATION_CONSTRAINTS = bool(args.activation_constraints)
     n = jax.device_count()

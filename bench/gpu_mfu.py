@@ -3,7 +3,7 @@
 Each configuration runs in its own subprocess (``bench/train_throughput.py --worker``), so its
 ``memory_stats()['peak_bytes_in_use']`` is its own; the parent never initialises the GPU. MFU is
 reported against the card's dense bf16 datasheet peak (looked up from ``nvidia-smi``'s name) and
-against the bf16 matmul rate measured in the same run; memory against ``xlmp_jax.memory``'s plan (what
+against the bf16 matmul rate measured in the same run; memory against ``xlmp_jax.training.memory``'s plan (what
 ``train --plan`` prints) and XLA's memory analysis of the compiled step. A configuration that runs out
 of memory is reported as ``OOM`` (that is how the largest batch is found).
 

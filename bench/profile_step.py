@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     import jax
 
     if args.cache_dir:
-        from xlmp_jax import compile_cache
+        from xlmp_jax.runtime import compile_cache
 
         compile_cache.enable(args.cache_dir, environ={})
     spec = VARIANTS[args.variant]

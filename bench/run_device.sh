@@ -4,7 +4,7 @@
 # BENCHMARKS.md section 5's H100 profile (batch, remat policy, PRNG, host feed vs prefetch), each a
 # config of bench/gpu_mfu.py's `issue28` list; then a profile, by kernel and by model part, of the
 # fastest base config. tokens/s, MFU against the datasheet and a bf16 matmul of the same run, device
-# memory against xlmp_jax.memory's plan (`train --plan`) and XLA's compiled-memory analysis.
+# memory against xlmp_jax.training.memory's plan (`train --plan`) and XLA's compiled-memory analysis.
 #
 # Every config compiles first, 6 at a time, into a persistent cache; the timed runs then load their
 # programs one by one (nothing else on the GPU); no timed run starts after --budget_s.

@@ -42,7 +42,7 @@ experiment takes ~2.5-3 h.
 
 ``--preset=device`` (``PRESETS["device"]``): both arms at size ``small`` (4 layers, 256 wide, 4 heads, FFN 1024,
 bf16, batch 64, dropout 0.1), seeds 0 and 1, 1000 steps (64 k rows, ~5 passes), evals mlm, retrieval and pool
-(the transfer task waits for its rebuild). FLOPs a step (``xlmp_jax.flops``): XLM-P 190.2 G, baseline 184.6 G;
+(the transfer task waits for its rebuild). FLOPs a step (``xlmp_jax.training.flops``): XLM-P 190.2 G, baseline 184.6 G;
 at 40 % of an H100's 989 TFLOP/s bf16 peak (396 TFLOP/s) that is 0.48 ms a step, 1.9 s for all 4 runs. So
 FLOPs do not bound it; the fixed costs do: ~10 ms a step of dispatch and host input (10 s a run), start-up
 ~25 s for the first run of each arm (compilation) and ~8 s after, the sweep ~25 s a run (its pool references
@@ -79,7 +79,7 @@ from scipy import stats
 
 from bench.common import REPO, machine_info
 from configs.tiny import TINY_LANGUAGES
-from xlmp_jax.pool import OLD_POOL_OPTIONS, PoolConfig
+from xlmp_jax.model.prompt_pool import OLD_POOL_OPTIONS, PoolConfig
 
 # Languages the experiment adds to the main job's 20 (`configs/tiny.py` keeps its own) so that scripts other
 # than Latin hold >= 3 languages each, where the pool can only tell languages apart by something other than
@@ -279,7 +279,7 @@ def runs(seeds: Sequence[int], ablation: Sequence[str], preset: Preset | None = 
 
 def train(run: dict, root: str, args: list[str], env: dict) -> str:
     """Trains one run with ``args`` (skipped when its final checkpoint exists); returns its work directory."""
-    from xlmp_jax import checkpoint_read
+    from xlmp_jax.training import checkpoint_read
 
     workdir = os.path.join(root, run["name"])
     steps = int([a for a in args if a.startswith("--config.train.steps=")][-1].split("=")[1])
@@ -359,8 +359,9 @@ def non_inferiority(mlm: dict[str, float], margin: float = MARGIN) -> tuple[str,
 
 
 def step_flops(config: str, args: Sequence[str]) -> float:
-    """Model FLOPs of one training step of a run (``xlmp_jax.flops``: matmuls, forward and backward, one device)."""
-    from xlmp_jax import config_utils, flops
+    """Model FLOPs of one training step of a run (``xlmp_jax.training.flops``: matmuls, forward and backward, one device)."""
+    from xlmp_jax import config_utils
+    from xlmp_jax.training import flops
 
     return flops.step_flops_per_device(config_utils.load_run(config, list(args)), 1)
 
@@ -376,7 +377,7 @@ def compute_line(run_list: list[dict], preset: Preset, steps: int) -> str:
     flops = {a: step_flops(first[a]["config"], run_args(first[a], preset, steps)) for a in arms}
     text = (
         f"- Compute per run: {steps} steps x {rows} rows x {seq} tokens = {steps * rows * seq / 1e6:.2f} M tokens "
-        "seen by each arm. Model FLOPs per training step (`xlmp_jax.flops.step_flops_per_device`: matmuls, "
+        "seen by each arm. Model FLOPs per training step (`xlmp_jax.training.flops.step_flops_per_device`: matmuls, "
         "forward and backward): " + ", ".join(f"{a} {flops[a] / 1e9:.2f} G" for a in arms) + "."
     )
     if len(arms) == 2:

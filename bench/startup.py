@@ -122,8 +122,9 @@ def _state_and_save(cache: str) -> dict:
     import jax
 
     from data_pipelines.input_pipeline import make_train_data
-    from xlmp_jax import checkpoint, config_utils, optim, sharding
-    from xlmp_jax import state as train_state
+    from xlmp_jax import config_utils
+    from xlmp_jax.training import checkpoint, optim, sharding
+    from xlmp_jax.training import state as train_state
 
     run = config_utils.load_run("configs/tiny.py", ["data.languages=()", f"data.decompress_dir={cache}"])
     data = make_train_data(run.data, global_batch_size=run.train.batch_size, seed=0)

@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.smoke:
         args.sizes, args.batch, args.seq, args.warmup, args.steps = "tiny", 2, 16, 1, 1
     if args.worker:  # child process: one variant, one size
-        from xlmp_jax import compile_cache
+        from xlmp_jax.runtime import compile_cache
 
         overrides = json.loads(args.overrides) if args.overrides else None
         if args.cache_dir:

@@ -1,6 +1,6 @@
 """Before/after of the train-step tunings, interleaved in one process so machine drift hits both arms.
 
-Each arm is the project's train step (``xlmp_jax.steps``) built with some of the tunings undone by
+Each arm is the project's train step (``xlmp_jax.training.steps``) built with some of the tunings undone by
 patching the module functions they live in, then compiled; the timed steps alternate between arms
 (A B A B ...). Tunings that can be undone (all measured on CPU, see BENCHMARKS.md section 6):
 
@@ -39,7 +39,8 @@ def undone(tunings: tuple[str, ...]):
     import flax.linen as nn
     import jax.numpy as jnp
 
-    from xlmp_jax import layers, losses
+    from xlmp_jax.model import layers
+    from xlmp_jax.training import losses
 
     saved = {"add_bias": layers.add_bias, "Dropout": layers.Dropout, "mlm_loss": losses.mlm_loss}
     if "bias_gemv" in tunings:

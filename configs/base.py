@@ -14,7 +14,7 @@ def get_config():
         "base",
         pool=True,
         seq_length=512,
-        # Pool: the defaults of xlmp_jax.pool.PoolConfig (M=256, Lp=4, cosine / 0.1, soft). Our choice.
+        # Pool: the defaults of xlmp_jax.model.prompt_pool.PoolConfig (M=256, Lp=4, cosine / 0.1, soft). Our choice.
         model_overrides=dict(dtype="bfloat16"),  # bf16 compute, fp32 master weights
         train=dict(PRETRAIN_TRAIN, learning_rate=6e-4),  # RoBERTa/XLM-R base learning rate. Our choice.
         mesh=dict(data=-1, fsdp=1, tensor=1),  # 280M params fit replicated; pure data parallel. Our choice.

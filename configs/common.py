@@ -2,9 +2,10 @@
 
 Every field the trainer reads is present in the config it builds, with a value of the right type, so
 ml_collections can type-check command-line overrides (``--config.train.steps=200``) and reject unknown fields.
-Each block's defaults have one home: the model's are ``xlmp_jax.model_config`` (``SIZES``, ``ModelConfig``), the
-pool's ``xlmp_jax.pool.PoolConfig``, the data block's ``data_pipelines.config.default_data_config``; this module
-assembles those and is itself the home of the train, mesh (with ``LOGICAL_RULES``) and ``init_from_hf`` defaults.
+Each block's defaults have one home: the model's are ``xlmp_jax.model.model_config`` (``SIZES``, ``ModelConfig``), the
+pool's ``xlmp_jax.model.prompt_pool.PoolConfig``, the data block's ``data_pipelines.config.default_data_config``; this module
+assembles those and is itself the home of the train, mesh and ``init_from_hf`` defaults (the mesh block's default
+logical-axis rules are ``xlmp_jax.run_config.LOGICAL_RULES``, next to the names they map, and re-exported here).
 Values that could not be checked against the XLM-P / XLM-R papers offline are marked "our choice".
 """
 
@@ -15,9 +16,10 @@ import dataclasses
 import ml_collections
 
 from data_pipelines.config import default_data_config
-from xlmp_jax import compile_cache
-from xlmp_jax.model_config import ModelConfig
-from xlmp_jax.pool import PoolConfig
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.model.prompt_pool import PoolConfig
+from xlmp_jax.run_config import LOGICAL_RULES
+from xlmp_jax.runtime import compile_cache
 
 
 def model_config(size: str, *, pool: bool, pool_overrides: dict | None = None) -> ml_collections.ConfigDict:
@@ -64,11 +66,11 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
             # resume the input position with the weights; False: weights only, the input continues at batch
             # <step> (for a checkpoint whose input state cannot be read, e.g. one of the old tf.data pipeline)
             restore_data=True,
-            peak_flops=0.0,  # per device, FLOP/s, for MFU; 0 = look the device up in xlmp_jax.metrics.PEAK_FLOPS
+            peak_flops=0.0,  # per device, FLOP/s, for MFU; 0 = look the device up in xlmp_jax.training.metrics.PEAK_FLOPS
             # JAX's persistent compilation cache, so a restart loads its programs; '' = off. A set
-            # JAX_COMPILATION_CACHE_DIR environment variable wins (xlmp_jax/compile_cache.py).
+            # JAX_COMPILATION_CACHE_DIR environment variable wins (xlmp_jax/runtime/compile_cache.py).
             compilation_cache_dir=compile_cache.DEFAULT_DIR,
-            lr_schedule="linear",  # linear | cosine | rsqrt: warm-up, then that decay (xlmp_jax/optim.py)
+            lr_schedule="linear",  # linear | cosine | rsqrt: warm-up, then that decay (xlmp_jax/training/optim.py)
             # name -> param_group(...): own learning-rate multiplier, warm-up, weight decay, start or freezing
             # for the parameters a pattern matches (the rest keep the values above); {} = one group
             param_groups=ml_collections.ConfigDict(),
@@ -104,26 +106,6 @@ def param_group(
             frozen=frozen,
         )
     )
-
-
-# The logical-axis rules: (logical name the model uses, mesh axes), in priority order (flax gives each mesh
-# axis to one dimension per array, the first rule that asks for it). ``batch`` over data x fsdp; ``embed``
-# over fsdp splits the parameters and optimizer state (FSDP; activations keep ``embed`` whole, since
-# ``batch`` took fsdp there); heads/mlp/vocab/embed_out over tensor (Megatron-style); the rest whole.
-# Override one with ``logical_rules(embed=None)`` (e.g. no FSDP split of the parameters).
-LOGICAL_RULES = (
-    ("batch", ("data", "fsdp")),
-    ("vocab", "tensor"),
-    ("heads", "tensor"),
-    ("mlp", "tensor"),
-    ("embed_out", "tensor"),
-    ("embed", "fsdp"),
-    ("length", None),
-    ("kv", None),
-    ("prompts", None),
-    ("prompt_length", None),
-    ("layers", None),  # the stacked layer axis of model.scan_layers: every device holds every layer's shard
-)
 
 
 def logical_rules(**changes) -> tuple:

@@ -9,7 +9,8 @@ Lists are comma-separated strings so they override cleanly from the command line
 
 import ml_collections
 
-from xlmp_jax import compile_cache, evals
+from xlmp_jax import evals
+from xlmp_jax.runtime import compile_cache
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -28,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.progress = True  # tqdm bar over the sweep's cells
     c.tensorboard = True  # scalars under out/tb/<workdir name>/
-    # JAX's persistent compilation cache; '' = off; a set JAX_COMPILATION_CACHE_DIR wins (xlmp_jax/compile_cache.py)
+    # JAX's persistent compilation cache; '' = off; a set JAX_COMPILATION_CACHE_DIR wins (xlmp_jax/runtime/compile_cache.py)
     c.compilation_cache_dir = compile_cache.DEFAULT_DIR
     for name in evals.REGISTRY:  # every eval listed above
         c[name] = evals.load(name).config()

@@ -11,7 +11,7 @@ def get_config():
         "large",
         pool=True,
         seq_length=512,
-        # Pool: the defaults of xlmp_jax.pool.PoolConfig (M=256, Lp=4, cosine / 0.1, soft). Our choice.
+        # Pool: the defaults of xlmp_jax.model.prompt_pool.PoolConfig (M=256, Lp=4, cosine / 0.1, soft). Our choice.
         model_overrides=dict(dtype="bfloat16", remat="dots_no_batch"),
         train=dict(PRETRAIN_TRAIN, learning_rate=4e-4),  # RoBERTa/XLM-R large learning rate. Our choice.
         mesh=dict(data=1, fsdp=-1, tensor=1),  # 560M params + Adam state: shard them (FSDP). Our choice.

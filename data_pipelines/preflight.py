@@ -158,7 +158,7 @@ def local_data_path(path: str) -> bool:
 
 def check_tfds_name(name: str, field: str) -> None:
     """``name`` (``dataset[/config][:version]``) is a dataset TFDS knows, with that config (local registry)."""
-    from xlmp_jax import console
+    from xlmp_jax.runtime import console
 
     console.import_tensorflow(hide_gpus=True)  # TFDS imports TensorFlow: keep it off the GPUs and quiet
     import tensorflow_datasets as tfds

@@ -8,7 +8,7 @@ accelerator type. The entries were chosen with the memory plan (``train --plan``
 checked by compiling each one for its slice (``bench/aot_table.py``, BENCHMARKS.md): every one must fit,
 and each has the best roofline bound of the layouts compiled for its slice there (all are HBM-bound).
 Every entry scans over the layers (``model.scan_layers``; numbers equal to the loop's, see
-``xlmp_jax.layer_stack``). A ``--config.*`` override given by the user for one of these fields replaces
+``xlmp_jax.model.layer_stack``). A ``--config.*`` override given by the user for one of these fields replaces
 the table's value; a config or slice not in the table keeps the config's
 own settings. ``*_baseline`` configs (no pool) use their pooled twin's entry.
 """

@@ -1,7 +1,7 @@
 """Checks a launch before it spends money: config, mesh vs. accelerator, batch split, writable workdir.
 
 Everything here runs on the machine that launches, in seconds, and fails with one message naming the
-bad value. The mesh and batch rules are the trainer's own (``xlmp_jax.sharding``): ``mesh.data/fsdp/
+bad value. The mesh and batch rules are the trainer's own (``xlmp_jax.training.sharding``): ``mesh.data/fsdp/
 tensor`` describe one slice (-1 = the rest), ``mesh.dcn_data`` multiplies ``data`` across slices, and
 each micro-batch splits over ``data x fsdp`` (``dcn_data`` included) and over the processes.
 
@@ -56,7 +56,7 @@ def load_config(config: str, overrides: Sequence[str] = ()) -> RunConfig:
 
 def resolve_mesh(config: RunConfig, accelerator: Accelerator) -> dict[str, int]:
     """The mesh the trainer will build on ``accelerator``: ``{'dcn_data', 'data', 'fsdp', 'tensor'}`` sizes."""
-    from xlmp_jax import sharding
+    from xlmp_jax.training import sharding
 
     dcn = config.mesh.dcn_data
     if accelerator.num_slices > 1 and dcn != accelerator.num_slices:
@@ -78,7 +78,7 @@ def resolve_mesh(config: RunConfig, accelerator: Accelerator) -> dict[str, int]:
 def check_batch(config: RunConfig, mesh: dict[str, int], accelerator: Accelerator) -> None:
     """``train.batch_size`` (per micro-batch) must split over data x fsdp and over the processes."""
     batch, accum = config.train.batch_size, config.train.grad_accum_steps
-    # The rule of xlmp_jax.sharding.check_batch_size, on the mesh shape alone: that function asks JAX for
+    # The rule of xlmp_jax.training.sharding.check_batch_size, on the mesh shape alone: that function asks JAX for
     # the process count, which would start a backend (and claim GPUs) on the machine that only launches.
     dp = mesh["dcn_data"] * mesh["data"] * mesh["fsdp"]
     micro = batch // accum

@@ -14,11 +14,11 @@ from configs.common import LOGICAL_RULES, mesh_config, train_config
 from data_pipelines.batch_format import max_predictions
 from data_pipelines.config import default_data_config
 from xlmp_jax import config_utils
-from xlmp_jax.model_config import ModelConfig
-from xlmp_jax.optim import make_optimizer
+from xlmp_jax.model.model_config import ModelConfig
 from xlmp_jax.run_config import MeshConfig
-from xlmp_jax.state import create_train_state
-from xlmp_jax.steps import make_eval_step, make_train_step
+from xlmp_jax.training.optim import make_optimizer
+from xlmp_jax.training.state import create_train_state
+from xlmp_jax.training.steps import make_eval_step, make_train_step
 
 REPO = pathlib.Path(__file__).resolve().parents[1]  # the repository root: cwd and PYTHONPATH of CLI subprocesses
 

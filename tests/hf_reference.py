@@ -3,7 +3,7 @@
 import numpy as np
 import transformers
 
-from xlmp_jax.model_config import ModelConfig
+from xlmp_jax.model.model_config import ModelConfig
 
 # Real text in six scripts (Latin, Cyrillic, Arabic, Han, Devanagari), for logits and tokenizer checks.
 SENTENCES = [

@@ -1,4 +1,4 @@
-"""Compiling a run for a TPU slice on this machine (xlmp_jax.aot, xlmp_jax.tpu_topology, launch.layouts).
+"""Compiling a run for a TPU slice on this machine (xlmp_jax.aot, xlmp_jax.runtime.tpu_topology, launch.layouts).
 
 The report's arithmetic is checked on the 8 simulated CPU devices of conftest (always); the TPU compiler
 itself on a v5e 2x2 slice when libtpu is installed (requirements.txt pins it), in process for tiny and as
@@ -15,7 +15,8 @@ import pytest
 from helpers import REPO
 
 from launch import layouts
-from xlmp_jax import aot, config_utils, tpu_topology
+from xlmp_jax import aot, config_utils
+from xlmp_jax.runtime import tpu_topology
 
 HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
 needs_libtpu = pytest.mark.skipif(not HAS_LIBTPU, reason="libtpu is not installed (requirements.txt pins it)")

@@ -164,7 +164,7 @@ def _mesh(mesh: dict):
         import jax
         from helpers import mesh_of
 
-        from xlmp_jax import sharding
+        from xlmp_jax.training import sharding
 
         return lambda: sharding.make_mesh(mesh_of(**mesh), jax.devices()[:8])
 
@@ -175,14 +175,14 @@ def _batch_over_mesh(tmp):
     import jax
     from helpers import mesh_of
 
-    from xlmp_jax import sharding
+    from xlmp_jax.training import sharding
 
     mesh = sharding.make_mesh(mesh_of(data=8, fsdp=1, tensor=1), jax.devices()[:8])
     return lambda: sharding.check_batch_size(12, mesh)
 
 
 def _workdir_through_a_file(tmp):
-    from xlmp_jax import trainer
+    from xlmp_jax.training import trainer
 
     (tmp / "notes.txt").write_text("a file, not a folder\n")
     return lambda: trainer.prepare_workdir(str(tmp / "notes.txt" / "work"))
@@ -196,7 +196,8 @@ def _train_state(*overrides: str):
     if overrides not in _STATES:
         import jax
 
-        from xlmp_jax import config_utils, optim, sharding, state
+        from xlmp_jax import config_utils
+        from xlmp_jax.training import optim, sharding, state
 
         run = config_utils.resolve(_config("model.pool.size=8", "data.seq_length=32", *overrides))
         mesh = sharding.make_mesh(run.mesh, jax.devices()[:1])
@@ -206,7 +207,7 @@ def _train_state(*overrides: str):
 
 
 def _checkpoint_of_another_size(tmp):
-    from xlmp_jax import checkpoint
+    from xlmp_jax.training import checkpoint
 
     small = _train_state("model.hidden_size=32", "model.intermediate_size=64")
     ckpt = checkpoint.Checkpointer(str(tmp / "work"))
@@ -235,8 +236,8 @@ def _export_over_a_full_folder(tmp):
 
 def _corrupt_pool_export(tmp):
     from xlmp_jax.hf import layout, load
-    from xlmp_jax.model_config import ModelConfig
-    from xlmp_jax.pool import PoolConfig
+    from xlmp_jax.model.model_config import ModelConfig
+    from xlmp_jax.model.prompt_pool import PoolConfig
 
     config = ModelConfig.preset("tiny", pool=PoolConfig(size=8))
     out = tmp / "work"
@@ -280,7 +281,7 @@ def _xtreme(task: str, **values):
 
 
 def _faults(tmp):
-    from xlmp_jax import faults
+    from xlmp_jax.runtime import faults
 
     return lambda: faults.FaultInjector("sigterm@after_lunch")
 
@@ -288,8 +289,8 @@ def _faults(tmp):
 def _token_ids(tmp):
     import numpy as np
 
-    from xlmp_jax.model import check_inputs
-    from xlmp_jax.model_config import ModelConfig
+    from xlmp_jax.model.model_config import ModelConfig
+    from xlmp_jax.model.xlmp import check_inputs
 
     config = ModelConfig.preset("tiny")
     return lambda: check_inputs(config, np.array([[0, 5, 8002, 2]]))
@@ -299,7 +300,7 @@ def _missing_hf_dir(tmp):
     import jax
 
     from xlmp_jax.hf import load
-    from xlmp_jax.model_config import ModelConfig
+    from xlmp_jax.model.model_config import ModelConfig
 
     return lambda: load.load_hf_params(str(tmp / "xlmr-base"), ModelConfig.preset("tiny"), jax.random.key(0))
 
@@ -329,9 +330,9 @@ def _errors():
     from data_pipelines.preflight import DataPreflightError
     from data_pipelines.shards import PreparedDataError
     from launch.preflight import PreflightError
-    from xlmp_jax.checkpoint import IncompatibleCheckpointError
     from xlmp_jax.config_utils import ConfigError
-    from xlmp_jax.trainer import TrainError
+    from xlmp_jax.training.checkpoint import IncompatibleCheckpointError
+    from xlmp_jax.training.trainer import TrainError
 
     return (ConfigError, DataPreflightError, IncompatibleCheckpointError, TrainError, PreflightError, ContentError,
             PreparedDataError)  # fmt: skip
@@ -598,7 +599,7 @@ When each check runs:
 - **config load** (`xlmp_jax.config_utils.load_config`, the trainer's flag parsing, `launch.preflight`):
   unknown fields (with a "did you mean"), wrong types, ranges of every `train`, `model`, `mesh` and `data`
   field. Nothing is read from disk but the config file.
-- **start-up, before compile** (`xlmp_jax.trainer.train`, before the work directory is created or locked):
+- **start-up, before compile** (`xlmp_jax.training.trainer.train`, before the work directory is created or locked):
   `data_pipelines.preflight.check_run_data` — the vocabulary file and its size against `model.vocab_size`
   (both directions: they must be equal), each language's local files (exist, not empty, first record UTF-8,
   JSON lines with `data.text_field`), TFDS names (local registry, no network); then the work directory, the

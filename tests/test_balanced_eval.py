@@ -10,7 +10,7 @@ from test_data_fixtures import make_corpus, train_spm
 
 from data_pipelines.config import default_data_config
 from data_pipelines.eval_data import balanced_rows_per_language, make_balanced_eval_data, make_eval_data
-from xlmp_jax import metrics, trainer
+from xlmp_jax.training import metrics, trainer
 
 
 @pytest.fixture(scope="module")

@@ -85,7 +85,8 @@ def test_profile_step_smoke(tmp_path):
 @pytest.mark.slow
 def test_tuning_ab_smoke_restores_the_tuned_code():
     from bench import tuning_ab
-    from xlmp_jax import layers, losses
+    from xlmp_jax.model import layers
+    from xlmp_jax.training import losses
 
     tuned = (layers.add_bias, layers.Dropout, losses.mlm_loss)
     out = tuning_ab.main(["--smoke", "--arms=before,after,after@xlmp_nopool"])

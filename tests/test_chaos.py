@@ -1,5 +1,5 @@
 """Chaos resume: a tiny run killed at named points (inside a save, inside an eval, between a step and its metrics),
-restarted each time, ends bit-identical to an uninterrupted run (xlmp_jax/faults.py points, xlmp_jax/trainer.py)."""
+restarted each time, ends bit-identical to an uninterrupted run (xlmp_jax/runtime/faults.py points, xlmp_jax/training/trainer.py)."""
 
 import json
 import os
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from helpers import REPO
 
-from xlmp_jax import checkpoint_read, goodput
 from xlmp_jax import train as train_lib
+from xlmp_jax.training import checkpoint_read, goodput
 
 # 1 layer, 8 prompts, 3 languages, 8 rows of 32 tokens; every step logged, a checkpoint every 2 steps, an eval
 # (one batch) at steps 4 and 8, every checkpoint kept so that each one can be checked.

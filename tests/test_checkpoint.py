@@ -1,4 +1,4 @@
-"""Orbax checkpoints (xlmp_jax/checkpoint*.py): round trip, another mesh, keep/best, corrupt and incompatible ones."""
+"""Orbax checkpoints (xlmp_jax/training/checkpoint*.py): round trip, another mesh, keep/best, corrupt and incompatible ones."""
 
 import gc
 import json
@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from helpers import init_state, mesh_of, model_of
 
-from xlmp_jax import checkpoint, checkpoint_read, config_utils, faults, sharding
+from xlmp_jax import config_utils
+from xlmp_jax.runtime import faults
+from xlmp_jax.training import checkpoint, checkpoint_read, sharding
 
 
 def _config(**overrides):
@@ -63,7 +65,8 @@ def test_round_trip_onto_another_mesh_with_data_and_config(tmp_path, state8):
     ckpt = checkpoint.Checkpointer(str(tmp_path), keep=2)
     ckpt.save(7, saved, data=FakeIterator(123), config=config)
     ckpt.close()
-    # Orbax records each item's handler by module path: moving DataIteratorHandler would orphan old checkpoints.
+    # Orbax records each item's handler by name (its module path unless it says otherwise): the name stays
+    # the one every checkpoint since the first records, though the module moved (DataIteratorHandler.typestr).
     metadata = json.loads((tmp_path / "checkpoints" / "7" / "_CHECKPOINT_METADATA").read_text())
     assert metadata["item_handlers"]["data"] == "xlmp_jax.checkpoint.DataIteratorHandler"
 
@@ -139,7 +142,7 @@ def test_incompatible_checkpoint_names_path_and_param(tmp_path, state8):
 
 
 def test_restore_across_the_scan_switch_converts_params_and_optimizer_state(tmp_path, state8):
-    from xlmp_jax import layer_stack
+    from xlmp_jax.model import layer_stack
 
     saved = _perturbed(state8, 3)
     moved = jax.tree.map(lambda x: x + 0.25 if jnp.issubdtype(x.dtype, jnp.floating) else x, saved.opt_state)

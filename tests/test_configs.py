@@ -7,8 +7,8 @@ import pytest
 
 from data_pipelines.config import DataConfig
 from xlmp_jax import config_utils
-from xlmp_jax.model import count_params
-from xlmp_jax.model_config import ModelConfig
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.model.xlmp import count_params
 from xlmp_jax.run_config import MeshConfig, TrainConfig
 
 NAMES = ("tiny", "base", "large", "tiny_baseline", "base_baseline", "large_baseline")
@@ -143,8 +143,8 @@ def test_stop_after_sets_the_last_step_and_load_run_resolves():
 
 
 def test_the_xlmr_recipe_splits_base_into_pool_and_encoder():
-    from xlmp_jax import optim
-    from xlmp_jax.model import param_shapes
+    from xlmp_jax.model.xlmp import param_shapes
+    from xlmp_jax.training import optim
 
     run = config_utils.load_run("configs/base_from_xlmr.py")
     sizes = optim.group_sizes(param_shapes(run.model), run.train.param_groups)

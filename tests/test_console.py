@@ -1,4 +1,4 @@
-"""The console a person reads (xlmp_jax/console.py, with train's progress): no TensorFlow C++ chatter, a progress bar."""
+"""The console a person reads (xlmp_jax/runtime/console.py, with train's progress): no TensorFlow C++ chatter, a progress bar."""
 
 import io
 import os
@@ -9,7 +9,7 @@ import sys
 import pytest
 from helpers import REPO
 
-from xlmp_jax import console
+from xlmp_jax.runtime import console
 
 # TensorFlow / absl C++ log lines, and the words of its CUDA / oneDNN start-up notices.
 NATIVE_LOG = re.compile(r"^[IWEF]\d{4} ")
@@ -138,7 +138,7 @@ def test_tensorflow_is_set_up_when_imported_and_not_before():
     """The trainer's TensorFlow set-up imports nothing; the first import of TensorFlow is quiet, GPUs hidden."""
     code = """
 import sys
-from xlmp_jax import console
+from xlmp_jax.runtime import console
 console.hide_gpus_from_tensorflow_on_import()
 console.hide_gpus_from_tensorflow_on_import()  # twice: one hook
 assert "tensorflow" not in sys.modules

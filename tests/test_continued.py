@@ -12,9 +12,10 @@ import torch
 import transformers
 from hf_reference import hf_config, pad_rows
 
-from xlmp_jax import checkpoint_read, config_utils, optim, trainer
-from xlmp_jax.model import XLMP
-from xlmp_jax.sharding import make_mesh
+from xlmp_jax import config_utils
+from xlmp_jax.model.xlmp import XLMP
+from xlmp_jax.training import checkpoint_read, optim, trainer
+from xlmp_jax.training.sharding import make_mesh
 
 POOL_FIRST = 3  # the encoder trains from update 3 (step 4) on
 STEPS = 6

@@ -26,9 +26,9 @@ from xlmp_jax import evaluate
 from xlmp_jax.evals import clustering, finetune, heldout, mlm, pool_analysis, retrieval, transfer, transfer_data
 from xlmp_jax.evals.results import COLUMNS, ResultStore, markdown_summary
 from xlmp_jax.hf.encoder import Encoder, resolve_layer
-from xlmp_jax.model import XLMP, init_params
-from xlmp_jax.model_config import ModelConfig
-from xlmp_jax.pool import PoolConfig
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.model.prompt_pool import PoolConfig
+from xlmp_jax.model.xlmp import XLMP, init_params
 
 SMALL_POOL = PoolConfig(size=8, length=2)
 

@@ -21,14 +21,14 @@ import transformers
 from helpers import REPO
 from hf_reference import SENTENCES, hf_config, our_config, pad_rows
 
-from xlmp_jax import checkpoint, checkpoint_read
 from xlmp_jax import export as export_cli
 from xlmp_jax.hf import export, layout, load, names
 from xlmp_jax.hf.encoder import default_layer
 from xlmp_jax.hf.load import load_pretrained
-from xlmp_jax.model import XLMP, init_params, param_shapes
-from xlmp_jax.model_config import ModelConfig
-from xlmp_jax.pool import OLD_POOL_OPTIONS, PoolConfig
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.model.prompt_pool import OLD_POOL_OPTIONS, PoolConfig
+from xlmp_jax.model.xlmp import XLMP, init_params, param_shapes
+from xlmp_jax.training import checkpoint, checkpoint_read
 from xlmp_torch import XLMPForMaskedLM
 
 # Real text in many scripts (plus digits, punctuation, accents, odd whitespace), for the tokenizer check.
@@ -400,7 +400,7 @@ def test_import_rejects_other_architectures(hf_dir, tmp_path, sample_vocab):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, sample_vocab):
-    """A work directory with checkpoints at steps 1 and 2, written by xlmp_jax.checkpoint."""
+    """A work directory with checkpoints at steps 1 and 2, written by xlmp_jax.training.checkpoint."""
     sys.path.insert(0, str(REPO))
     from configs import tiny
 

@@ -1,4 +1,4 @@
-"""Goodput accounting (xlmp_jax/goodput.py): the cursor's categories, redone steps, the records a kill leaves, the
+"""Goodput accounting (xlmp_jax/training/goodput.py): the cursor's categories, redone steps, the records a kill leaves, the
 summary over attempts, and the optional ml-goodput-measurement sink."""
 
 import json
@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from xlmp_jax import goodput
+from xlmp_jax.training import goodput
 
 
 def _attempt(workdir, clock, monkeypatch, steps, seconds_per_step=1.0):

@@ -1,7 +1,7 @@
-"""The HLO collective-bytes and matmul-FLOPs reader (xlmp_jax.hlo_cost) and the cost table's formulas.
+"""The HLO collective-bytes and matmul-FLOPs reader (xlmp_jax.runtime.hlo_cost) and the cost table's formulas.
 
 Collectives come from small jitted functions on the 8 simulated CPU devices of conftest, whose bytes
-follow from their shapes and group sizes by the ring convention of ``xlmp_jax.hlo_cost``.
+follow from their shapes and group sizes by the ring convention of ``xlmp_jax.runtime.hlo_cost``.
 """
 
 import argparse
@@ -14,7 +14,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from bench import cost_table
-from xlmp_jax import hlo_cost
+from xlmp_jax.runtime import hlo_cost
 
 try:
     from jax import shard_map

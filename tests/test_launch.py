@@ -406,7 +406,7 @@ def _metrics_steps(workdir) -> list[int]:
 @pytest.mark.slow
 def test_rehearsal_two_processes_checkpoint_and_resume(tmp_path, capsys):
     """2 processes x 2 CPU devices = one 4-device mesh; 4 steps, then a relaunch to 6 resumes at 4."""
-    from xlmp_jax import checkpoint_read
+    from xlmp_jax.training import checkpoint_read
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

@@ -1,5 +1,5 @@
 """Scan over layers (model.scan_layers) against the Python loop, and the conversion between their params
-(xlmp_jax.layer_stack): same loss and gradients with dropout off, round trips, transformers export."""
+(xlmp_jax.model.layer_stack): same loss and gradients with dropout off, round trips, transformers export."""
 
 import dataclasses
 
@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from xlmp_jax import layer_stack
-from xlmp_jax.model import XLMP, init_params, param_shapes
-from xlmp_jax.model_config import ModelConfig
-from xlmp_jax.pool import PoolConfig
+from xlmp_jax.model import layer_stack
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.model.prompt_pool import PoolConfig
+from xlmp_jax.model.xlmp import XLMP, init_params, param_shapes
 
 
 def _config(**kw) -> ModelConfig:

@@ -1,4 +1,4 @@
-"""One run per work directory (xlmp_jax/lease.py): refusal naming the holder, expiry takeover, heartbeat, release."""
+"""One run per work directory (xlmp_jax/runtime/lease.py): refusal naming the holder, expiry takeover, heartbeat, release."""
 
 import json
 import os
@@ -11,8 +11,10 @@ import time
 import pytest
 from helpers import REPO
 
-from xlmp_jax import checkpoint_read, config_utils, lease, lease_store
+from xlmp_jax import config_utils
 from xlmp_jax import train as train_lib
+from xlmp_jax.runtime import lease, lease_store
+from xlmp_jax.training import checkpoint_read
 
 
 class Clock:

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from xlmp_jax import losses, step_metrics
-from xlmp_jax.pool import PoolConfig
+from xlmp_jax.model.prompt_pool import PoolConfig
+from xlmp_jax.training import losses, step_metrics
 
 
 def test_label_smoothing_and_z_loss_match_their_definitions():

@@ -1,12 +1,13 @@
-"""The memory plan's arithmetic on the tiny config (xlmp_jax.memory)."""
+"""The memory plan's arithmetic on the tiny config (xlmp_jax.training.memory)."""
 
 import jax.numpy as jnp
 import pytest
 
 from configs import tiny
-from xlmp_jax import config_utils, memory
-from xlmp_jax.model import count_params
-from xlmp_jax.model_config import ModelConfig
+from xlmp_jax import config_utils
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.model.xlmp import count_params
+from xlmp_jax.training import memory
 
 
 def _plan(config, num_devices):

@@ -13,10 +13,10 @@ import transformers
 from hf_reference import SENTENCES, hf_config, our_config, pad_rows
 
 from xlmp_jax.hf import names
-from xlmp_jax.layers import Dropout, add_bias
-from xlmp_jax.model import XLMP, count_params, init_params
-from xlmp_jax.model_config import SIZES, ModelConfig
-from xlmp_jax.pool import PoolConfig
+from xlmp_jax.model.layers import Dropout, add_bias
+from xlmp_jax.model.model_config import SIZES, ModelConfig
+from xlmp_jax.model.prompt_pool import PoolConfig
+from xlmp_jax.model.xlmp import XLMP, count_params, init_params
 
 
 @pytest.fixture(scope="module")

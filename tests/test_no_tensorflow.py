@@ -16,10 +16,10 @@ from helpers import REPO
 CODE = textwrap.dedent(
     """
     import sys
-    import xlmp_jax.trainer, xlmp_jax.train, xlmp_jax.evaluate, xlmp_jax.metrics
+    import xlmp_jax.training.trainer, xlmp_jax.train, xlmp_jax.evaluate, xlmp_jax.training.metrics
     from data_pipelines.vocab import SAMPLE_VOCAB_PATH, XLMRVocabulary
-    from xlmp_jax import console, lease
-    from xlmp_jax.metrics import MetricsWriter
+    from xlmp_jax.runtime import console, lease
+    from xlmp_jax.training.metrics import MetricsWriter
 
     workdir = sys.argv[1]
     vocab = XLMRVocabulary(SAMPLE_VOCAB_PATH)
@@ -50,7 +50,8 @@ def test_train_and_eval_modules_import_neither_tensorflow_nor_seqio(tmp_path):
 RUN = textwrap.dedent(
     """
     import sys
-    from xlmp_jax import config_utils, trainer
+    from xlmp_jax import config_utils
+    from xlmp_jax.training import trainer
 
     prepared, workdir = sys.argv[1], sys.argv[2]
     config = config_utils.load_config("configs/tiny.py")

@@ -8,8 +8,9 @@ import pytest
 from helpers import model_of, tiny_config
 
 from configs.common import param_group
-from xlmp_jax import config_utils, optim
-from xlmp_jax.model import param_shapes
+from xlmp_jax import config_utils
+from xlmp_jax.model.xlmp import param_shapes
+from xlmp_jax.training import optim
 
 
 def _train(**overrides):

@@ -1,4 +1,4 @@
-"""No libtpu probe where no TPU is attached (xlmp_jax.platforms): the console stays as quiet as without libtpu."""
+"""No libtpu probe where no TPU is attached (xlmp_jax.runtime.platforms): the console stays as quiet as without libtpu."""
 
 import importlib.util
 import os
@@ -9,7 +9,7 @@ import sys
 import pytest
 from helpers import REPO
 
-from xlmp_jax import platforms
+from xlmp_jax.runtime import platforms
 
 # libtpu's start-up lines on a machine without a TPU (libtpu 0.0.42.1), and absl's native log format.
 LIBTPU_NOISE = re.compile(r"TPU_|libtpu|InitGoogle|Source Location Trace|worker hostname|^[IWEF]\d{4} ")

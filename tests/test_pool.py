@@ -9,10 +9,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from xlmp_jax.layers import EncoderLayer
-from xlmp_jax.model import XLMP, init_params
-from xlmp_jax.model_config import ModelConfig
-from xlmp_jax.pool import OLD_POOL_OPTIONS, PoolConfig, PromptPool, diversity_loss, key_matching_loss, routing_shift
+from xlmp_jax.model.layers import EncoderLayer
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.model.prompt_pool import (
+    OLD_POOL_OPTIONS,
+    PoolConfig,
+    PromptPool,
+    diversity_loss,
+    key_matching_loss,
+    routing_shift,
+)
+from xlmp_jax.model.xlmp import XLMP, init_params
 
 B, T, D, M, LP = 5, 9, 16, 12, 3
 

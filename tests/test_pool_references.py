@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from helpers import init_state, mesh_of, model_of, tiny_config
 
-from xlmp_jax import sharding
 from xlmp_jax.evals import clustering, pool_analysis, pool_references
-from xlmp_jax.state import initial_params
+from xlmp_jax.training import sharding
+from xlmp_jax.training.state import initial_params
 
 LANGUAGES = ["en", "de", "ru", "uk", "bg", "ar", "fa", "ug"]  # Latn 2, Cyrl 3, Arab 3
 PER_LANGUAGE = 12
@@ -151,8 +151,8 @@ def test_pool_eval_step0_reference_of_an_untrained_checkpoint_is_the_pool_itself
     from xlmp_jax.evals import pool
     from xlmp_jax.evals.context import EvalContext
     from xlmp_jax.hf.encoder import Encoder
-    from xlmp_jax.model_config import ModelConfig
-    from xlmp_jax.pool import PoolConfig
+    from xlmp_jax.model.model_config import ModelConfig
+    from xlmp_jax.model.prompt_pool import PoolConfig
 
     settings = pool.config()
     settings.update(languages="en,de,ru,uk,bg", max_sentences=12, shuffles=20, bootstrap_resamples=10)

@@ -232,7 +232,7 @@ def tiny_params():
     """{True: XLM-P params of the tiny architecture (random init)}."""
     import flax.linen as nn
 
-    from xlmp_jax.model import init_params
+    from xlmp_jax.model.xlmp import init_params
 
     init = jax.jit(functools.partial(init_params, small_config(True)))
     return {True: jax.device_get(nn.unbox(init(jax.random.key(2)))["params"])}

@@ -15,9 +15,9 @@ from jax.sharding import PartitionSpec as P
 
 from configs.common import LOGICAL_RULES, logical_rules
 from xlmp_jax import config_utils
-from xlmp_jax import sharding as sh
-from xlmp_jax.optim import make_optimizer
-from xlmp_jax.state import abstract_train_state
+from xlmp_jax.training import sharding as sh
+from xlmp_jax.training.optim import make_optimizer
+from xlmp_jax.training.state import abstract_train_state
 
 # --- mesh ---------------------------------------------------------------------------------------
 

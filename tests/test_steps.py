@@ -25,11 +25,11 @@ from helpers import (
 )
 
 from data_pipelines.batch_format import max_predictions
-from xlmp_jax import flops, metrics
-from xlmp_jax import sharding as sh
-from xlmp_jax.model import XLMP
-from xlmp_jax.model_config import ModelConfig
-from xlmp_jax.pool import diversity_loss, key_matching_loss
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.model.prompt_pool import diversity_loss, key_matching_loss
+from xlmp_jax.model.xlmp import XLMP
+from xlmp_jax.training import flops, metrics
+from xlmp_jax.training import sharding as sh
 
 
 def no_dropout_config(**train):

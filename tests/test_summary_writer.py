@@ -13,8 +13,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.compat.proto import event_pb2
 from tensorboard.util import tensor_util
 
-from xlmp_jax.metrics import MetricsWriter, top_prompts_markdown
-from xlmp_jax.summary_writer import TensorBoardWriter
+from xlmp_jax.runtime.summary_writer import TensorBoardWriter
+from xlmp_jax.training.metrics import MetricsWriter, top_prompts_markdown
 
 
 def _accumulator(logdir) -> EventAccumulator:
@@ -94,7 +94,7 @@ def test_writing_imports_no_tensorflow(tmp_path):
     code = textwrap.dedent(
         f"""
         import sys
-        from xlmp_jax.metrics import MetricsWriter
+        from xlmp_jax.training.metrics import MetricsWriter
         w = MetricsWriter({str(tmp_path)!r}, active=True)
         w.write(1, {{"loss": 2.0}}, {{"top_prompts": {{"en": [[0, 1.0]]}}}})
         w.close()

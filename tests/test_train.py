@@ -17,10 +17,12 @@ import numpy as np
 import pytest
 from helpers import REPO
 
-from xlmp_jax import checkpoint, checkpoint_read, config_utils, faults, trainer
-from xlmp_jax import compile_cache as compile_cache_lib
+from xlmp_jax import config_utils
 from xlmp_jax import train as train_lib
-from xlmp_jax.preemption import Preemption
+from xlmp_jax.runtime import compile_cache as compile_cache_lib
+from xlmp_jax.runtime import faults
+from xlmp_jax.runtime.preemption import Preemption
+from xlmp_jax.training import checkpoint, checkpoint_read, trainer
 
 # A small, fast variant of the tiny config: 1 layer, 8 prompts, 4 languages, 8 rows of 32 tokens, a log line every step.
 FAST = [
@@ -330,7 +332,7 @@ def test_incompatible_checkpoint_names_path_and_param(tmp_path):
     # A checkpoint whose pool has 8 prompts (written without training: only the shapes matter here).
     from helpers import init_state, mesh_of
 
-    from xlmp_jax import sharding
+    from xlmp_jax.training import sharding
 
     config = _config()
     state, _ = init_state(config, sharding.make_mesh(mesh_of(**config.mesh)), jax.random.key(0))
@@ -408,7 +410,7 @@ def test_unusable_cache_dir_names_the_setting(tmp_path):
 def test_profile_steps_write_a_trace_tensorboard_reads_and_goodput_accounts_the_run(tmp_path, capsys):
     import time
 
-    from xlmp_jax import goodput
+    from xlmp_jax.training import goodput
 
     began = time.time()
     trainer.train(_config("train.steps=3", "train.profile_steps=(2, 2)", "train.checkpoint_every=3"), str(tmp_path))

@@ -26,11 +26,12 @@ from helpers import (
 )
 
 from data_pipelines.batch_format import max_predictions
-from xlmp_jax import config_utils, losses
-from xlmp_jax import sharding as sh
-from xlmp_jax.model import XLMP, init_params
-from xlmp_jax.model_config import ModelConfig
-from xlmp_jax.vocab_padding import pad_vocab
+from xlmp_jax import config_utils
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.model.vocab_padding import pad_vocab
+from xlmp_jax.model.xlmp import XLMP, init_params
+from xlmp_jax.training import losses
+from xlmp_jax.training import sharding as sh
 
 VOCAB = 1500  # padded to 1536 = 12 x 128: 192 columns per device on 8 tensor shards, 384 on 4
 STEPS = 3

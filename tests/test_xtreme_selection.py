@@ -21,7 +21,7 @@ from xlmp_jax import evaluate
 from xlmp_jax.evals import finetune, seeds, selection, transfer_data, xtreme_summary
 from xlmp_jax.evals.results import Result, ResultStore
 from xlmp_jax.hf.encoder import Encoder
-from xlmp_jax.model import init_params
+from xlmp_jax.model.xlmp import init_params
 
 
 @pytest.fixture(scope="module")
@@ -323,7 +323,7 @@ def write_workdir(workdir: pathlib.Path, params, pool: bool) -> None:
 
     import ml_collections
 
-    from xlmp_jax import checkpoint
+    from xlmp_jax.training import checkpoint
 
     config = ml_collections.ConfigDict({"model": dataclasses.asdict(small_config(pool)), "data": {}})
     saver = checkpoint.Checkpointer(str(workdir), async_save=False)

@@ -336,7 +336,7 @@ def test_span_f1_equals_seqeval():
 def tiny_params():
     import flax.linen as nn
 
-    from xlmp_jax.model import init_params
+    from xlmp_jax.model.xlmp import init_params
 
     init = jax.jit(functools.partial(init_params, small_config(True)))
     return {True: jax.device_get(nn.unbox(init(jax.random.key(1)))["params"])}

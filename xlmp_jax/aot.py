@@ -3,7 +3,7 @@
     python -m xlmp_jax.aot --config=configs/large.py --topology=v5litepod-256
     python -m xlmp_jax.aot --config=configs/base.py --topology=v4-32 --num_slices=2 --config.model.remat=full
 
-The devices come from libtpu's description of the slice (``xlmp_jax.tpu_topology``; one per chip, as many
+The devices come from libtpu's description of the slice (``xlmp_jax.runtime.tpu_topology``; one per chip, as many
 as ``launch.accelerators`` counts), so no TPU, data or vocabulary file is needed: the train state and a
 batch are shapes only (``state.abstract_train_state``), the mesh is the run's (``sharding.make_mesh``), and
 the steps are the trainer's (``steps.make_train_step``, ``make_eval_step``), lowered and compiled by the TPU
@@ -12,12 +12,12 @@ compiler. The mesh and remat are the ones ``launch.layouts`` gives the launcher 
 
 * memory from the compiler (arguments, outputs, temporaries, total = arguments + outputs + temporaries -
   aliased, the donated state counted once) against the chip's HBM and against ``train --plan``
-  (``xlmp_jax.memory``);
+  (``xlmp_jax.training.memory``);
 * FLOPs from the compiler's cost analysis against ``flops.step_flops_per_device``. XLA counts a loop body
   once, so with ``model.scan_layers`` the other layers' FLOPs are added from the formula
   (``flops.layer_flops_per_device``) and the bytes accessed (the HBM term) are XLA's scaled by the same
   factor: an estimate (large on v5e 16x16: FLOPs -2.9 %, bytes -14 % against the 24-layer loop's);
-* bytes sent per collective kind, read from the HLO (``xlmp_jax.hlo_cost``; loop bodies times their trip
+* bytes sent per collective kind, read from the HLO (``xlmp_jax.runtime.hlo_cost``; loop bodies times their trip
   count);
 * a roofline bound on the step time: the largest of FLOPs / peak, bytes accessed / HBM bandwidth and
   collective bytes / ICI bandwidth (``tpu_topology.CHIPS``, datasheet figures), each printed and named, and
@@ -42,8 +42,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
-from xlmp_jax import tpu_topology
+from launch import layouts
+from launch.common import LaunchError, split_overrides
+from xlmp_jax import config_utils
+from xlmp_jax.runtime import hlo_cost, tpu_topology
+from xlmp_jax.training import flops, optim, sharding, steps
+from xlmp_jax.training import memory as memory_plan
+from xlmp_jax.training import state as train_state
 
 FITS, DOES_NOT_FIT, FAILED = 0, 3, 1
 GIB = 2**30
@@ -56,8 +63,6 @@ class DoesNotFit(Exception):
 
 def batch_spec(rows: int, seq_length: int) -> dict[str, tuple[tuple[int, ...], Any]]:
     """The shapes and dtypes of a batch in the data pipeline's format (``data_pipelines.batch_format``)."""
-    import jax.numpy as jnp
-
     tokens = (rows, seq_length)
     return {
         "input_ids": (tokens, jnp.int32),
@@ -71,8 +76,6 @@ def batch_spec(rows: int, seq_length: int) -> dict[str, tuple[tuple[int, ...], A
 
 def abstract_batch(rows: int, seq_length: int, mesh: jax.sharding.Mesh) -> dict[str, jax.ShapeDtypeStruct]:
     """A batch of ``rows`` x ``seq_length`` as sharded shapes (rows over data x fsdp, as the trainer places it)."""
-    from xlmp_jax import sharding
-
     placed = sharding.batch_sharding(mesh)
     return {k: jax.ShapeDtypeStruct(s, d, sharding=placed) for k, (s, d) in batch_spec(rows, seq_length).items()}
 
@@ -131,9 +134,6 @@ def roofline(flops: float, bytes_accessed: float, comm: dict[str, float], chip: 
 def load_run(config: str, overrides: Sequence[str], accelerator_type: str, num_slices: int, layers: int = 0) -> Any:
     """The run as the launcher would start it on the slice: ``launch.layouts``' mesh and remat for it, then
     ``--config.*`` overrides (which win), and ``mesh.dcn_data`` = the slice count for multi-slice."""
-    from launch import layouts
-    from xlmp_jax import config_utils
-
     given = list(overrides)
     implied = layouts.layout_overrides(config, accelerator_type, given)
     if num_slices > 1 and not any(o.startswith("--config.mesh.dcn_data") for o in given):
@@ -159,10 +159,6 @@ def analyse(
     Raises ``DoesNotFit`` when the compiler runs out of HBM. ``devices`` replaces the slice's (tests pass
     simulated CPU devices, and ``compiler_options`` to compile them fast; the chip figures stay the slice's).
     """
-    from xlmp_jax import flops, hlo_cost, optim, sharding, steps
-    from xlmp_jax import memory as memory_plan
-    from xlmp_jax import state as train_state
-
     chip, _ = tpu_topology.parse_type(accelerator_type)
     if dcn_gbps < 0:
         raise ValueError(f"--dcn_gbps={dcn_gbps:g} must be > 0 (or 0: the chip's figure)")
@@ -335,8 +331,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
     jax.config.update("jax_platforms", "cpu")  # the TPU is only a compile target here
     try:
-        from launch.common import LaunchError, split_overrides
-
         try:
             overrides = split_overrides(extra)
         except LaunchError as e:

@@ -20,8 +20,9 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from xlmp_jax.model_config import ModelConfig
-from xlmp_jax.run_config import MeshConfig, RunConfig, TrainConfig, from_section
+from data_pipelines.config import DataConfig
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.run_config import LOGICAL_RULES, MeshConfig, RunConfig, TrainConfig, from_section
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = str(REPO_ROOT / "configs" / "tiny.py")
@@ -29,10 +30,10 @@ CONFIG_JSON = "config.json"
 SECTIONS = ("model", "data", "train", "mesh", "init_from_hf")
 
 
-# Fields newer than some saved configs (an old checkpoint's config.json): a section without one takes the
-# default from configs/common.py. (The data block keeps its own list: data_pipelines.config.ADDED_FIELDS; the
-# pool's training options take their old values instead: xlmp_jax.pool.PoolConfig.from_saved.)
-ADDED_FIELDS = {"mesh": ("logical_rules",)}
+# Fields newer than some saved configs (an old checkpoint's config.json), with the default a section without one
+# takes (configs/common.py's). (The data block keeps its own list: data_pipelines.config.ADDED_FIELDS; the
+# pool's training options take their old values instead: xlmp_jax.model.prompt_pool.PoolConfig.from_saved.)
+ADDED_FIELDS = {"mesh": {"logical_rules": LOGICAL_RULES}}
 
 
 class ConfigError(ValueError):
@@ -70,12 +71,14 @@ def load_config(spec: str = DEFAULT_CONFIG, overrides: Sequence[str] = ()) -> ml
 
     Returns the ConfigDict (to change further, e.g. in a benchmark); ``load_run`` returns the typed run.
     """
-    config = _load(spec, overrides)
+    config = load_file(spec, overrides)
     resolve(config)
     return config
 
 
-def _load(spec: str, overrides: Sequence[str]) -> ml_collections.ConfigDict:
+def load_file(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """A config file as a locked ConfigDict with command-line style overrides, as its ``--config`` flag reads
+    it, not checked as a run (``load_config`` does that): e.g. the eval sweep's config for ``train.pool_report``."""
     ensure_importable()
     check_config_file(spec)
     argv = ["load_config", f"--config={spec}"]
@@ -130,8 +133,6 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
     missing = [name for name in SECTIONS if name not in config]
     if missing:
         raise ConfigError(f"config lacks section(s) {missing}; expected {list(SECTIONS)}")
-    from data_pipelines.config import DataConfig
-
     try:
         model = ModelConfig.from_dict(config.model)
     except (TypeError, ValueError) as e:
@@ -148,19 +149,13 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
 def with_added_fields(section: ml_collections.ConfigDict, name: str) -> dict:
     """``section`` as a dict, with the ``ADDED_FIELDS`` it lacks (a config saved before them) at their defaults."""
     values = dict(section)
-    missing = [k for k in ADDED_FIELDS.get(name, ()) if k not in values]
-    if missing:
-        ensure_importable()
-        from configs import common
-
-        defaults = getattr(common, f"{name}_config")()
-        values.update({k: defaults[k] for k in missing})
+    values.update({k: v for k, v in ADDED_FIELDS.get(name, {}).items() if k not in values})
     return values
 
 
 def load_run(spec: str = DEFAULT_CONFIG, overrides: Sequence[str] = ()) -> RunConfig:
     """``resolve(load_config(spec, overrides))`` without checking twice: a config file as a typed run."""
-    return resolve(_load(spec, overrides))
+    return resolve(load_file(spec, overrides))
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> str:

@@ -26,36 +26,37 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from xlmp_jax import console
+from xlmp_jax import config_utils
+from xlmp_jax.runtime import console
 
 if __name__ == "__main__":  # an eval that needs TensorFlow imports it: off the GPUs, without its C++ chatter
     console.hide_gpus_from_tensorflow_on_import()
 
 from xlmp_jax import evals as registry
 from xlmp_jax.evals import pool as pool_eval
+from xlmp_jax.evals import selection, xtreme_summary
 from xlmp_jax.evals.context import EvalContext, Row, split_list
 from xlmp_jax.evals.heldout import text_languages
 from xlmp_jax.evals.results import Result, ResultStore, write_tensorboard
 from xlmp_jax.hf.encoder import Encoder
-from xlmp_jax.model_config import ModelConfig
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.runtime import compile_cache
+from xlmp_jax.training import checkpoint_read
 
 EvalFn = Callable[[EvalContext, ml_collections.ConfigDict], list[Row]]  # an eval module's ``run``
+SWEEP_CONFIG = str(config_utils.REPO_ROOT / "configs" / "eval_sweep.py")  # the CLI's and pool_report's default
 
 
 # ----------------------------------------------------------------------------------------- checkpoints
 
 
 class CheckpointSource:
-    """Lists and loads a work directory's checkpoints (``xlmp_jax.checkpoint_read``)."""
+    """Lists and loads a work directory's checkpoints (``xlmp_jax.training.checkpoint_read``)."""
 
     def steps(self, workdir: str) -> list[int]:
-        from xlmp_jax import checkpoint_read
-
         return checkpoint_read.all_steps(workdir)
 
     def load(self, workdir: str, step: int) -> tuple[ml_collections.ConfigDict, Any, int]:
-        from xlmp_jax import checkpoint_read
-
         return checkpoint_read.load_params(workdir, step)
 
 
@@ -118,8 +119,6 @@ def eval_seeds(sweep: ml_collections.ConfigDict, name: str) -> list[int | None]:
 def check_blocks(sweep: ml_collections.ConfigDict, names: Sequence[str], modules: Mapping[str, str]) -> None:
     """Refuses bad fine-tuning settings of the evals swept before any checkpoint is read: every block's
     seeds / eval_every / dev_fraction / devices (``selection.check_block``), then its module's own ``check``."""
-    from xlmp_jax.evals import selection
-
     for name in names:
         block = sweep.get(name)
         if not isinstance(block, ml_collections.ConfigDict):
@@ -204,8 +203,6 @@ def run_sweep(
                 bar.update(1)
     csv_path, json_path = store.write_tables()
     if sweep.get("summary_layout", "") == "xtreme":
-        from xlmp_jax.evals import xtreme_summary
-
         headline = xtreme_summary.parse_headline(sweep.headline, names)
         summary = store.write_summary(lambda rows: xtreme_summary.render(rows, names, headline, workdirs))
     else:
@@ -222,13 +219,14 @@ def run_sweep(
     }
 
 
-def pool_report(workdir: str, languages: Sequence[str], out: str, text_dir: str = "") -> str:
+def pool_report(
+    workdir: str, languages: Sequence[str], out: str, text_dir: str = "", sweep_config: str = SWEEP_CONFIG
+) -> str:
     """What a run's pool learned, as a few console lines: the sweep's pool eval of its last checkpoint on the
     held-out (validation) lines of ``languages`` (empty: every language of ``text_dir`` / the sample), with
-    the chance control; its plots go under ``out``."""
-    from configs import eval_sweep
-
-    sweep = eval_sweep.get_config()
+    the chance control; its plots go under ``out``. The sweep's settings are the config file ``sweep_config``'s
+    (read as the CLI's ``--config`` reads it), with the fields above replaced."""
+    sweep = config_utils.load_file(sweep_config)
     sweep.update(dict(workdirs=workdir, out=out, steps="latest", evals="pool", progress=False, tensorboard=False))
     languages = text_languages(",".join(languages), text_dir)
     sweep.pool.update(dict(languages=",".join(languages), text_dir=text_dir))
@@ -244,8 +242,6 @@ def _files(root: str, suffix: str) -> list[str]:
 
 def main(argv: Sequence[str]) -> None:
     del argv
-    from xlmp_jax import compile_cache
-
     console.quiet_library_logs()  # no Orbax INFO lines ("Restoring checkpoint from ...") under the progress bar
     sweep = _CONFIG.value
     try:
@@ -262,7 +258,7 @@ if __name__ == "__main__":
 
     _CONFIG = config_flags.DEFINE_config_file(
         "config",
-        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "eval_sweep.py"),
+        SWEEP_CONFIG,
         "Sweep config (configs/eval_sweep.py).",
     )
     app.run(main)

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from xlmp_jax.hf.export import export
+from xlmp_jax.training.checkpoint_read import CheckpointError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,8 +22,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     args = parser.parse_args(argv)
-    from xlmp_jax.checkpoint_read import CheckpointError
-
     try:
         out = export(args.workdir, args.out, step=args.step, overwrite=args.overwrite)
     except (OSError, ValueError, CheckpointError) as e:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from data_pipelines.config import DataConfig
-from xlmp_jax.model_config import ModelConfig
+from xlmp_jax.model.model_config import ModelConfig
 
 _POSITIVE_INTS = ("steps", "batch_size", "grad_accum_steps", "log_every", "checkpoint_every", "eval_batch_size")
 _NON_NEGATIVE_INTS = (
@@ -139,7 +139,7 @@ class TrainConfig:
     restore_data: bool
     peak_flops: float  # 0 = the device table
     compilation_cache_dir: str  # '' = off
-    lr_schedule: str  # linear | cosine | rsqrt (xlmp_jax.optim)
+    lr_schedule: str  # linear | cosine | rsqrt (xlmp_jax.training.optim)
     param_groups: tuple[ParamGroup, ...]  # parsed from the section's name -> fields mapping
     profile_steps: tuple[int, ...]  # (first step, number of steps) to trace; () = off
     profile_all_hosts: bool  # trace on every process, not only process 0
@@ -216,6 +216,26 @@ LOGICAL_AXES = (
     "prompts",
     "prompt_length",
     "layers",
+)
+
+# The logical-axis rules: (logical name the model uses, mesh axes), in priority order (flax gives each mesh
+# axis to one dimension per array, the first rule that asks for it). ``batch`` over data x fsdp; ``embed``
+# over fsdp splits the parameters and optimizer state (FSDP; activations keep ``embed`` whole, since
+# ``batch`` took fsdp there); heads/mlp/vocab/embed_out over tensor (Megatron-style); the rest whole.
+# The mesh block's default (``configs/common.mesh_config``); ``configs/common.logical_rules(embed=None)`` writes it
+# with one rule changed (e.g. no FSDP split of the parameters).
+LOGICAL_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("vocab", "tensor"),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("embed_out", "tensor"),
+    ("embed", "fsdp"),
+    ("length", None),
+    ("kv", None),
+    ("prompts", None),
+    ("prompt_length", None),
+    ("layers", None),  # the stacked layer axis of model.scan_layers: every device holds every layer's shard
 )
 
 

@@ -6,7 +6,7 @@ environment (``jax.distributed.initialize``: TPU VMs and SLURM are auto-detected
 devices per process for local rehearsals. Each process reads only its own share of every batch.
 
 This module is the command line: flags, multi-host start-up, ``--plan`` and clear one-line errors. The run
-itself (start-up phases, resume, the loop) is ``xlmp_jax.trainer.train``; a SIGTERM exits with status 143.
+itself (start-up phases, resume, the loop) is ``xlmp_jax.training.trainer.train``; a SIGTERM exits with status 143.
 """
 
 from __future__ import annotations
@@ -27,11 +27,14 @@ if _NUM_CPU_DEVICES:
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from xlmp_jax import config_utils, console  # noqa: E402
-from xlmp_jax.goodput import process_start_time  # noqa: E402
-from xlmp_jax.preemption import PREEMPTED_EXIT, Preempted, Preemption  # noqa: E402
+from data_pipelines import sources  # noqa: E402
+from xlmp_jax import config_utils  # noqa: E402
 from xlmp_jax.run_config import RunConfig  # noqa: E402
-from xlmp_jax.trainer import TrainError, train  # noqa: E402
+from xlmp_jax.runtime import console  # noqa: E402
+from xlmp_jax.runtime.lease import LeaseHeld  # noqa: E402
+from xlmp_jax.runtime.preemption import PREEMPTED_EXIT, Preempted, Preemption  # noqa: E402
+from xlmp_jax.training.goodput import process_start_time  # noqa: E402
+from xlmp_jax.training.trainer import TrainError, train  # noqa: E402
 
 config_utils.ensure_importable()
 # Without --config, ml_collections parses the default config and applies the --config.x overrides while the
@@ -47,7 +50,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdirs/default", "Where checkpoints
 _COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for multi-process runs.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Number of processes (with --coordinator_address).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index (with --coordinator_address).")
-_PLAN = flags.DEFINE_bool("plan", False, "Print the memory plan (xlmp_jax.memory.plan_report) and exit.")
+_PLAN = flags.DEFINE_bool("plan", False, "Print the memory plan (xlmp_jax.training.memory.plan_report) and exit.")
 _PEAK_FLOPS = flags.DEFINE_float("peak_flops", 0.0, "Peak FLOP/s per device for MFU (default: table / config).")
 
 
@@ -78,9 +81,9 @@ def initialize_distributed(coordinator: str = "", num_processes: int = 0, proces
 
 def print_plan(run: RunConfig, num_devices: int) -> None:
     try:
-        from xlmp_jax import memory
+        from xlmp_jax.training import memory  # guarded: the plan is optional in a checkout
     except ImportError:
-        print("memory plan not available: xlmp_jax.memory is not installed in this checkout")
+        print("memory plan not available: xlmp_jax.training.memory is not installed in this checkout")
         return
     print(memory.plan_report(run, num_devices))
 
@@ -117,8 +120,6 @@ def _report_pool(run: RunConfig, workdir: str) -> None:
     """``train.pool_report``: after a finished single-process run, what its pool learned on held-out lines."""
     if not (run.train.pool_report and run.model.pool is not None and jax.process_count() == 1):
         return
-    from data_pipelines import sources
-
     data = run.data
     text_dir = sources.get(data.source).heldout_text_dir(data)
     if text_dir is None:
@@ -126,7 +127,7 @@ def _report_pool(run: RunConfig, workdir: str) -> None:
             "pool report skipped: it reads held-out lines of the sample or a text folder (use xlmp_jax.evaluate)"
         )
         return
-    from xlmp_jax import evaluate
+    from xlmp_jax import evaluate  # the evals (scipy, sklearn): seconds to import, only for the report
 
     out = os.path.join(os.path.abspath(workdir), "pool_report")
     console.say(evaluate.pool_report(workdir, list(data.languages), out, text_dir))
@@ -135,8 +136,7 @@ def _report_pool(run: RunConfig, workdir: str) -> None:
 def main(argv: Sequence[str]) -> None:
     del argv
     console.quiet_library_logs()  # Orbax and TensorFlow are chatty at INFO
-    from xlmp_jax.checkpoint import CheckpointError, IncompatibleCheckpointError
-    from xlmp_jax.lease import LeaseHeld
+    from xlmp_jax.training.checkpoint import CheckpointError, IncompatibleCheckpointError  # Orbax: off the CLI's start
 
     expected = (
         config_utils.ConfigError,

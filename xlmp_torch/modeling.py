@@ -10,7 +10,7 @@ implementation and fine-tuning tools are transformers', and adds only what trans
   encoder    over concat(prompt, embeddings), mask 1 on the Lp prompt positions
   logits     = model.lm_head(hidden[:, Lp:])                    (prompt positions dropped)
 
-This is the computation of ``xlmp_jax.model.XLMP`` / ``xlmp_jax.pool.PromptPool``; the export tests check
+This is the computation of ``xlmp_jax.model.xlmp.XLMP`` / ``xlmp_jax.model.prompt_pool.PromptPool``; the export tests check
 the two agree to 1e-4 in fp32.
 """
 
@@ -35,7 +35,7 @@ _POOLINGS, _SCORES, _RETRIEVALS = ("mean", "max"), ("cosine", "dot"), ("soft", "
 
 @dataclasses.dataclass(frozen=True)
 class PromptPoolConfig:
-    """The pool settings (``prompt_pool.json``); same meaning as ``xlmp_jax.pool.PoolConfig``."""
+    """The pool settings (``prompt_pool.json``); same meaning as ``xlmp_jax.model.prompt_pool.PoolConfig``."""
 
     size: int
     length: int

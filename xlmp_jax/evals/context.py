@@ -13,6 +13,7 @@ from typing import Any
 
 import ml_collections
 
+from data_pipelines.vocab import SAMPLE_VOCAB_PATH, XLMRVocabulary
 from xlmp_jax.hf.encoder import Encoder, Tokenizer
 
 Row = tuple[str, str, float]  # (language, metric, value)
@@ -53,14 +54,10 @@ def vocab_path(run_config: ml_collections.ConfigDict) -> str:
     data = run_config.get("data") or {}
     path = data.get("vocab_path", "")
     if not path:
-        from data_pipelines.vocab import SAMPLE_VOCAB_PATH
-
         path = SAMPLE_VOCAB_PATH
     return path
 
 
 @functools.lru_cache(maxsize=4)
 def load_tokenizer(path: str) -> Tokenizer:
-    from data_pipelines.vocab import XLMRVocabulary
-
     return XLMRVocabulary(path)

@@ -25,12 +25,12 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from xlmp_jax import sharding
 from xlmp_jax.evals import selection
 from xlmp_jax.evals.transfer_data import Example
 from xlmp_jax.hf.encoder import Encoder, Tokenizer, encode_pair, encode_text, pad_rows, unwrap_params
-from xlmp_jax.model import XLMP, init_params
-from xlmp_jax.model_config import ModelConfig
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.model.xlmp import XLMP, init_params
+from xlmp_jax.training import sharding
 
 Row = tuple[str, str, float]
 KINDS = ("classification", "tagging")

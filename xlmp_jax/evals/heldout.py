@@ -7,14 +7,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from data_pipelines import sample
 from xlmp_jax.evals.context import split_list
 
 
 def validation_texts(languages: Sequence[str], max_sentences: int, text_dir: str = "") -> dict[str, list[str]]:
     """Held-out lines (the last 10 %, ``sample.split_lines``) of each language's monolingual file: the
     shipped sample's, or ``text_dir/<lang>.txt``. Non-empty lines, at most ``max_sentences`` (0 = all)."""
-    from data_pipelines import sample
-
     texts = {}
     for lang in languages:
         path = os.path.join(text_dir, f"{lang}.txt") if text_dir else sample.mono_path(lang)
@@ -32,8 +31,6 @@ def transfer_dev_texts(languages: Sequence[str], max_sentences: int) -> dict[str
     evaluation text that no training split holds, without those equal to a sentence a report reads (a
     validation line, a held-out pair, a test string: ``sample.reported_sentences``). At most ``max_sentences``
     a language (0 = all); ValueError naming a language that has none."""
-    from data_pipelines import sample
-
     reported = sample.reported_sentences()
     found: dict[str, list[str]] = {}
     for item in sample.read_transfer("dev"):
@@ -71,8 +68,6 @@ def transfer_dev_pairs(languages: Sequence[str], max_pairs: int) -> dict[str, tu
 
 def transfer_dev_languages() -> list[str]:
     """Languages with transfer dev strings, in the sample's order."""
-    from data_pipelines import sample
-
     have = {"en"} | {lang for item in sample.read_transfer("dev") for lang in item.translations}
     return [lang for lang in sample.languages() if lang in have]
 
@@ -90,6 +85,4 @@ def text_languages(setting: str, text_dir: str = "") -> list[str]:
 
 def sample_languages(setting: str) -> list[str]:
     """The ``languages`` setting, or every language of the shipped sample."""
-    from data_pipelines import sample
-
     return split_list(setting) or list(sample.languages())

@@ -26,11 +26,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from data_pipelines.eval_data import make_eval_data
 from xlmp_jax.evals.context import EvalContext, Row, split_list
 from xlmp_jax.evals.heldout import sample_languages, transfer_dev_languages, transfer_dev_texts, validation_texts
 from xlmp_jax.hf.encoder import Encoder, Tokenizer, bucket_length, encode_text
-from xlmp_jax.losses import mlm_loss
-from xlmp_jax.pool import routing_shift
+from xlmp_jax.model.prompt_pool import routing_shift
+from xlmp_jax.training.losses import mlm_loss
 
 NAME = "mlm"
 SHIFT_METRICS = ("tv", "jsd", "top_changed")  # reported as routing_<name>
@@ -212,8 +213,6 @@ def run(ctx: EvalContext, cfg: ml_collections.ConfigDict) -> list[Row]:
     languages = split_list(cfg.languages) or split_list(data_cfg.get("languages", ()))
     limit = cfg.max_batches or None
     if cfg.source == "pipeline":  # batches' `language` indexes the data config's full language list
-        from data_pipelines.eval_data import make_eval_data
-
         if not languages:  # every language of the data config's source
             languages = list(make_eval_data(data_cfg, batch_size=cfg.batch_size).languages)
         parts = [make_eval_data(data_cfg, batch_size=cfg.batch_size, languages=[lang]) for lang in languages]

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import ml_collections
 
+from data_pipelines import sample
 from xlmp_jax.evals import finetune, ngram_baseline, transfer
 from xlmp_jax.evals.context import EvalContext, Row, split_list
 from xlmp_jax.evals.transfer_data import Example
@@ -91,8 +92,6 @@ class TaskData:
 
 def task_data(cfg: ml_collections.ConfigDict, name: str = NAME) -> TaskData:
     """The task's splits from the shipped file (``sample.read_transfer``), as classification examples."""
-    from data_pipelines import sample
-
     every = sample.read_transfer()
     if not every:
         raise FileNotFoundError(f"{name}: no transfer task file {sample.transfer_path()!r}")

@@ -1,7 +1,7 @@
 """The sweep's ``pool`` eval: does the prompt pool cluster held-out lines by language (``pool_analysis``)?
 
 ``run`` with the settings block ``config()``; ``report`` turns its rows into the few console lines the trainer
-prints after a run (``train.pool_report``). Not the pool itself: that is ``xlmp_jax.pool``.
+prints after a run (``train.pool_report``). Not the pool itself: that is ``xlmp_jax.model.prompt_pool``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from xlmp_jax.evals import pool_analysis
 from xlmp_jax.evals.context import EvalContext, Row, split_list
 from xlmp_jax.evals.heldout import text_languages, transfer_dev_languages, transfer_dev_texts, validation_texts
 from xlmp_jax.hf.encoder import Encoder
+from xlmp_jax.training.state import initial_params
 
 NAME = "pool"
 
@@ -77,8 +78,6 @@ def initial_encoder(ctx: EvalContext) -> Encoder | None:
     train = ctx.run_config.get("train") or {}
     if not ctx.encoder.has_pool or train.get("seed") is None or ctx.run_config.get("init_from_hf"):
         return None
-    from xlmp_jax.state import initial_params
-
     params = initial_params(ctx.encoder.config, int(train["seed"]))
     return Encoder(ctx.encoder.config, params, ctx.encoder.batch_size, ctx.encoder.max_length)
 

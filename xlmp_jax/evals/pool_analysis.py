@@ -33,7 +33,7 @@ from sklearn.metrics import normalized_mutual_info_score  # noqa: E402
 from data_pipelines import languages as language_table  # noqa: E402
 from xlmp_jax.evals import clustering, pool_references  # noqa: E402
 from xlmp_jax.hf.encoder import Encoder, Tokenizer, with_specials  # noqa: E402
-from xlmp_jax.pool import PoolConfig  # noqa: E402
+from xlmp_jax.model.prompt_pool import PoolConfig  # noqa: E402
 
 Row = tuple[str, str, float]
 

@@ -86,7 +86,7 @@ def _decode(value: Any) -> str:
 def read_tfds(name: str, split: str, data_dir: str, max_examples: int = 0, id_prefix: str = "") -> list[QAExample]:
     """Examples of a prepared TFDS dataset (``squad/v1.1``, ``xquad/de``, ``mlqa/de``, ``tydi_qa/goldp``);
     ``id_prefix`` keeps only ids starting with it (``english-`` for TyDiQA's English training set)."""
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # TensorFlow: seconds to import, only for a TFDS source
 
     dataset = tfds.load(name, split=split, data_dir=data_dir or None, shuffle_files=False)
     examples = []

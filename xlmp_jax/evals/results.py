@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from xlmp_jax.runtime.summary_writer import TensorBoardWriter
+
 COLUMNS = ("workdir", "step", "model", "eval", "language", "metric", "value", "seed")
 
 
@@ -174,8 +176,6 @@ def comparison_table(rows: Sequence[Result]) -> list[str]:
 
 def write_tensorboard(out_dir: str, rows: Sequence[Result]) -> str:
     """Scalars ``<eval>/<metric>/<language>`` at each checkpoint's step, one run per work directory."""
-    from xlmp_jax.summary_writer import TensorBoardWriter
-
     root = os.path.join(out_dir, "tb")
     by_workdir: dict[str, dict[int, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     for r in rows:

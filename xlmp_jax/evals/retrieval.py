@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import ml_collections
 import numpy as np
 
+from data_pipelines import sample
 from xlmp_jax.evals.context import EvalContext, Row, split_list
 from xlmp_jax.evals.heldout import transfer_dev_languages, transfer_dev_pairs
 from xlmp_jax.hf.encoder import Encoder, Tokenizer
@@ -142,8 +143,6 @@ def retrieval_pairs(settings: ml_collections.ConfigDict) -> dict[str, tuple[list
 
 
 def _sample_retrieval_pairs(languages: list[str], max_pairs: int) -> dict[str, tuple[list[str], list[str]]]:
-    from data_pipelines import sample
-
     have = sample.parallel_languages()
     missing = [lang for lang in languages if lang not in have]
     if missing:

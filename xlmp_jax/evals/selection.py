@@ -13,6 +13,8 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
+import jax
+
 Snapshot = TypeVar("Snapshot")
 
 
@@ -108,8 +110,6 @@ def check_block(cfg: Mapping[str, Any], name: str) -> None:
         devices = cfg["devices"]
         if not isinstance(devices, int) or devices < 0:
             raise ValueError(f"{name}.devices={devices!r} is not a device count >= 0 (0 = as many as divide the batch)")
-        import jax
-
         available = len(jax.local_devices())
         if devices > available:
             raise ValueError(f"{name}.devices={devices} but this host has {available} local devices")

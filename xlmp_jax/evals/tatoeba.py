@@ -99,7 +99,7 @@ def _text(value: Any) -> str:
 
 def read_tfds(lang: str, data_dir: str, max_pairs: int = 0) -> tuple[list[str], list[str]]:
     """(english, other) of TFDS ``tatoeba/tatoeba_<lang>`` (its one split, ``train``)."""
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # TensorFlow: seconds to import, only for a TFDS source
 
     if lang not in LASER_CODES:
         raise ValueError(f"TFDS tatoeba has no language {lang!r} (has: {sorted(LASER_CODES)})")

@@ -15,6 +15,7 @@ import os
 
 import ml_collections
 
+from data_pipelines import sample
 from xlmp_jax.evals import finetune, transfer_data
 from xlmp_jax.evals.context import EvalContext, Row, split_list
 
@@ -75,8 +76,6 @@ def finetune_data(
     if source == "tfds":
         if not (s.tfds_train and s.tfds_test):
             raise ValueError(f"{name}.source='tfds' needs {name}.tfds_train and {name}.tfds_test")
-        from data_pipelines import sample
-
         wanted = split_list(s.languages) or sample.parallel_languages()
         train = transfer_data.tfds_examples(s.tfds_train, s.tfds_train_split, "en", s.data_dir, kind, s.max_train)
         tests = {
@@ -85,8 +84,6 @@ def finetune_data(
         }
         return train, tests
     if source == "sample":  # train: English of the training pairs; tests: the held-out pairs' other side
-        from data_pipelines import sample
-
         wanted = split_list(s.languages) or sample.parallel_languages()
         english, tests = [], {}
         for lang in wanted:

@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import conllu
 import numpy as np
 
 
@@ -91,8 +92,6 @@ def read_conllu(path: str, max_examples: int = 0) -> list[Example]:
     UPOS is ``_``; a sentence left with no word is dropped. A word line without CoNLL-U's 10 tab-separated
     fields is an error naming file:line (the parser itself would read it leniently).
     """
-    import conllu
-
     with open(path, encoding="utf-8") as f:
         text = f.read()
     for number, line in enumerate(text.splitlines(), start=1):
@@ -153,7 +152,7 @@ def tfds_examples(
     (``xtreme_pos/xtreme_pos_de``), tags under ``tags`` or ``upos``, and multilingual ``Translation``
     features (``xnli``/``xtreme_xnli``: premise[lang], hypothesis per language).
     """
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # TensorFlow: seconds to import, only for a TFDS source
 
     builder = tfds.builder(name, data_dir=data_dir or None)
     if builder.BUILDER_CONFIGS and "/" not in name:

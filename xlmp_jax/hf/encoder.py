@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xlmp_jax.model import XLMP, check_inputs
-from xlmp_jax.model_config import ModelConfig
-from xlmp_jax.vocab_padding import pad_vocab
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.model.vocab_padding import pad_vocab
+from xlmp_jax.model.xlmp import XLMP, check_inputs
 
 
 class Tokenizer(Protocol):

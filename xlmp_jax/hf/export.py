@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from safetensors.numpy import save_file
 
 from xlmp_jax.hf import names
 from xlmp_jax.hf.layout import (
@@ -25,7 +26,8 @@ from xlmp_jax.hf.layout import (
     hf_config_dict,
     pool_config_dict,
 )
-from xlmp_jax.model_config import ModelConfig
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.training import checkpoint_read
 
 
 def _check_out_dir(out_dir: str, overwrite: bool) -> None:
@@ -45,7 +47,7 @@ def _write_tokenizer(directory: str, vocab_path: str, max_length: int) -> None:
     """
     if not os.path.isfile(vocab_path):
         raise FileNotFoundError(f"SentencePiece model not found: {vocab_path!r} (config.data.vocab_path)")
-    from transformers import XLMRobertaTokenizer
+    from transformers import XLMRobertaTokenizer  # transformers: seconds to import, only when exporting
 
     shutil.copyfile(vocab_path, os.path.join(directory, SPM_FILE))
     tokenizer = XLMRobertaTokenizer.from_pretrained(directory, local_files_only=True, model_max_length=max_length)
@@ -68,8 +70,7 @@ def _write_json(path: str, value: Mapping[str, Any]) -> None:
 
 
 def _write_files(directory: str, config: ModelConfig, params: Mapping[str, Any], vocab_path: str) -> None:
-    from safetensors.numpy import save_file
-    from transformers import XLMRobertaConfig
+    from transformers import XLMRobertaConfig  # transformers: seconds to import, only when exporting
 
     state = names.to_hf_state_dict(params, config)
     for tied in names.TIED_HF_KEYS:  # transformers re-ties these on load; saving them too is "unexpected"
@@ -116,8 +117,6 @@ def export_params(
 
 def export(path: str, out_dir: str, step: int | None = None, overwrite: bool = False) -> str:
     """Exports the checkpoint at ``path`` (work directory: latest step or ``step``; or a step directory)."""
-    from xlmp_jax import checkpoint_read
-
     if not os.path.exists(path):
         raise FileNotFoundError(f"no work directory or checkpoint at {path!r}")
     _check_out_dir(os.path.abspath(out_dir), overwrite)  # fail before the (slow) checkpoint read

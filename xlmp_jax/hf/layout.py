@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from xlmp_jax.model_config import ModelConfig
-from xlmp_jax.pool import PoolConfig
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.model.prompt_pool import PoolConfig
 
 WEIGHTS_FILE = "model.safetensors"
 POOL_WEIGHTS_FILE = "prompt_pool.safetensors"

@@ -17,17 +17,20 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import flax.linen as nn
+import jax
 import numpy as np
+from safetensors.numpy import load_file
 
+from data_pipelines.vocab import XLMRVocabulary
 from xlmp_jax.hf import layout, names
 from xlmp_jax.hf.encoder import Encoder
-from xlmp_jax.model_config import ModelConfig
-from xlmp_jax.pool import PoolConfig
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.model.prompt_pool import PoolConfig
+from xlmp_jax.model.xlmp import init_params
 
 
 def _read_hf_state(hf_dir: str) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
-
     single = os.path.join(hf_dir, layout.WEIGHTS_FILE)
     index = os.path.join(hf_dir, "model.safetensors.index.json")
     if os.path.isfile(single):
@@ -55,11 +58,6 @@ def _read_hf_state(hf_dir: str) -> dict[str, np.ndarray]:
 
 def fresh_pool_params(config: ModelConfig, rng) -> dict[str, np.ndarray]:
     """The pool part of ``init_params(config, rng)``; jitted so XLA never materialises the rest."""
-    import flax.linen as nn
-    import jax
-
-    from xlmp_jax.model import init_params
-
     pool = jax.jit(lambda r: nn.unbox(init_params(config, r)["params"]["pool"]))(rng)
     return {k: np.asarray(v) for k, v in pool.items()}
 
@@ -89,8 +87,6 @@ def load_hf_encoder(hf_dir: str, model_config: ModelConfig, pool: Mapping[str, A
 
 def load_exported_pool(directory: str, pool: PoolConfig, hidden_size: int) -> dict[str, np.ndarray]:
     """The pool of an export directory; a ValueError naming the file if its shapes do not match ``pool``."""
-    from safetensors.numpy import load_file
-
     path = os.path.join(directory, layout.POOL_WEIGHTS_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{directory!r} has {layout.POOL_CONFIG_FILE} but no {layout.POOL_WEIGHTS_FILE}")
@@ -114,8 +110,6 @@ def load_pretrained(path: str, step: int | None = None, *, dtype: str | None = N
 
     ``dtype`` overrides the compute dtype (e.g. "float32" for exact CPU numbers after bf16 training).
     """
-    from data_pipelines.vocab import XLMRVocabulary
-
     path = str(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no work directory, checkpoint or export at {path!r}")
@@ -127,7 +121,7 @@ def load_pretrained(path: str, step: int | None = None, *, dtype: str | None = N
         params = load_hf_encoder(path, config, pool)
         vocab_path, run_config, loaded_step = os.path.join(path, layout.SPM_FILE), None, None
     else:
-        from xlmp_jax import checkpoint_read
+        from xlmp_jax.training import checkpoint_read  # Orbax (tensorstore): not on `import xlmp_jax`
 
         run_config, params, loaded_step = checkpoint_read.load_params(path, step)
         config = ModelConfig.from_dict(run_config.model)

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from xlmp_jax import layer_stack
-from xlmp_jax.model_config import ModelConfig
+from xlmp_jax.model import layer_stack
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.model.xlmp import param_shapes
 
 Array = np.ndarray
 # (our path, transformers key, to_ours(hf_array, cfg), to_hf(our_array, cfg))
@@ -154,7 +155,7 @@ def from_hf_state_dict(state_dict: Mapping[str, Any], config: ModelConfig, pool_
 
 def to_hf_state_dict(params: Mapping[str, Any], config: ModelConfig) -> dict[str, np.ndarray]:
     """A transformers ``XLMRobertaForMaskedLM`` state dict (NumPy, fp32) from our params; pool excluded.
-    Scanned layers (``model.scan_layers``) are unstacked first (``xlmp_jax.layer_stack``)."""
+    Scanned layers (``model.scan_layers``) are unstacked first (``xlmp_jax.model.layer_stack``)."""
     params = layer_stack.to_layout(params, scan=False)
     out = {
         hf: np.ascontiguousarray(to_hf(np.asarray(_get(params, ours), np.float32), config))
@@ -166,6 +167,4 @@ def to_hf_state_dict(params: Mapping[str, Any], config: ModelConfig) -> dict[str
 
 
 def _shapes_of(config: ModelConfig) -> dict:
-    from xlmp_jax.model import param_shapes  # local: keeps this module importable without tracing
-
     return param_shapes(dataclasses.replace(config, scan_layers=False))  # the mapping is per loop layer

@@ -34,7 +34,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from xlmp_jax.lease_store import Store, store_for
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from xlmp_jax.runtime.lease_store import Store, store_for
 
 DEFAULT_TTL_S = 120.0
 
@@ -259,8 +263,6 @@ def hold_workdir(workdir: str, **lease_args: Any) -> Iterator[Lease | None]:
     and all raise ``LeaseHeld`` together when it is refused (none may start alone). Yields the lease
     (None on other processes) and releases it when the block ends.
     """
-    import jax
-
     lease, refused = None, None
     if jax.process_index() == 0:
         lease = Lease(workdir, **lease_args)
@@ -269,9 +271,6 @@ def hold_workdir(workdir: str, **lease_args: Any) -> Iterator[Lease | None]:
         except LeaseHeld as e:
             lease, refused = None, e
     if jax.process_count() > 1:
-        import numpy as np
-        from jax.experimental import multihost_utils
-
         ok = bool(multihost_utils.broadcast_one_to_all(np.int32(refused is None)))
         if not ok and refused is None:
             refused = LeaseHeld(f"work directory {workdir} is in use by another run (see process 0's error)")

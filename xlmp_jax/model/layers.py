@@ -12,8 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from xlmp_jax.model_config import ModelConfig
-from xlmp_jax.vocab_padding import vocab_mask, vocab_rows_init
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.model.vocab_padding import vocab_mask, vocab_rows_init
 
 
 @jax.custom_vjp

@@ -9,17 +9,20 @@ Every store offers the same four operations (``Store``); ``version`` is what ``r
   gfile or fsspec, whichever is installed), best effort: its create and replace are not atomic, and a warning
   says so.
 
-The protocol that uses them (holder, expiry, heartbeat, take-over) is ``xlmp_jax.lease``.
+The protocol that uses them (holder, expiry, heartbeat, take-over) is ``xlmp_jax.runtime.lease``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import uuid
 from collections.abc import Iterator
 from typing import Any, Protocol
+
+from etils import epath
 
 LEASE_FILE = "lease.json"
 
@@ -49,8 +52,6 @@ class LocalStore:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        import fcntl
-
         fd = os.open(self.directory, os.O_RDONLY)
         try:
             try:
@@ -109,7 +110,7 @@ class GCSStore:
     """A lease object on gs://, every write conditional on the object's generation (0: "must not exist")."""
 
     def __init__(self, url: str):
-        from google.api_core import exceptions
+        from google.api_core import exceptions  # google-cloud-storage: optional, only for a gs:// lease
         from google.cloud import storage
 
         bucket, _, prefix = url.removeprefix("gs://").partition("/")
@@ -156,8 +157,6 @@ class EpathStore:
     """Any ``etils.epath`` path (gs:// without the GCS client): best effort, create and replace are not atomic."""
 
     def __init__(self, directory: str):
-        from etils import epath
-
         self.where = f"{directory.rstrip('/')}/{LEASE_FILE}"
         self._path = epath.Path(self.where)
         log.warning(

@@ -1,7 +1,7 @@
 """Reading a run's checkpoints back without the Orbax manager: the parameters and config for inference,
 export and evaluation, and which steps are complete.
 
-The layout is ``xlmp_jax.checkpoint``'s (``WORKDIR/checkpoints/<step>/{state,data,config}``). Only finished
+The layout is ``xlmp_jax.training.checkpoint``'s (``WORKDIR/checkpoints/<step>/{state,data,config}``). Only finished
 saves count: a step directory with its ``state`` item and Orbax's ``_CHECKPOINT_METADATA`` (written last,
 at commit). The config comes from the step's ``config`` item, else the work directory's ``config.json``.
 """

@@ -16,7 +16,7 @@ The parts live next door: the train state in ``state``, the optimizer in ``optim
   ``train.max_consecutive_nan`` in a row. ``step`` always advances (it counts batches consumed); the
   learning-rate schedule follows the optimizer's own count of applied updates (``step - skipped``).
 * Pool terms: with ``model.pool.key_loss_weight`` / ``diversity_loss_weight`` > 0, the key-matching and
-  diversity losses (``xlmp_jax.pool``), each a mean over the batch's non-empty rows, are added to what is
+  diversity losses (``xlmp_jax.model.prompt_pool``), each a mean over the batch's non-empty rows, are added to what is
   minimised with their weights; they are logged on their own (``pool_key_loss``, ``pool_diversity_loss``)
   and never enter ``loss`` / ``objective`` (the MLM figures). With both weights 0 the step is the MLM-only one.
 """
@@ -32,15 +32,15 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 
 from data_pipelines.batch_format import max_predictions, pad_rows
-from xlmp_jax import losses, optim
-from xlmp_jax import sharding as sh
-from xlmp_jax.batching import gather_predictions, micro_batches
-from xlmp_jax.model import XLMP
-from xlmp_jax.model_config import ModelConfig
-from xlmp_jax.optim import Optimizer
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.model.xlmp import XLMP
 from xlmp_jax.run_config import RunConfig
-from xlmp_jax.state import TrainState
-from xlmp_jax.step_metrics import batch_sums, finalize, pool_sums
+from xlmp_jax.training import losses, optim
+from xlmp_jax.training import sharding as sh
+from xlmp_jax.training.batching import gather_predictions, micro_batches
+from xlmp_jax.training.optim import Optimizer
+from xlmp_jax.training.state import TrainState
+from xlmp_jax.training.step_metrics import batch_sums, finalize, pool_sums
 
 
 def _apply_model(model: XLMP, params: Any, batch: Mapping[str, jax.Array], rng: jax.Array | None) -> dict:

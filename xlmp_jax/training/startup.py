@@ -11,10 +11,10 @@ import os
 import tempfile
 import time
 
-from xlmp_jax import console
-from xlmp_jax.faults import FaultInjector
-from xlmp_jax.goodput import Goodput
-from xlmp_jax.preemption import Preemption
+from xlmp_jax.runtime import console
+from xlmp_jax.runtime.faults import FaultInjector
+from xlmp_jax.runtime.preemption import Preemption
+from xlmp_jax.training.goodput import Goodput
 
 
 class TrainError(RuntimeError):
@@ -33,7 +33,7 @@ def prepare_workdir(workdir: str) -> str:
     return workdir
 
 
-# The goodput category of a start-up phase (xlmp_jax/goodput.py); the others are ``startup/<phase>``.
+# The goodput category of a start-up phase (xlmp_jax/training/goodput.py); the others are ``startup/<phase>``.
 _GOODPUT_CATEGORY = {"restore": "checkpoint_restore", "compile": "compile"}
 
 

@@ -10,7 +10,7 @@ Everything is vectorised over the batch: one matmul for the scores, one einsum f
 module knows nothing of meshes: parameters carry logical axis names only (``prompts``,
 ``prompt_length``, ``embed``).
 
-Two training-only terms (pure functions here, added to the objective by ``xlmp_jax.steps``) give the pool a
+Two training-only terms (pure functions here, added to the objective by ``xlmp_jax.training.steps``) give the pool a
 reason to cluster beyond what the MLM loss asks for: ``key_matching_loss`` (keys follow the queries that
 retrieve them) and ``diversity_loss`` (information maximisation against collapse). ``routing_shift``
 measures how far an input's routing moves between two forms of it (masked vs clean text).

@@ -26,6 +26,9 @@ import os
 import re
 from typing import Any
 
+from launch.accelerators import tpu_accelerator  # the launcher's device counts, one rule for both
+from launch.common import PreflightError
+
 GIB = 2**30
 
 
@@ -70,9 +73,6 @@ def parse_type(accelerator_type: str) -> tuple[Chip, int]:
             f"--topology={accelerator_type!r} is not a TPU accelerator type this tool compiles for "
             "(v4-N, v5p-N, v5litepod-N or v6e-N, e.g. v5litepod-256)"
         )
-    from launch.accelerators import tpu_accelerator  # the launcher's device counts, one rule for both
-    from launch.common import PreflightError
-
     try:
         chips = tpu_accelerator(accelerator_type).num_devices
     except PreflightError as e:
@@ -122,7 +122,7 @@ def topology_devices(accelerator_type: str, num_slices: int = 1) -> list[Any]:
     # workers, a training job's preflight) may hold libtpu at once instead of failing on its lock file.
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     try:
-        from jax.experimental import topologies
+        from jax.experimental import topologies  # after the libtpu settings above, with its own error
     except ImportError as e:  # pragma: no cover - part of jax
         raise RuntimeError(f"jax.experimental.topologies is missing: {e}") from e
     try:

@@ -27,6 +27,7 @@ import threading
 from types import FrameType
 
 import jax
+from jax.experimental import multihost_utils
 
 PREEMPTED_EXIT = 143  # 128 + SIGTERM, what a launcher sees from a process killed by SIGTERM
 
@@ -65,8 +66,6 @@ class Preemption:
     def reached(self, step: int) -> bool:
         """True when the run must save ``step`` and stop (multi-host: JAX's preemption sync point)."""
         if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
             try:  # every process must answer alike, so the local flag is not consulted here
                 return bool(multihost_utils.reached_preemption_sync_point(step))
             except RuntimeError:  # the preemption service is disabled (jax_enable_preemption_service)

@@ -34,10 +34,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xlmp_jax.model import init_params
-from xlmp_jax.model_config import ModelConfig
+from data_pipelines.batch_format import max_predictions
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.model.xlmp import init_params
 from xlmp_jax.run_config import RunConfig
-from xlmp_jax.sharding import Rules, default_rules, mesh_sizes
+from xlmp_jax.training.sharding import Rules, default_rules, mesh_sizes
 
 GIB = 2**30
 
@@ -102,8 +103,6 @@ def activation_bytes(
 
 def plan(run: RunConfig, num_devices: int) -> dict[str, Any]:
     """The memory plan's numbers (bytes per device) for a run on ``num_devices`` devices."""
-    from data_pipelines.batch_format import max_predictions
-
     model_cfg = run.model
     mesh = mesh_sizes(run.mesh, num_devices)
     batch, accum = run.train.batch_size, run.train.grad_accum_steps

@@ -1,6 +1,6 @@
 """The train state: what a step changes, created under jit straight into its shards.
 
-Apart from the steps (``xlmp_jax.steps``) because the trainer builds it before any step exists: from a
+Apart from the steps (``xlmp_jax.training.steps``) because the trainer builds it before any step exists: from a
 random init, from imported params (``init_from_hf``), or only abstractly, as the target a checkpoint is
 restored into (then nothing is initialised and thrown away).
 """
@@ -17,9 +17,9 @@ import optax
 from flax import struct
 from jax.sharding import Mesh
 
-from xlmp_jax import sharding as sh
-from xlmp_jax.model import init_params
-from xlmp_jax.model_config import ModelConfig
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.model.xlmp import init_params
+from xlmp_jax.training import sharding as sh
 
 
 class TrainState(struct.PyTreeNode):

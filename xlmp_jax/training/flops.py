@@ -7,9 +7,11 @@ gradients): 6·n·a·b per training step.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from xlmp_jax.model_config import ModelConfig
+from data_pipelines.batch_format import max_predictions
+from xlmp_jax.model.model_config import ModelConfig
 
 
 def flops_per_token(cfg: ModelConfig, seq_length: int, num_predictions: int) -> float:
@@ -50,8 +52,6 @@ def step_flops_per_device(run: Any, num_devices: int) -> float:
 
     The figure the compiled step's ``cost_analysis()`` is checked against (``bench.cost_table``, ``xlmp_jax.aot``).
     """
-    from data_pipelines.batch_format import max_predictions
-
     model = run.model
     t = run.data.seq_length
     k = max_predictions(t, run.data.mlm_rate)
@@ -71,8 +71,6 @@ def layer_flops_per_device(run: Any, num_devices: int) -> float:
     """The share of ``step_flops_per_device`` that one encoder layer does (matmuls, attention and remat's
     recompute): what each further iteration of a scan over the layers adds, which XLA's cost analysis
     leaves out (it counts a loop body once; ``xlmp_jax.aot``)."""
-    import dataclasses
-
     model = run.model
     without = dataclasses.replace(run, model=dataclasses.replace(model, num_layers=1, scan_layers=False))
     with_one = step_flops_per_device(without, num_devices)

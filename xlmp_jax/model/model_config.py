@@ -1,6 +1,6 @@
 """The encoder's hyper-parameters (``ModelConfig``), their up-front checks, and the named sizes.
 
-Its own module because both the layers (``xlmp_jax.layers``) and the model (``xlmp_jax.model``) read it,
+Its own module because both the layers (``xlmp_jax.model.layers``) and the model (``xlmp_jax.model``) read it,
 and a config loads without building anything.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from xlmp_jax.pool import PoolConfig
+from xlmp_jax.model.prompt_pool import PoolConfig
 
 REMAT_POLICIES = {
     "none": None,
@@ -50,7 +50,7 @@ class ModelConfig:
     # True: the encoder layers are one nn.scan over a stacked layer (params under "layers/layer", each with
     # a leading [num_layers] axis): one layer's program, so compile time no longer grows with depth.
     # False: a Python loop of "layer_0".."layer_{N-1}" (checkpoints and exports use this form;
-    # xlmp_jax.layer_stack converts both ways). Same numbers; only the dropout draws differ.
+    # xlmp_jax.model.layer_stack converts both ways). Same numbers; only the dropout draws differ.
     scan_layers: bool = False
     # auto: jax.nn.dot_product_attention (XLA) unless attention dropout is active, then an explicit
     # softmax with dropout; cudnn: cuDNN's fused kernel (GPU, bf16/fp16, no attention dropout, valid

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xlmp_jax.model_config import ModelConfig
+from xlmp_jax.model.model_config import ModelConfig
 
 # (module, param) of the parameters with one row per vocabulary entry: padded to ``padded_vocab_size``.
 VOCAB_PARAMS = (("embeddings", "word_embeddings"), ("lm_head", "bias"))

@@ -11,10 +11,10 @@ Layout of one forward pass:
 Vocabulary padding: the word embeddings and the decoder bias have ``padded_vocab_size`` rows
 (``vocab_size`` rounded up to ``vocab_multiple``) so that the ``vocab`` axis splits evenly over a
 tensor-parallel mesh axis; the padding rows start at zero, are never looked up (ids are checked
-against ``vocab_size``) and their logits are masked to the lowest value (``xlmp_jax.vocab_padding``).
+against ``vocab_size``) and their logits are masked to the lowest value (``xlmp_jax.model.vocab_padding``).
 Conversions to and from transformers strip and re-add them (``hf.names``, ``pad_vocab``). The blocks
-(embeddings, attention, layer, head) are in ``xlmp_jax.layers``; the hyper-parameters in
-``xlmp_jax.model_config``.
+(embeddings, attention, layer, head) are in ``xlmp_jax.model.layers``; the hyper-parameters in
+``xlmp_jax.model.model_config``.
 
 Prompt positions: the retrieved prompt vectors are prepended *after* the embedding LayerNorm and get
 no position or token-type embedding (a prompt is a set of learned vectors, not text). The input's own
@@ -37,10 +37,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xlmp_jax.layers import Embeddings, EncoderLayer, MLMHead
-from xlmp_jax.model_config import REMAT_POLICIES, ModelConfig
-from xlmp_jax.pool import PromptPool
-from xlmp_jax.vocab_padding import VOCAB_PARAMS
+from xlmp_jax.model.layers import Embeddings, EncoderLayer, MLMHead
+from xlmp_jax.model.model_config import REMAT_POLICIES, ModelConfig
+from xlmp_jax.model.prompt_pool import PromptPool
+from xlmp_jax.model.vocab_padding import VOCAB_PARAMS
 
 
 def xlmr_positions(input_ids: jax.Array, pad_token_id: int) -> jax.Array:

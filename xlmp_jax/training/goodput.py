@@ -7,7 +7,7 @@ Categories: ``startup/<phase>`` (``process``: interpreter and imports; then the 
 ``checkpoint_restore``, ``compile``, ``steps`` (productive), ``redone_steps`` (steps an earlier attempt had
 already taken before it died: the work a restore lost), ``eval``, ``checkpoint_save``. Process 0 appends
 a cumulative record at every log step, eval, checkpoint and at the end, so a SIGKILL loses at most the time
-since the last record. ``summarize`` adds the attempts up (``python -m xlmp_jax.goodput DIR`` prints it).
+since the last record. ``summarize`` adds the attempts up (``python -m xlmp_jax.training.goodput DIR`` prints it).
 
 With ``train.goodput_cloud_logger`` set, the same run is also recorded through ``ml-goodput-measurement``
 (Cloud Logging), whose calculator gives Google Cloud's own account of the job.
@@ -15,6 +15,7 @@ With ``train.goodput_cloud_logger`` set, the same run is also recorded through `
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import sys
@@ -29,7 +30,7 @@ PRODUCTIVE = "steps"
 def process_start_time() -> float:
     """When this process started (Unix seconds): the imports before the trainer are part of the attempt."""
     try:
-        import psutil
+        import psutil  # optional: without it the attempt starts where the account does
 
         return float(psutil.Process().create_time())
     except Exception:  # noqa: BLE001 -- no psutil or no /proc: the attempt starts where the account does
@@ -165,7 +166,7 @@ class _CloudRecorder:
 
     def __init__(self, logger_name: str, workdir: str):
         try:
-            from ml_goodput_measurement import goodput as cloud_goodput
+            from ml_goodput_measurement import goodput as cloud_goodput  # optional package
         except ImportError as e:
             raise ValueError(
                 f"train.goodput_cloud_logger={logger_name!r} needs the ml-goodput-measurement package "
@@ -175,8 +176,6 @@ class _CloudRecorder:
         self.recorder = cloud_goodput.GoodputRecorder(job_name=job, logger_name=logger_name, logging_enabled=True)
 
     def job_start(self, start_time: float) -> None:
-        import datetime
-
         self.recorder.record_job_start_time(datetime.datetime.fromtimestamp(start_time, datetime.UTC))
 
     def step_start(self, step: int) -> None:
@@ -188,7 +187,7 @@ class _CloudRecorder:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m xlmp_jax.goodput WORKDIR", file=sys.stderr)
+        print("usage: python -m xlmp_jax.training.goodput WORKDIR", file=sys.stderr)
         return 2
     records = read_records(argv[1])
     if not records:

@@ -13,21 +13,25 @@ import functools
 import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import ml_collections
 import numpy as np
 
-from data_pipelines.batch_format import pad_rows
-from xlmp_jax import config_utils, console
-from xlmp_jax.faults import FaultInjector
-from xlmp_jax.preemption import Preempted, Preemption
+from data_pipelines import preflight as data_preflight
+from data_pipelines.batch_format import max_predictions, pad_rows
+from data_pipelines.sharded import ShardCountError, ShardedTrainData
+from xlmp_jax import config_utils
 from xlmp_jax.run_config import RunConfig
-from xlmp_jax.startup import StartupPhases, TrainError, hide_accelerators_from_tensorflow, prepare_workdir
-
-if TYPE_CHECKING:
-    from data_pipelines.sharded import ShardedTrainData
+from xlmp_jax.runtime import compile_cache, console, lease
+from xlmp_jax.runtime.faults import FaultInjector
+from xlmp_jax.runtime.preemption import Preempted, Preemption
+from xlmp_jax.training import flops, optim, sharding, state, steps
+from xlmp_jax.training import goodput as goodput_lib
+from xlmp_jax.training.goodput import Goodput
+from xlmp_jax.training.profiling import StepProfiler
+from xlmp_jax.training.startup import StartupPhases, TrainError, hide_accelerators_from_tensorflow, prepare_workdir
 
 config_utils.ensure_importable()  # train() imports data_pipelines
 
@@ -55,9 +59,6 @@ def train(
             return train(config, workdir, peak_flops=peak_flops, preemption=armed, started_at=started_at)
     started_at = time.time() if started_at is None else started_at
     phases = StartupPhases(preemption, FaultInjector())
-    from data_pipelines import preflight as data_preflight
-    from xlmp_jax import lease
-
     run = config if isinstance(config, RunConfig) else config_utils.resolve(config)
     data_preflight.check_run_data(run)  # vocabulary size, local files' first records, TFDS names
     workdir = prepare_workdir(workdir)
@@ -74,8 +75,7 @@ def _train_in(
     started_at: float,
 ) -> dict[str, float]:
     """``train`` once the work directory is this run's (``check_lease()`` raises once it no longer is)."""
-    from xlmp_jax import checkpoint, compile_cache, optim, sharding, state
-    from xlmp_jax.goodput import Goodput
+    from xlmp_jax.training import checkpoint  # Orbax (tensorstore): a real import cost, off the CLI's start
 
     tcfg = run.train
     main_process = jax.process_index() == 0
@@ -94,8 +94,6 @@ def _train_in(
     phases.end("config")
 
     hide_accelerators_from_tensorflow()
-    from data_pipelines.sharded import ShardCountError, ShardedTrainData
-
     try:
         data = ShardedTrainData(
             run.data, global_batch_size=tcfg.batch_size, num_shards=tcfg.data_shards, seed=tcfg.seed
@@ -104,7 +102,7 @@ def _train_in(
         raise TrainError(str(e)) from e
     eval_data = None
     if tcfg.eval_every:
-        from data_pipelines.eval_data import BalancedEvalData
+        from data_pipelines.eval_data import BalancedEvalData  # grain, array_record: only with evals
 
         # every trained language, equal rows; read at the first eval (off the start-up path)
         eval_data = BalancedEvalData(
@@ -149,8 +147,7 @@ def _train_in(
 
 def check_resumable(ckpt, run: RunConfig) -> None:
     """Refuses, naming both, a checkpoint whose optimizer state another set of parameter groups wrote."""
-    from xlmp_jax import optim
-    from xlmp_jax.checkpoint_read import saved_config
+    from xlmp_jax.training.checkpoint_read import saved_config  # Orbax: off the CLI's start
 
     step = ckpt.latest_step()
     saved = saved_config(ckpt.directory / str(step))
@@ -168,19 +165,15 @@ def check_resumable(ckpt, run: RunConfig) -> None:
 
 def say_groups(run: RunConfig, params: Any) -> None:
     """The parameter groups with their parameter counts and settings, at start-up."""
-    from xlmp_jax import optim
-
     for line in optim.describe_groups(run.train, optim.group_sizes(params, run.train.param_groups)):
         console.say(line)
 
 
 def _initial_state(run: RunConfig, optimizer, mesh) -> tuple[Any, Any]:
     """The state a run starts from: random, or the transformers checkpoint ``init_from_hf``."""
-    from xlmp_jax import state
-
     params = None
     if run.init_from_hf:
-        from xlmp_jax.hf.load import load_hf_params
+        from xlmp_jax.hf.load import load_hf_params  # the one arrow up (training -> hf): ARCHITECTURE.md
 
         params = load_hf_params(run.init_from_hf, run.model, jax.random.key(run.train.seed + 1))
         console.say(f"initialised from the transformers checkpoint {run.init_from_hf}")
@@ -220,10 +213,7 @@ def _batches(data) -> Iterator[dict]:
 
 def _train_loop(loop: _Run, state, start: int, *, peak_flops: float) -> dict[str, float]:
     """Steps ``start + 1 .. train.last_step``: the first batch and the compiled step are start-up's last phases."""
-    from data_pipelines.batch_format import max_predictions
-    from xlmp_jax import compile_cache, flops, metrics, sharding, steps
-    from xlmp_jax import goodput as goodput_lib
-    from xlmp_jax.profiling import StepProfiler
+    from xlmp_jax.training import metrics  # TensorBoard's protos: a real import cost, off the CLI's start
 
     run, mesh, shardings, data, eval_data, ckpt, phases = (
         loop.run, loop.mesh, loop.shardings, loop.data, loop.eval_data, loop.ckpt, loop.phases
@@ -363,7 +353,7 @@ def run_eval(run: RunConfig, eval_step, state, data, languages: Sequence[str], a
     ``make_balanced_eval_data``): ``eval/loss/<lang>`` per language, ``eval/loss`` their mean (every
     language weighs the same), ``eval/loss_tokens`` the token-weighted loss; accuracy likewise.
     ``after_batch()`` runs after each batch (the ``in_eval`` fault point)."""
-    from xlmp_jax.metrics import language_means, summarize, to_host
+    from xlmp_jax.training.metrics import language_means, summarize, to_host  # TensorBoard: off the CLI's start
 
     rows, pc, pi = run.train.eval_batch_size, jax.process_count(), jax.process_index()
     total: dict[str, np.ndarray] | None = None

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import BinaryIO
 
 import numpy as np
+from etils import epath
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
 
@@ -26,8 +27,6 @@ _FILE_IDS = itertools.count()  # several writers of one process never share a fi
 def _open_new_file(logdir: str, name: str) -> BinaryIO:
     """A new file in ``logdir`` (created if missing): plain ``open`` on a local disk, ``etils.epath`` for gs://."""
     if "://" in logdir:
-        from etils import epath
-
         directory = epath.Path(logdir)
         directory.mkdir(parents=True, exist_ok=True)
         return (directory / name).open("wb")

@@ -1,7 +1,7 @@
 """Training metrics: on-device accumulation between log steps, host-side summaries, and the writers.
 
 The train step returns additive sums (``nll_sum``, ``num_predictions``, per-language and pool sums; see
-``xlmp_jax.steps.make_train_step``). ``accumulate`` adds them up on the device, so the loop touches the
+``xlmp_jax.training.steps.make_train_step``). ``accumulate`` adds them up on the device, so the loop touches the
 host only every ``train.log_every`` steps; ``summarize`` turns a window's sums into the logged numbers
 (token-weighted loss and accuracy, per-language loss, prompt-usage entropy, top prompts per language).
 ``MetricsWriter`` writes them to ``DIR/metrics.jsonl`` and TensorBoard (``DIR/tb``), process 0 only.
@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xlmp_jax.summary_writer import TensorBoardWriter
+from xlmp_jax.runtime.summary_writer import TensorBoardWriter
 
 # Summed over the window; the rest of a step's metrics are derived from these (or kept as below).
 _LAST = ("learning_rate",)

@@ -35,6 +35,10 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
+import jax
+from absl import logging as absl_logging
+from tqdm import tqdm
+
 # TensorFlow / absl C++ log prefix: severity letter, MMDD, time, thread id, file:line].
 _NATIVE_PREFIX = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ (?P<source>[\w.]+):\d+\] (?P<message>.*)$")
 # (source file, message regex) of lines that say nothing actionable on a machine running this project.
@@ -112,7 +116,7 @@ def import_tensorflow(*, hide_gpus: bool = True) -> ModuleType | None:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     with filtered_stderr():
         try:
-            import tensorflow as tf
+            import tensorflow as tf  # the point of this function: imported here, quietly
         except ImportError:
             return None
         if hide_gpus:
@@ -164,8 +168,6 @@ def hide_gpus_from_tensorflow_on_import() -> None:
 
 def quiet_library_logs() -> None:
     """Only warnings and errors from the absl log and Orbax / TensorFlow's Python loggers reach the console."""
-    from absl import logging as absl_logging
-
     absl_logging.set_verbosity(absl_logging.WARNING)
     for name in ("orbax", "tensorflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -196,12 +198,7 @@ def bar_geometry(stream: Any) -> dict[str, Any]:
 
 def say(message: str) -> None:
     """Process 0's console (the run's story: mesh, resume, compile time); absl log elsewhere."""
-    import jax
-    from absl import logging as absl_logging
-
     if jax.process_index() == 0:
-        from tqdm import tqdm
-
         tqdm.write(f"xlmp_jax.train: {message}", file=sys.stdout)  # above the progress bar, if one is drawn
         sys.stdout.flush()
     absl_logging.info(message)
@@ -220,8 +217,6 @@ class Progress:
         self.postfix: dict[str, str] = {}
         self.bar = None
         if active and is_terminal(sys.stderr):
-            from tqdm import tqdm
-
             self.bar = tqdm(
                 total=total,
                 initial=start,

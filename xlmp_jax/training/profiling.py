@@ -14,7 +14,7 @@ from typing import Any
 
 import jax
 
-from xlmp_jax import console
+from xlmp_jax.runtime import console
 
 
 class StepProfiler:

@@ -1,7 +1,7 @@
 """Device mesh, logical-axis rules and batch placement (see ARCHITECTURE.md, "Where sharding is decided").
 
 The model names the axes of its parameters and activations (``vocab``, ``embed``, ``heads``, ...); the
-run config's ``mesh.logical_rules`` (default ``configs/common.LOGICAL_RULES``, checked by
+run config's ``mesh.logical_rules`` (default ``run_config.LOGICAL_RULES``, checked by
 ``run_config.check_logical_rules``) maps those names onto the mesh axes ``('data', 'fsdp', 'tensor')``.
 The default:
 
@@ -32,19 +32,15 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from xlmp_jax import config_utils
-from xlmp_jax.model_config import ModelConfig
-from xlmp_jax.run_config import MESH_AXES, MeshConfig, TrainConfig
+from xlmp_jax.model.model_config import ModelConfig
+from xlmp_jax.run_config import LOGICAL_RULES, MESH_AXES, MeshConfig, TrainConfig
 
 BATCH_AXES = ("data", "fsdp")
 Rules = Sequence[tuple[str, Any]]
 
 
 def default_rules() -> Rules:
-    """The default logical-axis rules (``configs/common.LOGICAL_RULES``, the mesh block's default)."""
-    config_utils.ensure_importable()
-    from configs.common import LOGICAL_RULES
-
+    """The default logical-axis rules (``run_config.LOGICAL_RULES``, the mesh block's default)."""
     return LOGICAL_RULES
 
 

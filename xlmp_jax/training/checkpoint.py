@@ -18,8 +18,9 @@ written before vocabulary padding (``model.vocab_multiple``), whose vocabulary r
 This module is the Orbax manager (``Checkpointer``) and the data-iterator item. The shape check, the PRNG
 keys and the vocabulary padding of a restore are ``checkpoint_compat``; reading params and config back
 without a manager (export, evaluation, ``load_pretrained``) and the complete steps are ``checkpoint_read``.
-``DataIteratorHandler`` stays here: each checkpoint's metadata records it as
-``xlmp_jax.checkpoint.DataIteratorHandler``.
+Each checkpoint's metadata records the data item's handler by name, ``xlmp_jax.checkpoint.DataIteratorHandler``
+(where this module lived first): ``DataIteratorHandler.typestr`` keeps that name, so checkpoints written
+before and after the move record the same one.
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
-from xlmp_jax.checkpoint_compat import IncompatibleCheckpointError, plan_restore, to_storable
-from xlmp_jax.checkpoint_read import CHECKPOINTS, CONFIG, STATE, CheckpointError
-from xlmp_jax.faults import FaultInjector
+from xlmp_jax.runtime.faults import FaultInjector
+from xlmp_jax.training.checkpoint_compat import IncompatibleCheckpointError, plan_restore, to_storable
+from xlmp_jax.training.checkpoint_read import CHECKPOINTS, CONFIG, STATE, CheckpointError
 
 CORRUPT = "checkpoints_corrupt"
 DATA = "data"
@@ -84,6 +86,13 @@ class DataIteratorHandler(ocp.CheckpointHandler):
     Every process calls ``save`` on the same item directory; ``TrainData`` names its files by data
     shard (``input_pipeline-00001-of-00002``), so the hosts' states sit side by side.
     """
+
+    TYPESTR = "xlmp_jax.checkpoint.DataIteratorHandler"  # on disk in every checkpoint's metadata: never change
+
+    @classmethod
+    def typestr(cls) -> str:
+        """The handler's name in ``_CHECKPOINT_METADATA`` (Orbax's default is the module path, which moved)."""
+        return cls.TYPESTR
 
     def __init__(self, while_saving: Callable[[], None] | None = None):
         self.while_saving = while_saving  # called once the iterator is written, before the step is committed
@@ -274,6 +283,4 @@ class Checkpointer:
 
 def _sync(name: str) -> None:
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from xlmp_jax import layer_stack
+from xlmp_jax.model import layer_stack
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
-from xlmp_jax.pool import PoolConfig, diversity_loss, key_matching_loss
-from xlmp_jax.vocab_padding import vocab_mask
+from xlmp_jax.model.prompt_pool import PoolConfig, diversity_loss, key_matching_loss
+from xlmp_jax.model.vocab_padding import vocab_mask
 
 
 def mlm_loss(

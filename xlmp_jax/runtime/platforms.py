@@ -17,18 +17,15 @@ import importlib.util
 import os
 
 import jax
+from jax._src import hardware_utils  # JAX's own PCI scan (jax is pinned in requirements.txt)
 
 
 def _tpu_chips() -> int:
-    from jax._src import hardware_utils  # JAX's own PCI scan (jax is pinned in requirements.txt)
-
     return hardware_utils.num_available_tpu_chips_and_device_id()[0]
 
 
 def _cuda_usable() -> bool:
     """A CUDA plugin is installed and an NVIDIA GPU is attached and not hidden (``CUDA_VISIBLE_DEVICES``)."""
-    from jax._src import hardware_utils
-
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
         return False
     plugin = any(importlib.util.find_spec(m) for m in ("jax_cuda12_plugin", "jax_cuda13_plugin"))
