@@ -47,8 +47,6 @@ def transfer_dev_pairs(languages: Sequence[str], max_pairs: int) -> dict[str, tu
     """{language: (english, translation)}: the transfer task's ``dev`` strings and their translations, a pair
     for retrieval without a sentence a report reads (either side equal to one of ``sample.reported_sentences``
     drops the pair). At most ``max_pairs`` a language (0 = all); ValueError naming a language that has none."""
-    from data_pipelines import sample
-
     reported = sample.reported_sentences()
     found: dict[str, tuple[list[str], list[str]]] = {}
     for item in sample.read_transfer("dev"):
