@@ -120,6 +120,7 @@ def test_overshoot_keeps_the_compilers_numbers():
 
 
 @needs_libtpu
+@pytest.mark.slow
 def test_tiny_compiles_for_a_v5e_2x2_slice(monkeypatch):
     for name, value in (("TPU_SKIP_MDS_QUERY", "1"), ("TPU_ACCELERATOR_TYPE", "v5litepod-4"),
                         ("TPU_WORKER_HOSTNAMES", "localhost"), ("TPU_LOG_DIR", "disabled")):  # fmt: skip
@@ -133,6 +134,7 @@ def test_tiny_compiles_for_a_v5e_2x2_slice(monkeypatch):
 
 
 @needs_libtpu
+@pytest.mark.slow
 def test_two_slices_time_the_cross_slice_reduction_on_dcn(monkeypatch):
     for name, value in (("TPU_SKIP_MDS_QUERY", "1"), ("TPU_ACCELERATOR_TYPE", "v5litepod-4"),
                         ("TPU_WORKER_HOSTNAMES", "localhost"), ("TPU_LOG_DIR", "disabled")):  # fmt: skip

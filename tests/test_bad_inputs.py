@@ -655,6 +655,7 @@ def test_bad_input_names_the_bad_value(case_id, tmp_path):
     _MESSAGES[case.id] = normalize(run_case(case, tmp_path), tmp_path)
 
 
+@pytest.mark.slow
 def test_reliability_md_is_current():
     assert DOC.read_text(encoding="utf-8") == render(messages()), (
         "RELIABILITY.md differs from the catalogue: python -m tests.test_bad_inputs --write"

@@ -59,6 +59,7 @@ def _perturbed(state, step):
     return state.replace(params=params, step=state.step + step)
 
 
+@pytest.mark.slow
 def test_round_trip_onto_another_mesh_with_data_and_config(tmp_path, state8):
     config = _config()
     saved = _perturbed(state8, 7)
@@ -258,6 +259,7 @@ def test_an_uncommitted_save_is_moved_aside_with_a_warning_never_restored(tmp_pa
     ckpt.close()
 
 
+@pytest.mark.slow
 def test_checkpoint_written_before_vocab_padding_is_padded_on_restore(tmp_path, caplog):
     """A state with vocab_size rows (vocab_multiple=1: the layout before padding) resumes into a padded
     model on a tensor-parallel mesh: real rows as saved, padding rows zero, in params and both Adam moments."""

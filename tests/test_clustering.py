@@ -58,6 +58,7 @@ def test_permutation_test_of_a_perfect_labelling():
     assert abs(test.shuffled_mean) < 0.02 and test.shuffles == 100
 
 
+@pytest.mark.slow
 def test_permutation_test_of_random_labellings_is_calibrated():
     """Independent labels: the observed AMI is one more draw from the null, so p ~ Uniform(0, 1)."""
     rng = np.random.default_rng(2)

@@ -134,6 +134,7 @@ def test_train_cli_console_has_no_tensorflow_lines(tmp_path):
     assert "step/s" not in proc.stderr  # and no bar
 
 
+@pytest.mark.slow
 def test_tensorflow_is_set_up_when_imported_and_not_before():
     """The trainer's TensorFlow set-up imports nothing; the first import of TensorFlow is quiet, GPUs hidden."""
     code = """

@@ -97,6 +97,7 @@ def straight(xlmr_dir, tmp_path_factory):
     return workdir, printed.getvalue()
 
 
+@pytest.mark.slow
 def test_pool_first_phase_then_joint_each_group_on_its_schedule(xlmr_dir, straight):
     path, model = xlmr_dir
     run = _recipe(path)
@@ -141,6 +142,7 @@ def test_pool_first_phase_then_joint_each_group_on_its_schedule(xlmr_dir, straig
         np.testing.assert_allclose(logged[step]["learning_rate/encoder"], encoder, rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_a_run_with_groups_resumes_exactly(xlmr_dir, straight, tmp_path):
     path, _ = xlmr_dir
     resumed = str(tmp_path / "resumed")

@@ -82,6 +82,7 @@ def test_retrieval_is_perfect_when_embeddings_match(encoder):
     assert retrieval.top1_accuracy(a, b) == (1.0, 1.0)
 
 
+@pytest.mark.slow
 def test_embed_ids_gives_each_row_its_own_outputs_whatever_the_batching(encoder, tiny_params):
     """Rows are batched longest first and put back in order: each row's outputs match a direct forward
     pass of that row alone (layer 1 mean-pooled over its tokens; the pool's own query and weights)."""
@@ -310,6 +311,7 @@ def test_mlm_eval_reports_how_far_routing_moves_between_masked_and_clean(encoder
 # --------------------------------------------------------------------------------------------- fine-tuning
 
 
+@pytest.mark.slow
 def test_finetuning_lowers_the_loss_on_a_tiny_tagging_task(tiny_params):
     encoder = Encoder(small_config(False), tiny_params[False], batch_size=8, max_length=16)
     rng = np.random.default_rng(2)
@@ -484,6 +486,7 @@ def test_registry_names_its_modules_and_gives_the_sweep_config_their_blocks():
         evals.load("nope")
 
 
+@pytest.mark.slow
 def test_registry_transfer_evals_run_in_the_sweep_with_their_own_settings(tmp_path, tiny_params):
     (tmp_path / "xlmp").mkdir()
     source = FakeCheckpoints(tiny_params, {"xlmp": (True, [10])})

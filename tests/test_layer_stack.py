@@ -29,6 +29,7 @@ def _batch():
 
 
 @pytest.mark.parametrize("remat", ["none", "full"])
+@pytest.mark.slow
 def test_scan_and_loop_give_the_same_loss_and_gradients(remat):
     loop_cfg = _config(remat=remat)
     scan_cfg = dataclasses.replace(loop_cfg, scan_layers=True)

@@ -54,6 +54,7 @@ def test_logits_match_transformers(hf_model, real_batch, attention):
     assert np.abs(got - ref).max() <= 1e-4
 
 
+@pytest.mark.slow
 def test_cudnn_attention_passes_padding_as_key_lengths(hf_model, real_batch, monkeypatch):
     """attention='cudnn' (GPU only) with cuDNN swapped for XLA: same logits as the mask path."""
     calls = []
@@ -152,6 +153,7 @@ def test_every_param_has_logical_axes():
     assert specs["layer_0"]["attention"]["query"]["kernel"] == jax.sharding.PartitionSpec("embed", "heads", "kv")
 
 
+@pytest.mark.slow
 def test_bf16_compute_keeps_fp32_params_and_tracks_fp32():
     cfg32 = ModelConfig.preset("tiny", hidden_dropout=0.0, attention_dropout=0.0)
     cfg16 = ModelConfig.preset("tiny", dtype="bfloat16")

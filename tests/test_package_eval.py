@@ -53,6 +53,7 @@ def test_check_refuses_bad_settings():
         package.check(package.config(languages="de,xx"), "package")
 
 
+@pytest.mark.slow
 def test_package_eval_runs_in_the_sweep_on_a_tiny_model(tmp_path, tiny_params):  # noqa: F811
     (tmp_path / "xlmp").mkdir()
     config = sweep_config(tmp_path, ["xlmp"], evals="package")

@@ -97,6 +97,7 @@ def test_a_saved_pool_without_the_training_options_gets_their_old_values():
     assert (fresh.key_loss_weight, fresh.diversity_loss_weight, fresh.prompt_init_std) == (0.1, 0.1, 1.0)
 
 
+@pytest.mark.slow
 def test_model_prepends_prompts_and_extends_mask():
     """Layer 0 of the model sees [retrieved prompts; embeddings] with the prompts always attended."""
     cfg = ModelConfig.preset("tiny", pool=PoolConfig(size=M, length=LP))
@@ -118,6 +119,7 @@ def test_model_prepends_prompts_and_extends_mask():
     assert out["logits"].shape == (2, ids.shape[1], cfg.padded_vocab_size)
 
 
+@pytest.mark.slow
 def test_padding_does_not_change_real_tokens():
     cfg = ModelConfig.preset("tiny")
     variables = init_params(cfg, jax.random.key(4))
@@ -151,6 +153,7 @@ def _norm(tree) -> float:
     return float(sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(nn.unbox(tree))))
 
 
+@pytest.mark.slow
 def test_gradients_reach_keys_prompts_and_query():
     pool_grads, mlm_grads = _grads(stop_gradient_query=False)
     assert _norm(mlm_grads["pool"]["keys"]) > 0

@@ -130,6 +130,7 @@ def test_within_strata_permutation_keeps_each_index_in_its_stratum():
     assert order[3] == 3
 
 
+@pytest.mark.slow
 def test_initial_params_are_the_trainers_step_zero():
     config = tiny_config()
     config.train.seed = 5
@@ -142,6 +143,7 @@ def test_initial_params_are_the_trainers_step_zero():
     assert not np.array_equal(np.asarray(other["pool"]["keys"]), np.asarray(rebuilt["pool"]["keys"]))
 
 
+@pytest.mark.slow
 def test_pool_eval_step0_reference_of_an_untrained_checkpoint_is_the_pool_itself(tmp_path, sample_vocab):
     """A checkpoint still at its random start: the step-0 pool rebuilt from its config and seed routes every
     sentence as the checkpoint does, so the two AMIs agree; the baseline gets the pool-size references at the

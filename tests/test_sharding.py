@@ -156,12 +156,14 @@ def runs():
     return out
 
 
+@pytest.mark.slow
 def test_reduction_order_spread_is_within_the_tolerance(runs):
     spread = leaf_errors(runs["reduction order"], runs["1 device"])
     assert max(spread.values()) <= TOLERANCE, sorted(spread.items(), key=lambda kv: -kv[1])[:3]
 
 
 @pytest.mark.parametrize("name", [n for n in MESHES if n != "1 device"])
+@pytest.mark.slow
 def test_same_steps_on_every_mesh(runs, name):
     ref, run = runs["1 device"], runs[name]
     assert np.isfinite(ref["losses"]).all()
@@ -173,11 +175,13 @@ def test_same_steps_on_every_mesh(runs, name):
         np.testing.assert_allclose(run["metrics"][key], ref["metrics"][key], rtol=1e-4, atol=1e-6, err_msg=key)
 
 
+@pytest.mark.slow
 def test_the_steps_trained(runs):
     start = runs["initial params"]["params"]["layer_0"]["intermediate"]["kernel"]
     assert np.abs(runs["1 device"]["params"]["layer_0"]["intermediate"]["kernel"] - start).max() > 1e-5
 
 
+@pytest.mark.slow
 def test_params_and_optimizer_state_are_sharded(runs):
     state = runs["(2,2,2)"]["state"]
     params = state.params

@@ -67,6 +67,7 @@ def dense_reference_loss(config, params, batch):
     return float(jnp.sum(per_token * batch["weights"]) / jnp.sum(batch["weights"]))
 
 
+@pytest.mark.slow
 def test_sparse_head_loss_equals_dense_reference(one_device):
     batch = make_batch(0)
     reference = dense_reference_loss(one_device["config"], one_device["params"], batch)
@@ -174,6 +175,7 @@ def reference_objective(config, params, batch, key_weight: float, diversity_weig
     return mlm + key_weight * key + diversity_weight * div, (mlm, key, div)
 
 
+@pytest.mark.slow
 def test_pool_terms_join_the_objective_but_not_the_reported_loss(one_device):
     batch = batch_with_empty_row(3)
     params = one_device["params"]

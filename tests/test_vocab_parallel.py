@@ -95,6 +95,7 @@ def runs():
 
 
 @pytest.mark.parametrize("name", list(MESHES))
+@pytest.mark.slow
 def test_vocab_split_steps_equal_one_device(runs, name):
     ref, run = runs["1 device"], runs[name]
     assert np.isfinite(ref["losses"]).all()
@@ -105,6 +106,7 @@ def test_vocab_split_steps_equal_one_device(runs, name):
         np.testing.assert_allclose(run["metrics"][key], ref["metrics"][key], rtol=1e-4, atol=1e-6, err_msg=key)
 
 
+@pytest.mark.slow
 def test_padding_rows_stay_zero_and_real_rows_train(runs):
     cfg = model_of(vocab_config())
     start, end = runs["initial"]["params"], runs["(1,1,8)"]["params"]

@@ -116,6 +116,7 @@ def test_arm_difference_pairs_pretraining_seeds_else_labels_finetuning_noise():
 # -------------------------------------------------------------------------------------------- sharding
 
 
+@pytest.mark.slow
 def test_data_parallel_finetune_equals_one_device(tiny_params):
     assert len(jax.local_devices()) == 8  # tests/conftest.py
     encoder = Encoder(small_config(True), tiny_params[True], batch_size=8, max_length=16)
@@ -141,6 +142,7 @@ def test_data_parallel_finetune_equals_one_device(tiny_params):
         finetune.finetune_mesh(12, 8)
 
 
+@pytest.mark.slow
 def test_fsdp_finetune_splits_the_encoder_and_equals_one_device(tiny_params):
     encoder = Encoder(small_config(True), tiny_params[True], batch_size=8, max_length=16)
     rng = np.random.default_rng(2)
@@ -236,6 +238,7 @@ def xtreme_config(tmp_path: pathlib.Path, workdirs: list[str], data: dict[str, s
     return c
 
 
+@pytest.mark.slow
 def test_xtreme_config_end_to_end_then_resumes(tmp_path, tiny_params):
     workdirs = ["xlmp_s0", "xlmp_s1", "base_s0", "base_s1"]
     for w in workdirs:
