@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if check_raw is not None and "error" in check_raw:
         check_raw = None
     check = _compare(check_raw, rows) if check_raw else None
-    from bench.common import machine_info
+    from bench.harness import machine_info
 
     result = {
         "bench": "aot_table",

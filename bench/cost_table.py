@@ -74,7 +74,7 @@ def abstract_inputs(run: Any, tx: Any, mesh: jax.sharding.Mesh) -> tuple[Any, An
     ``state.abstract_train_state`` traces the init without running it, so the bench builds state exactly
     as training does without allocating 0.3-0.6 B parameters and their Adam moments.
     """
-    from bench.common import synthetic_batch
+    from bench.harness import synthetic_batch
     from xlmp_jax.training import sharding
     from xlmp_jax.training import state as train_state
 
@@ -93,7 +93,7 @@ FAST_BACKEND = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive
 
 def compile_step(run: Any, compiler_options: dict[str, Any] | None = None) -> Any:
     """The compiled train step of ``run`` on all devices (the trainer's mesh, state and step builders)."""
-    from bench.common import LANGUAGES
+    from bench.harness import LANGUAGES
     from xlmp_jax.training import optim, sharding, steps
 
     mesh = sharding.make_mesh(run.mesh)
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"# {name} {lay}: compiled in {row['compile_s']} s", flush=True)
         if (8, 1, 1) in texts and (1, 8, 1) in texts:
             excess[name] = op_excess(texts[(8, 1, 1)], texts[(1, 8, 1)])
-    from bench.common import machine_info
+    from bench.harness import machine_info
 
     result = {
         "bench": "cost_table",

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import common  # noqa: E402
+from bench import harness  # noqa: E402
 
 
 def best_seconds(fn: Callable, args: tuple, repeats: int) -> float:
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
         rate = flops / seconds / 1e9 if flops else None
         rows.append({"op": name, "seconds": seconds, "gflops": rate})
         print(f"  {name:28} {seconds * 1e3:9.1f} ms" + (f"  {rate:6.1f} GFLOP/s" if rate else ""), flush=True)
-    return common.finish(
+    return harness.finish(
         "cpu_ops",
         args.json,
         xla_flags=os.environ.get("XLA_FLAGS", ""),

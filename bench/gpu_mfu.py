@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import common  # noqa: E402
+from bench import harness  # noqa: E402
 
 # Dense bf16 tensor-core peaks from NVIDIA's datasheets (FLOP/s, no sparsity).
 DATASHEET_BF16 = {
@@ -51,7 +51,7 @@ RBG = {"JAX_DEFAULT_PRNG_IMPL": "rbg"}  # tuning experiment: cheaper dropout bit
 class Config(NamedTuple):
     """One measured configuration: the model size, bench variant (``train_throughput.VARIANTS``), batch,
     ModelConfig overrides, extra environment of its worker, and where its batches come from
-    (``common.FEEDS``)."""
+    (``harness.FEEDS``)."""
 
     variant: str
     batch: int
@@ -123,7 +123,7 @@ def datasheet_peak(name: str) -> float:
 
 
 def matmul_worker(n: int, dtype: str) -> None:
-    common.emit(common.matmul_peak_gflops(n=n, repeats=20, dtype=dtype))
+    harness.emit(harness.matmul_peak_gflops(n=n, repeats=20, dtype=dtype))
 
 
 def smoke_config(cfg: Config) -> Config:
@@ -178,7 +178,7 @@ def precompile(configs: dict[str, Config], args: argparse.Namespace) -> dict[str
         label, cfg = item
         t0 = time.perf_counter()
         try:
-            res = common.run_worker(
+            res = harness.run_worker(
                 worker_command(cfg, args, compile_only=True),
                 env=worker_env(cfg, shared=True, smoke=args.smoke),
                 timeout=args.timeout,
@@ -204,7 +204,7 @@ def program_key(cfg: Config) -> str:
 def run_timed(label: str, cfg: Config, args: argparse.Namespace) -> dict:
     """One configuration's timed run in its own process (its own memory peak); OOM named as such."""
     try:
-        res = common.run_worker(
+        res = harness.run_worker(
             worker_command(cfg, args), env=worker_env(cfg, shared=False, smoke=args.smoke), timeout=args.timeout
         )
     except subprocess.TimeoutExpired:
@@ -274,7 +274,7 @@ def profile(label: str, cfg: Config, args: argparse.Namespace) -> dict:
     if args.cache_dir:
         cmd.append(f"--cache_dir={args.cache_dir}")
     try:
-        res = common.run_worker(cmd, env=worker_env(cfg, shared=False, smoke=args.smoke), timeout=args.timeout)
+        res = harness.run_worker(cmd, env=worker_env(cfg, shared=False, smoke=args.smoke), timeout=args.timeout)
     except subprocess.TimeoutExpired:
         res = {"error": f"profile timeout after {args.timeout} s"}
     keep = ("error", "traced_step_wall_s", "traced_op_time_ms", "by_group", "by_category", "top", "trace_dir")
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> dict:
     name = gpu_name()
     peak_spec = datasheet_peak(name)
     here = os.path.abspath(__file__)
-    mm = common.run_worker([here, "--matmul_worker", f"--matmul_n={args.matmul_n}", f"--dtype={args.dtype}"])
+    mm = harness.run_worker([here, "--matmul_worker", f"--matmul_n={args.matmul_n}", f"--dtype={args.dtype}"])
     print("gpu:", name or "(none)", "| datasheet bf16 peak:", peak_spec / 1e12, "TFLOP/s | measured matmul:", mm)
     compiled = {}
     if args.precompile:
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.profile_best and best is not None:
         prof = profile(best["label"], configs[best["label"]], args)
         print("profile of", best["label"], "by model part:", prof.get("by_group", prof.get("error")), flush=True)
-    return common.finish(
+    return harness.finish(
         "gpu_mfu",
         args.json,
         gpu=name,

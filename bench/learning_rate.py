@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bench import science
-from bench.common import REPO, machine_info
+from bench.harness import REPO, machine_info
 
 SIZES = {"tiny": (), "mini": science.MINI, "small": science.SMALL}
 

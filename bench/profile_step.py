@@ -28,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import common, op_groups  # noqa: E402
+from bench import harness, op_groups  # noqa: E402
 from bench.train_throughput import VARIANTS  # noqa: E402
 
 CATEGORIES = (
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--dtype", default="float32")
     p.add_argument("--overrides", default="", help="ModelConfig fields as JSON")
-    p.add_argument("--feed", default="device", choices=common.FEEDS, help="where each step's batch comes from")
+    p.add_argument("--feed", default="device", choices=harness.FEEDS, help="where each step's batch comes from")
     p.add_argument("--cache_dir", default="", help="JAX's persistent compilation cache (the device run's)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=3)
@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
         compile_cache.enable(args.cache_dir, environ={})
     spec = VARIANTS[args.variant]
     overrides = json.loads(args.overrides) if args.overrides else {}
-    model_cfg = common.model_config(args.size, pool=spec["pool"], dtype=args.dtype, **overrides)
-    step, _ = common.make_xlmp_step(
+    model_cfg = harness.model_config(args.size, pool=spec["pool"], dtype=args.dtype, **overrides)
+    step, _ = harness.make_xlmp_step(
         model_cfg, batch_size=args.batch, seq_length=args.seq, dense_head=spec["dense"], feed=args.feed
     )
     for _ in range(args.warmup):
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
         for _ in range(args.steps):
             step()
     wall = (time.perf_counter() - t0) / args.steps
-    summary = common.finish(
+    summary = harness.finish(
         "profile_step",
         args.json,
         platform=jax.devices()[0].platform,

@@ -77,7 +77,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-from bench.common import REPO, machine_info
+from bench.harness import REPO, machine_info
 from configs.tiny import TINY_LANGUAGES
 from xlmp_jax.model.prompt_pool import OLD_POOL_OPTIONS, PoolConfig
 

@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import common  # noqa: E402
+from bench import harness  # noqa: E402
 
 VARIANTS = {
     "torch": dict(framework="torch", pool=False, dense=True),
@@ -50,24 +50,24 @@ def measure(
     """Runs one variant in this process and returns its measurements.
 
     ``overrides`` are ModelConfig fields (e.g. ``{"remat": "full", "attention_dropout": 0.0}``); ``feed``
-    where each step's batch comes from (``common.make_xlmp_step``; xlmp variants only).
+    where each step's batch comes from (``harness.make_xlmp_step``; xlmp variants only).
     """
     spec = VARIANTS[variant]
-    model_cfg = common.model_config(size, pool=spec["pool"], dtype=dtype, **(overrides or {}))
-    rss0 = common.current_rss_mib()
+    model_cfg = harness.model_config(size, pool=spec["pool"], dtype=dtype, **(overrides or {}))
+    rss0 = harness.current_rss_mib()
     t_build = time.perf_counter()
     cost = None
     if spec["framework"] == "torch":
-        step, info = common.make_torch_step(model_cfg, batch_size=batch, seq_length=seq)
+        step, info = harness.make_torch_step(model_cfg, batch_size=batch, seq_length=seq)
     else:
-        step, cost = common.make_xlmp_step(
+        step, cost = harness.make_xlmp_step(
             model_cfg, batch_size=batch, seq_length=seq, dense_head=spec["dense"], feed=feed
         )
         info = {"step_impl": "project", "feed": feed}
     build_s = time.perf_counter() - t_build
-    times, first = common.time_steps(step, warmup, steps)
-    k = seq if spec["dense"] else common.max_predictions(seq, common.MLM_RATE)
-    fpt, flops_source = common.flops_per_token(model_cfg, seq, k)
+    times, first = harness.time_steps(step, warmup, steps)
+    k = seq if spec["dense"] else harness.max_predictions(seq, harness.MLM_RATE)
+    fpt, flops_source = harness.flops_per_token(model_cfg, seq, k)
     tokens = batch * seq
     result = {
         "variant": variant,
@@ -76,20 +76,20 @@ def measure(
         "seq": seq,
         "dtype": dtype,
         "head_positions": k,
-        "step_s": common.stats(times),
-        "tokens_per_s": common.stats([tokens / t for t in times]),
+        "step_s": harness.stats(times),
+        "tokens_per_s": harness.stats([tokens / t for t in times]),
         "first_step_s": first,
         "build_s": build_s,
         "flops_per_token": fpt,
         "flops_source": flops_source,
         "rss_before_mib": rss0,
-        "peak_rss_mib": common.peak_rss_mib(),
+        "peak_rss_mib": harness.peak_rss_mib(),
         **info,
     }
     if overrides:
         result["overrides"] = overrides
     if spec["framework"] == "xlmp":
-        result.update(common.device_memory(model_cfg, batch_size=batch, seq_length=seq, dense_head=spec["dense"]))
+        result.update(harness.device_memory(model_cfg, batch_size=batch, seq_length=seq, dense_head=spec["dense"]))
     if cost is not None:
         analysis = cost()
         result.update({k: v for k, v in analysis.items() if k.startswith("compiled_") or k == "compile_s"})
@@ -99,11 +99,11 @@ def measure(
 
 
 def compile_only(variant: str, size: str, batch: int, seq: int, dtype: str, overrides: dict | None) -> dict:
-    """Compiles one xlmp variant's step without running it (``common.compile_xlmp_step``): fills the
+    """Compiles one xlmp variant's step without running it (``harness.compile_xlmp_step``): fills the
     persistent compilation cache for a later timed run of the same variant."""
     spec = VARIANTS[variant]
-    model_cfg = common.model_config(size, pool=spec["pool"], dtype=dtype, **(overrides or {}))
-    return common.compile_xlmp_step(model_cfg, batch_size=batch, seq_length=seq, dense_head=spec["dense"])
+    model_cfg = harness.model_config(size, pool=spec["pool"], dtype=dtype, **(overrides or {}))
+    return harness.compile_xlmp_step(model_cfg, batch_size=batch, seq_length=seq, dense_head=spec["dense"])
 
 
 def _fmt(x: float) -> str:
@@ -168,15 +168,15 @@ def run_round(args: argparse.Namespace, sizes: list[str], variants: list[str]) -
     (a shared VM) shows up as spread between rounds instead of biasing one side of a ratio.
     """
     n, repeats = (256, 2) if args.smoke else (2048, 10)
-    peak = common.matmul_peak_gflops(n=n, repeats=repeats)
-    torch_peak = common.torch_matmul_peak_gflops(n=n, repeats=repeats) if "torch" in variants else None
+    peak = harness.matmul_peak_gflops(n=n, repeats=repeats)
+    torch_peak = harness.torch_matmul_peak_gflops(n=n, repeats=repeats) if "torch" in variants else None
     results = []
     for size in sizes:
         for variant in variants:
             if args.smoke:
                 res = measure(variant, size, args.batch, args.seq, args.warmup, args.steps, args.dtype)
             else:
-                res = common.run_worker(
+                res = harness.run_worker(
                     [
                         os.path.abspath(__file__),
                         f"--worker={variant}",
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json", default="", help="also write all results to this file")
     p.add_argument("--smoke", action="store_true", help="one tiny step of each variant, in-process")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
-    p.add_argument("--feed", default="device", help=argparse.SUPPRESS)  # worker: common.FEEDS
+    p.add_argument("--feed", default="device", help=argparse.SUPPRESS)  # worker: harness.FEEDS
     p.add_argument("--compile_only", action="store_true", help=argparse.SUPPRESS)  # worker: fill the cache
     p.add_argument("--cache_dir", default="", help=argparse.SUPPRESS)  # worker: JAX's persistent cache
     args = p.parse_args(argv)
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.cache_dir:
             compile_cache.enable(args.cache_dir, environ={})
         if args.compile_only:
-            common.emit(compile_only(args.worker, args.sizes, args.batch, args.seq, args.dtype, overrides))
+            harness.emit(compile_only(args.worker, args.sizes, args.batch, args.seq, args.dtype, overrides))
             return {}
         before = compile_cache.COUNTER.snapshot() if args.cache_dir else None
         result = measure(
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
         if before is not None:
             requests, hits = (now - then for now, then in zip(compile_cache.COUNTER.snapshot(), before, strict=True))
             result["cache"] = {"requests": requests, "hits": hits}
-        common.emit(result)
+        harness.emit(result)
         return {}
 
     sizes, variants = args.sizes.split(","), args.variants.split(",")
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(report(rounds[-1]["results"], rounds[-1]["matmul_peak_gflops"]), flush=True)
         if rounds[-1]["torch_matmul_peak_gflops"]:
             print(f"torch matmul (fp32): median {rounds[-1]['torch_matmul_peak_gflops']['median']:.1f} GFLOP/s")
-    summary = common.finish(
+    summary = harness.finish(
         "train_throughput",
         args.json,
         **rounds[0],

@@ -26,7 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import common  # noqa: E402
+from bench import harness  # noqa: E402
 from bench.train_throughput import VARIANTS  # noqa: E402
 
 TUNINGS = ("bias_gemv", "max_accuracy", "dropout_bits")
@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"bad arm {arm!r}: ARM[@VARIANT] with ARM one of {', '.join(ARMS)}")
         spec = VARIANTS[variant]
         with undone(ARMS[name]):
-            step, _ = common.make_xlmp_step(
-                common.model_config(args.size, pool=spec["pool"]),
+            step, _ = harness.make_xlmp_step(
+                harness.model_config(args.size, pool=spec["pool"]),
                 batch_size=args.batch,
                 seq_length=args.seq,
                 dense_head=spec["dense"],
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
             {
                 "arm": arm,
                 "undone": list(ARMS[arm.partition("@")[0]]),
-                "step_s": common.stats(times[arm]),
+                "step_s": harness.stats(times[arm]),
                 "first_loss": losses[arm],
             }
         )
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"  {arm:18} median {median:8.3f} s  (min {min(times[arm]):.3f}, max {max(times[arm]):.3f})  "
             f"x{reference / median:.3f} of {arms[-1]}'s speed  first loss {losses[arm]:.5f}"
         )
-    summary = common.finish(
+    summary = harness.finish(
         "tuning_ab",
         args.json,
         size=args.size,

@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import common  # noqa: E402
+from bench import harness  # noqa: E402
 
 
 def worker(size: str, devices: int, per_device_batch: int, seq: int, layout: str, warmup: int, steps: int) -> dict:
@@ -28,12 +28,12 @@ def worker(size: str, devices: int, per_device_batch: int, seq: int, layout: str
 
     assert len(jax.devices()) == devices, (len(jax.devices()), devices)
     mesh = {"data": -1, "fsdp": 1, "tensor": 1} if layout == "data" else {"data": 1, "fsdp": -1, "tensor": 1}
-    model_cfg = common.model_config(size, pool=True)
-    step, cost = common.make_xlmp_step(
+    model_cfg = harness.model_config(size, pool=True)
+    step, cost = harness.make_xlmp_step(
         model_cfg, batch_size=per_device_batch * devices, seq_length=seq, dense_head=False, mesh=mesh, num_devices=None
     )
     analysis = cost()
-    times, first = common.time_steps(step, warmup, steps)
+    times, first = harness.time_steps(step, warmup, steps)
     return {
         "devices": devices,
         "layout": layout,
@@ -41,7 +41,7 @@ def worker(size: str, devices: int, per_device_batch: int, seq: int, layout: str
         "per_device_batch": per_device_batch,
         "xla_flops_per_device": analysis.get("flops"),
         "xla_bytes_per_device": analysis.get("bytes accessed"),
-        "step_s": common.stats(times),
+        "step_s": harness.stats(times),
         "first_step_s": first,
         "step_impl": "project",
     }
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.size, args.devices, args.layouts, args.per_device_batch, args.seq = "tiny", "1,2", "fsdp", 1, 16
         args.warmup, args.steps = 1, 1
     if args.worker:
-        common.emit(
+        harness.emit(
             worker(args.size, args.worker, args.per_device_batch, args.seq, args.layouts, args.warmup, args.steps)
         )
         return {}
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "JAX_PLATFORMS": "cpu",
                 "CUDA_VISIBLE_DEVICES": "",
             }
-            res = common.run_worker(
+            res = harness.run_worker(
                 [
                     os.path.abspath(__file__),
                     f"--worker={n}",
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{med:8.3f} {med / r['devices']:7.3f}"
         )
     print("\n".join(lines))
-    summary = common.finish(
+    summary = harness.finish(
         "weak_scaling",
         args.json,
         size=args.size,

@@ -2,7 +2,7 @@
 
 Needs XLM-R's vocabulary: ``--config.data.vocab_path=/path/to/sentencepiece.bpe.model`` (250,000 pieces ->
 250,002 ids = ``model.vocab_size``). The default ``data.vocab_path`` is the shipped sample's 8,002-id model,
-which the trainer and ``launch.preflight`` refuse (``data_pipelines.preflight``: the sizes must be equal); the data
+which the trainer and ``launch.preflight`` refuse (``data_pipelines.data_checks``: the sizes must be equal); the data
 benchmark and the memory plan read only the data block or the model shapes and work as they are.
 """
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from launch.common import PreflightError
+from launch.command_line import PreflightError
 
 _V5E_V6E_SIZES = (1, 4, 8, 16, 32, 64, 128, 256)
 

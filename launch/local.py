@@ -23,8 +23,8 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
-from launch import accelerators, common, preflight
-from launch.common import LaunchError
+from launch import accelerators, command_line, preflight
+from launch.command_line import LaunchError
 
 _DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 
@@ -179,8 +179,8 @@ def build_procs(
         workdir = os.path.abspath(workdir)  # the processes run from the repository root
     procs = []
     for i in range(num_processes):
-        argv = common.train_command(
-            common.config_argument(config),
+        argv = command_line.train_command(
+            command_line.config_argument(config),
             workdir,
             overrides,
             python=python,
@@ -188,13 +188,13 @@ def build_procs(
             num_processes=num_processes,
             process_id=i,
         )
-        procs.append(Proc(f"p{i}", argv, child_env(devices_per_process, dict(env)), str(common.REPO_ROOT)))
+        procs.append(Proc(f"p{i}", argv, child_env(devices_per_process, dict(env)), str(command_line.REPO_ROOT)))
     return procs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m launch.local", description=__doc__.split("\n")[0])
-    common.add_common_flags(parser)
+    command_line.add_common_flags(parser)
     parser.add_argument("--num_processes", type=int, default=2)
     parser.add_argument(
         "--devices_per_process", type=int, default=0, help="CPU devices per process (XLMP_NUM_CPU_DEVICES); 0 = real"
@@ -204,10 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--grace_s", type=float, default=30.0, help="seconds between SIGTERM and SIGKILL")
     parser.add_argument("--python", default=sys.executable)
     args, extra = parser.parse_known_args(argv)
-    runner = common.Runner(dry_run=args.dry_run)
+    runner = command_line.Runner(dry_run=args.dry_run)
     try:
-        overrides = common.split_overrides(extra)
-        env = common.parse_env(args.env)
+        overrides = command_line.split_overrides(extra)
+        env = command_line.parse_env(args.env)
         if not args.skip_preflight:
             # Without simulated CPU devices the device count is only known inside the job: check the rest.
             accel = (
@@ -232,10 +232,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"launch.local: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
-        runner.note(f"each command runs from {common.REPO_ROOT}, all at once")
+        runner.note(f"each command runs from {command_line.REPO_ROOT}, all at once")
         for p in procs:
             changed = {k: v for k, v in (p.env or {}).items() if os.environ.get(k) != v}
-            runner.run(common.with_env(p.argv, changed))
+            runner.run(command_line.with_env(p.argv, changed))
         return 0
     try:
         return supervise(procs, log_dir=args.log_dir or None, grace_s=args.grace_s)

@@ -29,8 +29,8 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from launch import accelerators, common, preflight
-from launch.common import LaunchError
+from launch import accelerators, command_line, preflight
+from launch.command_line import LaunchError
 from launch.local import Proc, supervise
 
 
@@ -40,13 +40,13 @@ def node_commands(args: argparse.Namespace, overrides: Sequence[str], node_rank:
     total = args.num_nodes * ppn
     out = []
     for local in range(ppn):
-        env = common.parse_env(args.env)
+        env = command_line.parse_env(args.env)
         if args.devices_per_process:
             env["XLMP_NUM_CPU_DEVICES"] = str(args.devices_per_process)
         elif ppn > 1:
             env["JAX_LOCAL_DEVICE_IDS"] = str(local)
-        cmd = common.train_command(
-            common.config_argument(args.config),
+        cmd = command_line.train_command(
+            command_line.config_argument(args.config),
             args.workdir,
             overrides,
             python=args.python,
@@ -54,7 +54,7 @@ def node_commands(args: argparse.Namespace, overrides: Sequence[str], node_rank:
             num_processes=total,
             process_id=node_rank * ppn + local,
         )
-        out.append(common.with_env(cmd, env))
+        out.append(command_line.with_env(cmd, env))
     return out
 
 
@@ -66,7 +66,7 @@ def ssh_command(args: argparse.Namespace, host: str, cmd: Sequence[str]) -> list
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m launch.multinode", description=__doc__.split("\n")[0])
-    common.add_common_flags(parser)
+    command_line.add_common_flags(parser)
     parser.add_argument("--hosts", default="", help="comma-separated hosts to start over ssh (node 0 first)")
     parser.add_argument("--num_nodes", type=int, default=0, help="number of nodes (without --hosts)")
     parser.add_argument("--coordinator", default="", help="HOST:PORT of node 0 as every node reaches it")
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--procs_per_node", type=int, default=1, help="processes per node (e.g. one per GPU)")
     parser.add_argument("--devices_per_process", type=int, default=0, help="simulate K CPU devices per process")
     parser.add_argument("--gpus_per_node", type=int, default=0, help="for preflight: devices per node")
-    parser.add_argument("--repo_dir", default=str(common.REPO_ROOT), help="the repository on every node")
+    parser.add_argument("--repo_dir", default=str(command_line.REPO_ROOT), help="the repository on every node")
     parser.add_argument("--python", default=".venv/bin/python", help="interpreter, relative to --repo_dir or absolute")
     parser.add_argument("--ssh", default="ssh -o BatchMode=yes", help="ssh command with its options")
     parser.add_argument("--grace_s", type=float, default=30.0, help="seconds between SIGTERM and SIGKILL")
@@ -84,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
-    runner = common.Runner(dry_run=args.dry_run)
+    runner = command_line.Runner(dry_run=args.dry_run)
     try:
-        overrides = common.split_overrides(extra)
+        overrides = command_line.split_overrides(extra)
         hosts = [h for h in args.hosts.split(",") if h]
         if hosts:
             if args.num_nodes and args.num_nodes != len(hosts):

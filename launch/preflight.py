@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from launch import layouts
 from launch.accelerators import Accelerator, gpu_accelerator, tpu_accelerator
-from launch.common import REPO_ROOT, LaunchError, PreflightError, split_overrides
+from launch.command_line import REPO_ROOT, LaunchError, PreflightError, split_overrides
 
 if TYPE_CHECKING:
     from xlmp_jax.run_config import RunConfig
@@ -45,7 +45,7 @@ def load_config(config: str, overrides: Sequence[str] = ()) -> RunConfig:
     try:
         cfg = config_utils.load_run(config, overrides)
         if os.path.isfile(cfg.data.vocab_path):  # one here (the shipped sample's): its size must be the model's
-            from data_pipelines import preflight as data_preflight
+            from data_pipelines import data_checks as data_preflight
 
             size = data_preflight.vocabulary_size(cfg.data.vocab_path)
             data_preflight.check_vocab_size(cfg.model.vocab_size, cfg.data.vocab_path, size)

@@ -27,8 +27,8 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from launch import accelerators, common, preflight
-from launch.common import LaunchError
+from launch import accelerators, command_line, preflight
+from launch.command_line import LaunchError
 
 _SAFE = re.compile(r"[^\s#'\"]+")  # #SBATCH values are not shell-parsed: keep them free of blanks and quotes
 
@@ -71,21 +71,23 @@ def sbatch_script(args: argparse.Namespace, overrides: Sequence[str]) -> str:
     lines += ["#SBATCH --exclusive"] if args.exclusive else []
     lines += [f"#SBATCH {_sbatch_value('sbatch_arg', extra)}" for extra in args.sbatch_arg]
     lines += ["", "set -euo pipefail", f"cd {shlex.quote(os.path.abspath(args.repo_dir))}"]
-    env = common.parse_env(args.env)
+    env = command_line.parse_env(args.env)
     if not per_gpu:
         env.setdefault("JAX_LOCAL_DEVICE_IDS", ",".join(str(i) for i in range(args.gpus_per_node)))
     lines += [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
     lines += [
         'echo "xlmp: job $SLURM_JOB_ID on $SLURM_JOB_NODELIST ($SLURM_NTASKS tasks), started $(date -u +%FT%TZ)"',
     ]
-    train = common.train_command(common.config_argument(args.config), args.workdir, overrides, python=args.python)
+    train = command_line.train_command(
+        command_line.config_argument(args.config), args.workdir, overrides, python=args.python
+    )
     lines.append(shlex.join(["srun", "--kill-on-bad-exit=1", "--label", *train]))
     return "\n".join(lines) + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m launch.slurm", description=__doc__.split("\n")[0])
-    common.add_common_flags(parser)
+    command_line.add_common_flags(parser)
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--gpus_per_node", type=int, default=8)
     parser.add_argument("--process_per", choices=("gpu", "node"), default="gpu", help="one JAX process per ...")
@@ -100,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no_requeue", dest="requeue", action="store_false", help="do not requeue on preemption")
     parser.add_argument("--exclusive", action="store_true")
     parser.add_argument("--sbatch_arg", action="append", default=[], help="extra #SBATCH line, e.g. --constraint=h100")
-    parser.add_argument("--repo_dir", default=str(common.REPO_ROOT), help="the repo on the cluster's shared filesystem")
+    parser.add_argument(
+        "--repo_dir", default=str(command_line.REPO_ROOT), help="the repo on the cluster's shared filesystem"
+    )
     parser.add_argument("--python", default="", help="interpreter on the nodes ('' = <repo_dir>/.venv/bin/python)")
     parser.add_argument(
         "--log_dir", default="", help="where SLURM writes the job log ('' = <workdir>/slurm or ./slurm)"
@@ -117,9 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
-    runner = common.Runner(dry_run=args.dry_run)
+    runner = command_line.Runner(dry_run=args.dry_run)
     try:
-        overrides = common.split_overrides(extra)
+        overrides = command_line.split_overrides(extra)
         local_workdir = "://" not in args.workdir
         if not args.log_dir:
             args.log_dir = os.path.join(args.workdir, "slurm") if local_workdir else "slurm"

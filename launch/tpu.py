@@ -30,7 +30,7 @@ import sys
 from collections.abc import Sequence
 
 from launch import accelerators, layouts, preflight
-from launch.common import (
+from launch.command_line import (
     REPO_ROOT,
     LaunchError,
     PreflightError,

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from launch.common import (
+from launch.command_line import (
     REPO_ROOT,
     LaunchError,
     Runner,

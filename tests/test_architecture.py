@@ -87,9 +87,9 @@ OUTSIDE = ("configs", "bench", "launch", "tests")  # what xlmp_jax does not impo
 # mesh and remat a slice runs with (launch.layouts) for the AOT compile check's run.
 ALLOWED_OUTSIDE = {
     ("xlmp_jax.runtime.tpu_topology", "launch.accelerators"),
-    ("xlmp_jax.runtime.tpu_topology", "launch.common"),
+    ("xlmp_jax.runtime.tpu_topology", "launch.command_line"),
     ("xlmp_jax.aot", "launch.layouts"),
-    ("xlmp_jax.aot", "launch.common"),
+    ("xlmp_jax.aot", "launch.command_line"),
 }
 
 

@@ -86,9 +86,9 @@ def _data_check(*overrides: str, files: dict[str, bytes] | None = None, spec: st
         for name, body in (files or {}).items():
             (data / name).write_bytes(body)
         config = _config(*(o.format(data=data, tmp=tmp) for o in overrides), spec=spec)
-        from data_pipelines import preflight
+        from data_pipelines import data_checks
 
-        return lambda: preflight.check_run_data(config)
+        return lambda: data_checks.check_run_data(config)
 
     return setup
 
@@ -119,10 +119,10 @@ def _deep_text_line(tmp: pathlib.Path):
                      f"data.decompress_dir={tmp / 'cache'}", "data.seq_length=32")  # fmt: skip
 
     def call():
-        from data_pipelines import preflight
+        from data_pipelines import data_checks
         from data_pipelines.input_pipeline import make_train_data
 
-        preflight.check_run_data(config)  # passes: the first record is UTF-8
+        data_checks.check_run_data(config)  # passes: the first record is UTF-8
         return next(make_train_data(config.data, global_batch_size=8))
 
     return call
@@ -226,12 +226,12 @@ def _checkpoint_of_another_size(tmp):
 
 
 def _export_over_a_full_folder(tmp):
-    from xlmp_jax.hf import export
+    from xlmp_jax.hf import writer
 
     (tmp / "work").mkdir()
     (tmp / "work" / "out").mkdir()
     (tmp / "work" / "out" / "model.safetensors").write_bytes(b"an earlier export")
-    return lambda: export.export(str(tmp / "work"), str(tmp / "work" / "out"))
+    return lambda: writer.export(str(tmp / "work"), str(tmp / "work" / "out"))
 
 
 def _corrupt_pool_export(tmp):
@@ -326,8 +326,8 @@ def _xz(body: bytes) -> bytes:
 
 def _errors():
     """Error types, imported late (the module must import without JAX for --help)."""
+    from data_pipelines.data_checks import DataPreflightError
     from data_pipelines.packing import ContentError
-    from data_pipelines.preflight import DataPreflightError
     from data_pipelines.shards import PreparedDataError
     from launch.preflight import PreflightError
     from xlmp_jax.config_utils import ConfigError
@@ -403,7 +403,7 @@ def catalogue() -> list[Case]:
              r"model\.hidden_size=64 is not divisible by model\.num_heads=5", "num_heads=5"),
         Case("two-rest-axes", "`mesh.data=-1 mesh.fsdp=-1`", _load("mesh.fsdp=-1"), ConfigError,
              r"at most one mesh axis may be -1", "'fsdp': -1"),
-        # --- the data a run will read (data_pipelines.preflight, train's config phase) ---
+        # --- the data a run will read (data_pipelines.data_checks, train's config phase) ---
         Case("vocab-smaller-than-data", "`model.vocab_size=4000` with the 8,002-id sample vocabulary",
              _data_check("model.vocab_size=4000"), DataError,
              r"model\.vocab_size=4000 is smaller than the data vocabulary .*8002 ids.*set model\.vocab_size=8002",
@@ -600,7 +600,7 @@ When each check runs:
   unknown fields (with a "did you mean"), wrong types, ranges of every `train`, `model`, `mesh` and `data`
   field. Nothing is read from disk but the config file.
 - **start-up, before compile** (`xlmp_jax.training.trainer.train`, before the work directory is created or locked):
-  `data_pipelines.preflight.check_run_data` — the vocabulary file and its size against `model.vocab_size`
+  `data_pipelines.data_checks.check_run_data` — the vocabulary file and its size against `model.vocab_size`
   (both directions: they must be equal), each language's local files (exist, not empty, first record UTF-8,
   JSON lines with `data.text_field`), TFDS names (local registry, no network); then the work directory, the
   mesh against the devices and the batch against the mesh, `XLMP_FAULTS`.

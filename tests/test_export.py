@@ -22,7 +22,7 @@ from helpers import REPO
 from hf_reference import SENTENCES, hf_config, our_config, pad_rows
 
 from xlmp_jax import export as export_cli
-from xlmp_jax.hf import export, layout, load, names
+from xlmp_jax.hf import layout, load, names, writer
 from xlmp_jax.hf.encoder import default_layer
 from xlmp_jax.hf.load import load_pretrained
 from xlmp_jax.model.model_config import ModelConfig
@@ -102,7 +102,7 @@ def exported(tmp_path_factory, sample_vocab):
     for name, pool in [("baseline", None), *POOLS.items()]:
         config = _tiny_config(sample_vocab.vocab_size, pool)
         params = _random_params(config)
-        path = export.export_params(config, params, str(root / name), sample_vocab.spm_model_path)
+        path = writer.export_params(config, params, str(root / name), sample_vocab.spm_model_path)
         out[name] = (config, params, path)
     return out
 
@@ -450,21 +450,21 @@ def test_export_errors_name_the_value(workdir, tmp_path, sample_vocab):
     empty = tmp_path / "empty_run"
     (empty / "checkpoints").mkdir(parents=True)
     with pytest.raises(checkpoint_read.CheckpointError, match=f"no checkpoint in {empty}"):
-        export.export(str(empty), str(tmp_path / "o1"))
+        writer.export(str(empty), str(tmp_path / "o1"))
     with pytest.raises(checkpoint_read.CheckpointError, match=r"step 7 not in .*have: \[1, 2\]"):
-        export.export(path, str(tmp_path / "o2"), step=7)
+        writer.export(path, str(tmp_path / "o2"), step=7)
     with pytest.raises(FileNotFoundError, match="does_not_exist"):
-        export.export(str(tmp_path / "does_not_exist"), str(tmp_path / "o3"))
+        writer.export(str(tmp_path / "does_not_exist"), str(tmp_path / "o3"))
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "keep.txt").write_text("x")
     with pytest.raises(FileExistsError, match=rf"{busy}.*not empty"):
-        export.export(path, str(busy))
+        writer.export(path, str(busy))
     with pytest.raises(FileExistsError, match=rf"{busy}.*not empty"):
-        export.export_params(config, params[1], str(busy), sample_vocab.spm_model_path)
+        writer.export_params(config, params[1], str(busy), sample_vocab.spm_model_path)
     assert os.listdir(busy) == ["keep.txt"]
     with pytest.raises(FileNotFoundError, match="missing.model"):
-        export.export_params(config, params[1], str(tmp_path / "o4"), str(tmp_path / "missing.model"))
+        writer.export_params(config, params[1], str(tmp_path / "o4"), str(tmp_path / "missing.model"))
     assert not (tmp_path / "o4").exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".")]
 
 

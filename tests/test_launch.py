@@ -18,7 +18,7 @@ import sys
 import pytest
 
 from launch import accelerators, local, multinode, preflight, slurm, tpu
-from launch.common import REPO_ROOT, LaunchError, split_overrides
+from launch.command_line import REPO_ROOT, LaunchError, split_overrides
 
 TINY = str(REPO_ROOT / "configs" / "tiny.py")
 AWKWARD_WORKDIR = 'gs://my bucket/it\'s a "run" $HOME'  # spaces, both quotes, a $ the remote shell must not expand
@@ -465,7 +465,7 @@ def test_tpu_up_uses_the_slices_layout_and_the_user_wins(capsys):
 
 
 def test_aot_check_verdicts():
-    from launch.common import PreflightError
+    from launch.command_line import PreflightError
 
     def fake(rc, out, err=""):
         return lambda cmd, **kw: subprocess.CompletedProcess(cmd, rc, out, err)

@@ -3,7 +3,7 @@ registered here alone reaches the config check, the inputs and the preflight, an
 prepared-data cache key are the ones made before the registry (old token caches stay valid).
 
 Each kind's own behaviour is tested where its data is read: tests/test_data_sources.py (the readers, through the
-prepare), tests/test_data_preflight.py and tests/test_bad_inputs.py (the start-up checks and their messages).
+prepare), tests/test_data_checks.py and tests/test_bad_inputs.py (the start-up checks and their messages).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import types
 import pytest
 from helpers import REPO
 
-from data_pipelines import config, dataset, line_sources, preflight, sample, sources
+from data_pipelines import config, data_checks, dataset, line_sources, sample, sources
 from data_pipelines.config import DataConfig, default_data_config
 from data_pipelines.line_sources import Input
 
@@ -93,7 +93,7 @@ def test_a_registered_kind_reaches_the_config_the_inputs_and_the_preflight(toy, 
     train, validation = line_sources.inputs(cfg)
     assert (train.entry, train.split, validation.split) == ("xx", "train", "validation")
     assert [line for _, line in line_sources.read_lines(validation)] == [b"line 9"]
-    preflight.check_data(cfg)
+    data_checks.check_data(cfg)
     assert toy == [cfg]
 
 

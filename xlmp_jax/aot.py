@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from launch import layouts
-from launch.common import LaunchError, split_overrides
+from launch.command_line import LaunchError, split_overrides
 from xlmp_jax import config_utils
 from xlmp_jax.runtime import hlo_cost, tpu_topology
 from xlmp_jax.training import flops, optim, sharding, steps

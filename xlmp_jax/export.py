@@ -1,7 +1,7 @@
 """CLI: ``python -m xlmp_jax.export --workdir=DIR [--step=N] --out=OUT [--overwrite]``.
 
 Writes a checkpoint as a transformers XLM-R directory with the prompt pool beside it; the writer is
-``xlmp_jax.hf.export``, the directory's layout ``xlmp_jax.hf.layout``.
+``xlmp_jax.hf.writer``, the directory's layout ``xlmp_jax.hf.layout``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xlmp_jax.hf.export import export
+from xlmp_jax.hf.writer import export
 from xlmp_jax.training.checkpoint_read import CheckpointError
 
 

@@ -36,7 +36,7 @@ class Source(Protocol):
         """One `Input` per split of language `lang`, with all its reader needs."""
 
     def preflight(self, cfg: DataConfig) -> None:
-        """Checks before anything compiles, without reading a corpus; raises `preflight.DataPreflightError`."""
+        """Checks before anything compiles, without reading a corpus; raises `data_checks.DataPreflightError`."""
 
     def heldout_text_dir(self, cfg: DataConfig) -> str | None:
         """The folder of plain `<lang>.txt` whose held-out lines the pool report reads ('' = the shipped

@@ -87,7 +87,7 @@ def mono_inputs(cfg: DataConfig, lang: str) -> list[Input]:
 
 def preflight_languages(cfg: DataConfig) -> list[str]:
     """`data.languages`, or those the folder holds; an empty folder fails here rather than as an empty mixture."""
-    from data_pipelines.preflight import DataPreflightError
+    from data_pipelines.data_checks import DataPreflightError
 
     if cfg.languages:
         return list(cfg.languages)
@@ -104,7 +104,7 @@ def preflight_languages(cfg: DataConfig) -> list[str]:
 
 def preflight_files(cfg: DataConfig, lang: str) -> list[str]:
     """The local files of `lang`, by the readers' rule (`files`)."""
-    from data_pipelines.preflight import DataPreflightError
+    from data_pipelines.data_checks import DataPreflightError
 
     if "{lang}" in cfg.path:
         pattern = cfg.path.replace("{lang}", lang)
@@ -127,7 +127,7 @@ def preflight_files(cfg: DataConfig, lang: str) -> list[str]:
 def preflight(cfg: DataConfig) -> None:
     """Each language's files exist, are not empty, and start with a UTF-8 line (jsonl: a JSON object with
     `data.text_field`)."""
-    from data_pipelines import preflight as checks
+    from data_pipelines import data_checks as checks
 
     if not checks.local_data_path(cfg.path):
         return

@@ -36,7 +36,7 @@ def mono_inputs(cfg: DataConfig, lang: str) -> list[Input]:
 def preflight(cfg: DataConfig) -> None:
     """Every language of `data.languages` is one the sample has."""
     from data_pipelines import sample
-    from data_pipelines.preflight import DataPreflightError
+    from data_pipelines.data_checks import DataPreflightError
 
     have = sample.languages()
     bad = [lang for lang in cfg.languages if lang not in have]

@@ -43,7 +43,7 @@ def mono_inputs(cfg: DataConfig, lang: str) -> list[Input]:
 
 def preflight(cfg: DataConfig) -> None:
     """Each TFDS name is one TFDS knows, with that config (its local registry, no network)."""
-    from data_pipelines.preflight import check_tfds_name
+    from data_pipelines.data_checks import check_tfds_name
 
     if cfg.source == "mc4":
         check_tfds_name(cfg.mc4_tfds_name, "data.mc4_tfds_name")

@@ -59,7 +59,7 @@ def mono_inputs(cfg: DataConfig, lang: str) -> list[Input]:
 
 def preflight(cfg: DataConfig) -> None:
     """The train files of each listed language exist and are not empty (records are the reader's to check)."""
-    from data_pipelines import preflight as checks
+    from data_pipelines import data_checks as checks
 
     if not checks.local_data_path(cfg.path):
         return

@@ -4,7 +4,7 @@ An export directory is a plain transformers checkpoint (``config.json``, ``model
 SentencePiece model and tokenizer files), so ``AutoModelForMaskedLM`` / ``AutoTokenizer.from_pretrained(OUT)``
 load it as XLM-R; the pool, which transformers has no slot for, goes into ``prompt_pool.safetensors`` (``keys``
 [M, D], ``prompts`` [M, Lp, D]) and ``prompt_pool.json`` (its config), read by ``xlmp_torch.XLMPForMaskedLM``.
-The writer (``hf.export``) and the readers (``hf.load``) both take the layout from here, so they cannot drift.
+The writer (``hf.writer``) and the readers (``hf.load``) both take the layout from here, so they cannot drift.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import re
 from typing import Any
 
 from launch.accelerators import tpu_accelerator  # the launcher's device counts, one rule for both
-from launch.common import PreflightError
+from launch.command_line import PreflightError
 
 GIB = 2**30
 

@@ -19,7 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from data_pipelines import preflight as data_preflight
+from data_pipelines import data_checks as data_preflight
 from data_pipelines.batch_format import max_predictions, pad_rows
 from data_pipelines.sharded import ShardCountError, ShardedTrainData
 from xlmp_jax import config_utils

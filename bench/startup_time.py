@@ -1,7 +1,7 @@
 """Start-up, resume, input-state size, checkpoint save time and input throughput of the grain training input.
 
-    python -m bench.startup                      # everything; writes bench/results/startup.json
-    python -m bench.startup --skip_runs          # only the in-process figures (throughput, state size, save)
+    python -m bench.startup_time                      # everything; writes bench/results/startup.json
+    python -m bench.startup_time --skip_runs          # only the in-process figures (throughput, state size, save)
 
 Start-up figures run the real CLI (`python -m xlmp_jax.train --config=configs/tiny.py`, 2 steps, no eval, CPU)
 and time the wall clock from launching it to its "first step took" line. "Cold" is an empty prepared-data cache and an

@@ -1,7 +1,7 @@
 """Input-pipeline throughput: tokens/s of `make_train_data` for a run config's data block and batch.
 
-    python -m bench.input_pipeline                       # configs/base.py: seq 512, its global batch, the sample
-    python -m bench.input_pipeline --batch_size=32 --batches=50 --config=configs/tiny.py
+    python -m bench.input_throughput                       # configs/base.py: seq 512, its global batch, the sample
+    python -m bench.input_throughput --batch_size=32 --batches=50 --config=configs/tiny.py
 
 Measures the steady state (after the first batch; building the pipeline opens, or first prepares, the shards) on
 this machine's CPUs, as one host would feed its devices. "tokens" counts every position of a batch (rows x seq_length); the non-pad
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
         "batches_per_s": round(args.batches / elapsed, 3),
         "first_batch_shape": list(first["input_ids"].shape),
     }
-    print("command: python -m bench.input_pipeline " + " ".join(argv if argv is not None else sys.argv[1:]))
+    print("command: python -m bench.input_throughput " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(json.dumps(result))
     print(
         f"input pipeline: {result['tokens_per_s']:,} tokens/s, {result['tokens_per_cpu_s']:,} tokens per CPU-second "
