@@ -54,6 +54,15 @@ def test_the_readme_links_the_module_map_and_holds_no_second_one():
     assert not tables, f"README.md has module table rows (the map is ARCHITECTURE.md's): {tables}"
 
 
+def test_the_package_readmes_link_the_module_map_instead_of_keeping_their_own():
+    # data_pipelines/README.md once listed its modules in a paragraph of its own, which drifted from the map.
+    text = (REPO / "data_pipelines" / "README.md").read_text()
+    assert "](../ARCHITECTURE.md)" in text
+    stems = {p.stem for p in (REPO / "data_pipelines").glob("*.py")} - {"__init__", "config"}
+    named = {stem for stem in stems if re.search(rf"`{stem}`", text)}
+    assert len(named) <= 3, f"data_pipelines/README.md keeps a module list: {sorted(named)}"
+
+
 def test_the_eval_row_lists_the_registry():
     # The evals ARCHITECTURE.md lists are evals.REGISTRY's, and the package docstring lists none of its own.
     from xlmp_jax import evals
