@@ -51,6 +51,18 @@ def _zeros(axes: tuple[str | None, ...]):
     return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
 
 
+def _dense(config: ModelConfig, features: int, axes: tuple[str, str], name: str) -> nn.Dense:
+    """A Dense layer whose kernel carries the logical ``axes`` (in, out) and whose bias carries ``out``."""
+    return nn.Dense(
+        features,
+        kernel_init=_dense_init(config, axes),
+        bias_init=_zeros((axes[1],)),
+        dtype=jnp.dtype(config.dtype),
+        param_dtype=jnp.dtype(config.param_dtype),
+        name=name,
+    )
+
+
 def _layer_norm(config: ModelConfig, name: str) -> nn.LayerNorm:
     return nn.LayerNorm(
         epsilon=config.layer_norm_eps,
@@ -214,28 +226,14 @@ class EncoderLayer(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
         cfg = self.config
-        dtype, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        dtype = jnp.dtype(cfg.dtype)
         dropout = Dropout(cfg.hidden_dropout)
         attn = SelfAttention(cfg, name="attention")(x, mask, deterministic)
         x = _layer_norm(cfg, "attention_layer_norm")(x + dropout(attn, deterministic=deterministic))
         x = nn.with_logical_constraint(x.astype(dtype), ("batch", "length", "embed"))
-        h = nn.Dense(
-            cfg.intermediate_size,
-            kernel_init=_dense_init(cfg, ("embed", "mlp")),
-            bias_init=_zeros(("mlp",)),
-            dtype=dtype,
-            param_dtype=pdt,
-            name="intermediate",
-        )(x)
+        h = _dense(cfg, cfg.intermediate_size, ("embed", "mlp"), "intermediate")(x)
         h = nn.with_logical_constraint(jax.nn.gelu(h, approximate=False), ("batch", "length", "mlp"))
-        h = nn.Dense(
-            cfg.hidden_size,
-            kernel_init=_dense_init(cfg, ("mlp", "embed")),
-            bias_init=_zeros(("embed",)),
-            dtype=dtype,
-            param_dtype=pdt,
-            name="output",
-        )(h)
+        h = _dense(cfg, cfg.hidden_size, ("mlp", "embed"), "output")(h)
         x = _layer_norm(cfg, "output_layer_norm")(x + dropout(h, deterministic=deterministic))
         return nn.with_logical_constraint(x.astype(dtype), ("batch", "length", "embed"))
 
@@ -251,14 +249,7 @@ class MLMHead(nn.Module):
     def __call__(self, hidden: jax.Array) -> jax.Array:
         cfg = self.config
         dtype, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-        h = nn.Dense(
-            cfg.hidden_size,
-            kernel_init=_dense_init(cfg, ("embed", "embed_out")),
-            bias_init=_zeros(("embed_out",)),
-            dtype=dtype,
-            param_dtype=pdt,
-            name="dense",
-        )(hidden)
+        h = _dense(cfg, cfg.hidden_size, ("embed", "embed_out"), "dense")(hidden)
         h = _layer_norm(cfg, "layer_norm")(jax.nn.gelu(h, approximate=False)).astype(dtype)
         # Pinned between the two tensor-parallel matmuls (dense: embed_out, decoder: vocab). Left free, the
         # partitioner laid out the decoder's input gradient wrongly on a mesh with data, fsdp and tensor > 1.
