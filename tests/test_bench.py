@@ -137,3 +137,20 @@ def test_run_device_smoke_measures_every_issue28_config(tmp_path):
     assert prof["label"] == out["best"] and prof["traced_op_time_ms"] > 0
     assert abs(sum(prof["by_group"].values()) - 1.0) < 0.01
     assert {"attention", "lm head + loss", "optimizer + grad norm", "host transfer"} <= set(prof["by_group"])
+
+
+def test_the_config_walk_counts_files_and_returns_to_a_file_already_left():
+    from bench import config_walk
+
+    walk = config_walk.summary(["a.py", "b.py", "a.py", "c.py", "b.py"])
+    assert (walk["files"], walk["returns"], walk["steps"]) == (3, 2, 5) and walk["visited"] == ["a.py", "b.py", "c.py"]
+
+
+@pytest.mark.slow
+def test_the_config_walk_follows_the_config_from_the_train_cli_to_the_step():
+    from bench import config_walk
+
+    order = config_walk.walk(str(REPO), "configs/tiny.py", sys.executable)
+    assert order[0] == "xlmp_jax/config_utils.py" and order[-1] == "xlmp_jax/training/steps.py"
+    assert {"xlmp_jax/training/trainer.py", "data_pipelines/config.py", "xlmp_jax/run_config.py"} <= set(order)
+    assert not any(name.startswith((".venv", "configs/")) for name in order)
