@@ -4,6 +4,7 @@ of ``xlmp_jax`` import only downwards (no upward arrow)."""
 import ast
 import re
 
+import pytest
 from helpers import REPO
 
 PACKAGES = (
@@ -61,6 +62,20 @@ def test_the_package_readmes_link_the_module_map_instead_of_keeping_their_own():
     stems = {p.stem for p in (REPO / "data_pipelines").glob("*.py")} - {"__init__", "config"}
     named = {stem for stem in stems if re.search(rf"`{stem}`", text)}
     assert len(named) <= 3, f"data_pipelines/README.md keeps a module list: {sorted(named)}"
+
+
+@pytest.mark.parametrize("room", ["model", "training", "runtime", "hf"])
+def test_each_rooms_docstring_names_exactly_its_modules(room):
+    # A room's __init__ says what lives there; it names every module of the room and no module elsewhere.
+    import importlib
+
+    doc = importlib.import_module(f"xlmp_jax.{room}").__doc__ or ""
+    modules = {p.stem for p in (REPO / "xlmp_jax" / room).glob("*.py")} - {"__init__"}
+    everywhere = {p.stem for p in (REPO / "xlmp_jax").rglob("*.py")} - {"__init__"}
+    named = set(re.findall(r"``(\w+)``", doc)) & everywhere
+    assert named == modules, (
+        f"xlmp_jax/{room}/__init__.py names {sorted(named - modules)}, misses {sorted(modules - named)}"
+    )
 
 
 def test_the_eval_row_lists_the_registry():

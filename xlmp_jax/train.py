@@ -33,6 +33,7 @@ from xlmp_jax.run_config import RunConfig  # noqa: E402
 from xlmp_jax.runtime import console  # noqa: E402
 from xlmp_jax.runtime.lease import LeaseHeld  # noqa: E402
 from xlmp_jax.runtime.preemption import PREEMPTED_EXIT, Preempted, Preemption  # noqa: E402
+from xlmp_jax.training import memory  # noqa: E402
 from xlmp_jax.training.goodput import process_start_time  # noqa: E402
 from xlmp_jax.training.trainer import TrainError, train  # noqa: E402
 
@@ -80,11 +81,6 @@ def initialize_distributed(coordinator: str = "", num_processes: int = 0, proces
 
 
 def print_plan(run: RunConfig, num_devices: int) -> None:
-    try:
-        from xlmp_jax.training import memory  # guarded: the plan is optional in a checkout
-    except ImportError:
-        print("memory plan not available: xlmp_jax.training.memory is not installed in this checkout")
-        return
     print(memory.plan_report(run, num_devices))
 
 
