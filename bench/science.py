@@ -181,7 +181,7 @@ PRESETS = {
     "curve": Preset(
         seeds=(0,), steps=3200, ablation=(), arms=("baseline",), sizes=(("tiny", ()), ("mini", MINI)),
         checkpoints=4, evals="mlm,retrieval,package", retrieval_pairs="transfer_dev", out="workdirs/science_curve",
-        doc="workdirs/science_curve/CURVE.md", json="workdirs/science_curve/curve.json",
+        doc="bench/results/science_curve.md", json="bench/results/science_curve.json",
         plots="workdirs/science_curve/plots",
     ),
 }  # fmt: skip
