@@ -142,6 +142,7 @@ def test_incompatible_checkpoint_names_path_and_param(tmp_path, state8):
     assert os.path.isdir(tmp_path / "checkpoints" / "3")  # an incompatible checkpoint is not "corrupt"
 
 
+@pytest.mark.slow
 def test_restore_across_the_scan_switch_converts_params_and_optimizer_state(tmp_path, state8):
     from xlmp_jax.model import layer_stack
 

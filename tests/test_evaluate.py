@@ -159,6 +159,7 @@ def _assert_png(path: str) -> None:
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
 
 
+@pytest.mark.slow
 def test_pool_analysis_plots_and_scores(tmp_path):
     rng = np.random.default_rng(0)
     languages = ["en", "de", "fr"]

@@ -322,6 +322,7 @@ def test_import_logits_equal_transformers(hf_dir, real_batch):
     assert np.abs(got - ref.numpy()).max() <= 1e-4
 
 
+@pytest.mark.slow
 def test_import_with_fresh_pool(hf_dir):
     path, model = hf_dir
     pool = PoolConfig(size=8, length=2)
@@ -420,6 +421,7 @@ def workdir(tmp_path_factory, sample_vocab):
     return path, run_config, config, params
 
 
+@pytest.mark.slow
 def test_export_cli_end_to_end(workdir, real_batch, tmp_path, capsys):
     path, _, config, params = workdir
     out = tmp_path / "out"

@@ -146,6 +146,7 @@ def test_unknown_element_type_is_named():
         hlo_cost.shape_bytes("q99[4]")
 
 
+@pytest.mark.slow
 def test_tiny_config_data_parallel_against_the_formulas():
     """The compiled tiny step's matmuls match the FLOPs formula, and its gradient all-reduce is the
     formula's plus one more copy of the tied word-embedding gradient (XLA:CPU reduces the lookup's and the

@@ -54,6 +54,7 @@ def test_scan_and_loop_give_the_same_loss_and_gradients(remat):
         np.testing.assert_allclose(flat_scan[path], g, atol=1e-5, err_msg=jax.tree_util.keystr(path))
 
 
+@pytest.mark.slow
 def test_hidden_states_match_and_shapes_are_the_stacked_loop():
     loop_cfg = _config()
     scan_cfg = dataclasses.replace(loop_cfg, scan_layers=True)

@@ -176,6 +176,7 @@ def test_lease_check_raises_once_the_lease_was_taken_over(tmp_path):
         held.check()
 
 
+@pytest.mark.slow
 def test_training_stops_without_saving_once_its_lease_is_lost(tmp_path, monkeypatch):
     """The loop asks the lease before each step's writes: lost at step 3, nothing of step 3 or later is written."""
     calls, original = [], lease.Lease.check

@@ -236,6 +236,7 @@ def test_prompt_init_std_scales_only_the_prompts():
     np.testing.assert_array_equal(default["prompts"], big["prompts"])  # the default: token-sized prompts
 
 
+@pytest.mark.slow
 def test_token_sized_prompts_change_the_forward_pass_at_step_0():
     """A layer-normed token has norm ~sqrt(D); the 0.02 prompt is ~1 % of that, a 1.0 prompt a large part."""
     cfg = ModelConfig.preset("tiny", pool=PoolConfig(size=M, length=LP))

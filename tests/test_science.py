@@ -224,6 +224,15 @@ def test_the_curve_reads_every_checkpoint_and_says_where_retrieval_passes_ten_pe
     assert "| 800 | 3.28 | 5.200 | 0.120 | 0.700 | n/a | 0.200 |" in text  # the chance the sweep reported
 
 
+def test_the_mini_preset_pairs_both_arms_at_minis_size_and_learning_rate():
+    preset = science.PRESETS["mini"]
+    run_list = science.runs(list(preset.seeds), list(preset.ablation), preset)
+    assert sorted(r["name"] for r in run_list) == [f"{arm}_s{s}" for arm in ("baseline", "xlmp") for s in (0, 1, 2)]
+    args = science.run_args(run_list[0], preset, preset.steps)
+    assert "--config.train.learning_rate=1e-3" in args and "--config.model.hidden_size=128" in args
+    assert "--config.train.steps=3200" in args and not preset.doc.startswith("SCIENCE")
+
+
 def test_the_curve_sweeps_retrieval_on_dev_pairs_with_equal_chance_in_every_language(monkeypatch):
     from xlmp_jax.evals import heldout
 

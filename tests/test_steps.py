@@ -206,6 +206,7 @@ def test_pool_terms_join_the_objective_but_not_the_reported_loss(one_device):
     assert 0 < float(key) < 2 and -1 <= float(div) <= 0
 
 
+@pytest.mark.slow
 def test_key_loss_is_exact_under_gradient_accumulation_and_logged(one_device):
     """The key term is a mean over the whole batch's non-empty rows, whatever the micro-batching."""
     batch = batch_with_empty_row(4)

@@ -407,6 +407,7 @@ def test_unusable_cache_dir_names_the_setting(tmp_path):
         compile_cache_lib.enable(str(blocker / "cache"), environ={})
 
 
+@pytest.mark.slow
 def test_profile_steps_write_a_trace_tensorboard_reads_and_goodput_accounts_the_run(tmp_path, capsys):
     import time
 

@@ -342,6 +342,7 @@ def tiny_params():
     return {True: jax.device_get(nn.unbox(init(jax.random.key(1)))["params"])}
 
 
+@pytest.mark.slow
 def test_pos_tatoeba_and_bucc_run_in_the_sweep_on_a_tiny_model(tmp_path, tiny_params):
     (tmp_path / "xlmp").mkdir()
     data = tmp_path / "data"
