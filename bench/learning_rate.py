@@ -75,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"bench.learning_rate: --warmup={args.warmup} must lie in [0, --steps={args.steps})")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(args.out, "jax_cache"))
+    env.setdefault("XDG_CACHE_HOME", os.path.join(args.out, "cache"))  # prepared shards stay in the probe's folder
     scores = []
     for rate in rates:
         workdir = os.path.join(args.out, f"{args.size}_lr{rate:g}")
