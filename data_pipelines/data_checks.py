@@ -27,8 +27,6 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-import ml_collections
-
 from data_pipelines.config import DataConfig
 
 _FIRST_RECORD_LIMIT = 1 << 20  # bytes read at most for a first record (a longer first line is checked in part)
@@ -186,12 +184,8 @@ def check_prepared(cfg: DataConfig) -> None:
         raise DataPreflightError(str(e)) from None
 
 
-def check_data(cfg: DataConfig | ml_collections.ConfigDict, model_vocab_size: int | None = None) -> None:
+def check_data(cfg: DataConfig, model_vocab_size: int | None = None) -> None:
     """Every check of this module on a data block; ``model_vocab_size`` adds the vocabulary size check."""
-    try:
-        cfg = DataConfig.of(cfg)
-    except ValueError as e:
-        raise DataPreflightError(str(e)) from None
     size = vocabulary_size(cfg.vocab_path)
     if size is not None and model_vocab_size is not None:
         check_vocab_size(model_vocab_size, cfg.vocab_path, size)
@@ -203,7 +197,7 @@ def check_data(cfg: DataConfig | ml_collections.ConfigDict, model_vocab_size: in
         sources.get(cfg.source).preflight(cfg)
 
 
-def check_run_data(config: Any) -> None:
-    """``check_data`` on a run's data block, against its ``model.vocab_size``: ``config`` is the trainer's
-    resolved run (``xlmp_jax.run_config.RunConfig``) or a loaded ConfigDict (both have ``.data``, ``.model``)."""
-    check_data(config.data, config.model.vocab_size)
+def check_run_data(run: Any) -> None:
+    """``check_data`` on a run's data block, against its ``model.vocab_size``: ``run`` is the resolved run
+    (``xlmp_jax.run_config.RunConfig``, whose field values are already checked)."""
+    check_data(run.data, run.model.vocab_size)

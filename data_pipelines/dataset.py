@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 
 from data_pipelines import line_sources, shards
 from data_pipelines.config import DataConfig
@@ -126,9 +127,11 @@ def _mixture(manifest: dict, cfg: DataConfig, directory: str) -> Mixture:
 # ----------------------------------------------------------------------------------------------------------------
 # Where the run's prepared data lives, and preparing it when it is absent
 # ----------------------------------------------------------------------------------------------------------------
-def default_dir(cfg: DataConfig, vocab_sha256: str) -> str:
-    """The cache folder of a run without `data.prepared_dir`: keyed by what the rows depend on."""
-    fingerprints = [line_sources.fingerprint(i) for i in line_sources.inputs(cfg)]
+def default_dir(cfg: DataConfig, vocab_sha256: str, inputs: Sequence[line_sources.Input] | None = None) -> str:
+    """The cache folder of a run without `data.prepared_dir`: keyed by what the rows depend on (`inputs`:
+    the corpus's, when the caller listed them already)."""
+    inputs = line_sources.inputs(cfg) if inputs is None else inputs
+    fingerprints = [line_sources.fingerprint(i) for i in inputs]
     blob = json.dumps([shards.FORMAT, fingerprints, vocab_sha256, cfg.seq_length, cfg.packing])
     return os.path.join(cache_root(cfg), "prepared", hashlib.sha1(blob.encode()).hexdigest()[:20])
 
@@ -159,7 +162,8 @@ def prepare_command(directory: str) -> str:
 def open_prepared(cfg: DataConfig, vocab_sha256: str, *, process_index: int = 0) -> PreparedData:
     """The run's prepared data, prepared first (by process 0; the others wait) where its folder is empty."""
     explicit = bool(cfg.prepared_dir)
-    directory = cfg.prepared_dir or default_dir(cfg, vocab_sha256)
+    inputs = None if explicit else line_sources.inputs(cfg)  # the cache key, and what a prepare would read
+    directory = cfg.prepared_dir or default_dir(cfg, vocab_sha256, inputs)
     if not has_manifest(directory):
         if explicit and not _is_empty(directory):
             raise shards.PreparedDataError(
@@ -169,27 +173,29 @@ def open_prepared(cfg: DataConfig, vocab_sha256: str, *, process_index: int = 0)
         if process_index == 0:
             _say(f"data: preparing {directory} (tokenising and packing; once per corpus)")
             start = time.time()
-            _prepare_into(cfg, directory, in_place=explicit)
+            _prepare_into(cfg, directory, in_place=explicit, inputs=inputs)
             _say(f"data: prepared in {time.time() - start:.1f} s")
         else:
             _wait_for_manifest(directory)
     return PreparedData(directory, cfg, vocab_sha256)
 
 
-def _prepare_into(cfg: DataConfig, directory: str, *, in_place: bool) -> None:
+def _prepare_into(
+    cfg: DataConfig, directory: str, *, in_place: bool, inputs: Sequence[line_sources.Input] | None = None
+) -> None:
     """Prepares `directory`: the user's folder in place; a cache folder under a temporary name, renamed when
     complete, so two runs that share the cache never see (or remove) each other's half-written shards."""
     from data_pipelines import prepare
 
     if in_place:
-        prepare.prepare(cfg, directory)
+        prepare.prepare(cfg, directory, inputs=inputs)
         return
     if os.path.isdir(directory) and not has_manifest(directory):  # not ours to read: move aside, then remove
         aside = f"{directory}.stale{os.getpid()}"
         os.rename(directory, aside)
         prepare.remove_tree(aside)
     tmp = f"{directory}.tmp{os.getpid()}"
-    prepare.prepare(cfg, tmp)
+    prepare.prepare(cfg, tmp, inputs=inputs)
     try:
         os.rename(tmp, directory)
     except OSError:  # another run finished the same folder first: its rows are the same

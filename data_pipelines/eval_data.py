@@ -129,13 +129,13 @@ class BalancedEvalData:
 
     def __init__(
         self,
-        data_config: DataConfig | ml_collections.ConfigDict,
+        data_config: DataConfig,
         *,
         batch_size: int,
         num_batches: int,
         prepared: dataset.PreparedData | None = None,
     ):
-        self._args = (DataConfig.of(data_config), batch_size, num_batches, prepared)
+        self._args = (data_config, batch_size, num_batches, prepared)
         self._batches: list[dict[str, np.ndarray]] | None = None
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:

@@ -342,6 +342,6 @@ def inputs(cfg: DataConfig) -> list[Input]:
             f"data.languages={tuple(cfg.languages)!r} gives an empty mixture for data.source={cfg.source!r}"
             f" (data.path={cfg.path!r})"
         )
+    pairs = [i for lang in parallel_languages(cfg) for i in _pair_inputs(cfg, lang)]
     source = sources.get(cfg.source)
-    out = [i for lang in mono for i in source.mono_inputs(cfg, lang)]
-    return out + [i for lang in parallel_languages(cfg) for i in _pair_inputs(cfg, lang)]
+    return [i for lang in mono for i in source.mono_inputs(cfg, lang)] + pairs

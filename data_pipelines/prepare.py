@@ -297,14 +297,22 @@ def _pipeline(p, inputs: Sequence[Input], settings: Settings, entries: Sequence[
     )
 
 
-def prepare(cfg: DataConfig, out: str, beam_args: Sequence[str] = (), *, unit_lines: int = DEFAULT_UNIT_LINES) -> dict:
-    """Prepares `cfg`'s corpus into `out` (see the module docstring) and returns the manifest."""
+def prepare(
+    cfg: DataConfig,
+    out: str,
+    beam_args: Sequence[str] = (),
+    *,
+    unit_lines: int = DEFAULT_UNIT_LINES,
+    inputs: Sequence[line_sources.Input] | None = None,
+) -> dict:
+    """Prepares `cfg`'s corpus into `out` (see the module docstring) and returns the manifest; `inputs` are the
+    corpus's (`line_sources.inputs(cfg)`) when the caller listed them already."""
     beam = _import_beam()
     from apache_beam.options.pipeline_options import PipelineOptions
 
     if unit_lines < 1:
         raise ValueError(f"--unit_lines={unit_lines}: expected lines per work unit >= 1")
-    inputs = line_sources.inputs(cfg)
+    inputs = line_sources.inputs(cfg) if inputs is None else list(inputs)
     entries = list(dict.fromkeys(i.entry for i in inputs))
     _makedirs(out)
     remove_tree(os.path.join(out, shards.MANIFEST))  # shards about to be rewritten: no manifest may point at them

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import jax
-import ml_collections
 import numpy as np
 
 from data_pipelines.config import DataConfig
@@ -21,14 +20,10 @@ class ShardedTrainData:
     single-host rehearsal of a 2-host job; its checkpoints' input state is interchangeable with theirs.
     """
 
-    def __init__(
-        self, data_config: DataConfig | ml_collections.ConfigDict, *, global_batch_size: int, num_shards: int, seed: int
-    ):
+    def __init__(self, data_config: DataConfig, *, global_batch_size: int, num_shards: int, seed: int):
         from data_pipelines import dataset
         from data_pipelines.input_pipeline import make_train_data
         from data_pipelines.vocab import XLMRVocabulary
-
-        data_config = DataConfig.of(data_config)  # checked once for all shards
 
         pc, pi = jax.process_count(), jax.process_index()
         num_shards = num_shards or pc

@@ -87,8 +87,9 @@ def _data_check(*overrides: str, files: dict[str, bytes] | None = None, spec: st
             (data / name).write_bytes(body)
         config = _config(*(o.format(data=data, tmp=tmp) for o in overrides), spec=spec)
         from data_pipelines import data_checks
+        from xlmp_jax import config_utils
 
-        return lambda: data_checks.check_run_data(config)
+        return lambda: data_checks.check_run_data(config_utils.resolve(config))
 
     return setup
 
@@ -121,8 +122,9 @@ def _deep_text_line(tmp: pathlib.Path):
     def call():
         from data_pipelines import data_checks
         from data_pipelines.input_pipeline import make_train_data
+        from xlmp_jax import config_utils
 
-        data_checks.check_run_data(config)  # passes: the first record is UTF-8
+        data_checks.check_run_data(config_utils.resolve(config))  # passes: the first record is UTF-8
         return next(make_train_data(config.data, global_batch_size=8))
 
     return call

@@ -173,7 +173,7 @@ def test_a_config_saved_before_the_pool_training_options_loads_with_their_old_va
 
 def test_a_config_saved_before_the_logical_rules_loads_with_the_default_rules(tmp_path):
     # Checkpoints store their config.json; those written before mesh.logical_rules take the default
-    # (config_utils.ADDED_FIELDS), and one override from the command line parses and round-trips.
+    # (run_config.ADDED_FIELDS), and one override from the command line parses and round-trips.
     from configs.common import LOGICAL_RULES
 
     config = config_utils.load_config("configs/tiny.py")

@@ -11,7 +11,7 @@ from xlmp_jax import config_utils
 
 
 def _config(*overrides):
-    return config_utils.load_config("configs/tiny.py", overrides)
+    return config_utils.load_run("configs/tiny.py", overrides)
 
 
 def test_the_shipped_configs_data_passes():

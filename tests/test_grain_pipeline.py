@@ -16,7 +16,7 @@ from test_data_fixtures import make_corpus, train_spm
 
 from data_pipelines import masking, mixing, packing
 from data_pipelines.batch_format import BATCH_KEYS, max_predictions
-from data_pipelines.config import default_data_config
+from data_pipelines.config import DataConfig, default_data_config
 from data_pipelines.input_pipeline import LegacyDataStateError, make_train_data
 from data_pipelines.vocab import XLMRVocabulary
 
@@ -242,7 +242,7 @@ def test_balanced_eval_data_is_read_at_first_use_once(monkeypatch):
     calls = []
     fake = [{"input_ids": np.zeros((2, 4), np.int32)}]
     monkeypatch.setattr(eval_data, "make_balanced_eval_data", lambda *a, **k: calls.append(k) or fake)
-    ev = eval_data.BalancedEvalData(default_data_config(), batch_size=2, num_batches=3)
+    ev = eval_data.BalancedEvalData(DataConfig.of(default_data_config()), batch_size=2, num_batches=3)
     assert calls == []  # nothing read at start-up
     assert list(ev) == fake and list(ev) == fake
     assert calls == [{"batch_size": 2, "num_batches": 3, "prepared": None}]

@@ -2,9 +2,9 @@
 
 Configs are ml_collections ``ConfigDict``s, locked and type-safe: an override of an unknown field or
 with a value of the wrong type fails while the command line is parsed, before JAX compiles anything.
-``resolve`` checks a loaded config once and returns it typed (``run_config.RunConfig``: model with its
-pool, data, train, mesh), which is all the trainer reads. The resolved config is written as
-``DIR/config.json`` and can be read back with ``read_config_json``.
+``resolve`` (``run_config``'s, re-exported here) checks a loaded config once and returns it typed
+(``run_config.RunConfig``: model with its pool, data, train, mesh), which is all the trainer reads. The
+resolved config is written as ``DIR/config.json`` and can be read back with ``read_config_json``.
 """
 
 from __future__ import annotations
@@ -20,24 +20,11 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from data_pipelines.config import DataConfig
-from xlmp_jax.model.model_config import ModelConfig
-from xlmp_jax.run_config import LOGICAL_RULES, MeshConfig, RunConfig, TrainConfig, from_section
+from xlmp_jax.run_config import ConfigError, RunConfig, resolve
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = str(REPO_ROOT / "configs" / "tiny.py")
 CONFIG_JSON = "config.json"
-SECTIONS = ("model", "data", "train", "mesh", "init_from_hf")
-
-
-# Fields newer than some saved configs (an old checkpoint's config.json), with the default a section without one
-# takes (configs/common.py's). (The data block keeps its own list: data_pipelines.config.ADDED_FIELDS; the
-# pool's training options take their old values instead: xlmp_jax.model.prompt_pool.PoolConfig.from_saved.)
-ADDED_FIELDS = {"mesh": {"logical_rules": LOGICAL_RULES}}
-
-
-class ConfigError(ValueError):
-    """A config that cannot run; the message names the field and the value."""
 
 
 def ensure_importable() -> None:
@@ -125,32 +112,6 @@ def _full_field(name: str, argv: Sequence[str]) -> str:
         if name in parts:
             return ".".join(parts[: parts.index(name) + 1])
     return name
-
-
-def resolve(config: ml_collections.ConfigDict) -> RunConfig:
-    """Checks a loaded config before anything is built and returns it typed: the one place a run's config is
-    parsed. Every error is a ``ConfigError`` naming the field and its value."""
-    missing = [name for name in SECTIONS if name not in config]
-    if missing:
-        raise ConfigError(f"config lacks section(s) {missing}; expected {list(SECTIONS)}")
-    try:
-        model = ModelConfig.from_dict(config.model)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"bad model config: {e}") from e
-    try:
-        train = from_section(TrainConfig, config.train, "train")
-        mesh = from_section(MeshConfig, with_added_fields(config.mesh, "mesh"), "mesh")
-        data = DataConfig.from_section(config.data)  # field values only; files are checked at start-up
-        return RunConfig(model, data, train, mesh, str(config.init_from_hf), resolved=config)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(str(e)) from e
-
-
-def with_added_fields(section: ml_collections.ConfigDict, name: str) -> dict:
-    """``section`` as a dict, with the ``ADDED_FIELDS`` it lacks (a config saved before them) at their defaults."""
-    values = dict(section)
-    values.update({k: v for k, v in ADDED_FIELDS.get(name, {}).items() if k not in values})
-    return values
 
 
 def load_run(spec: str = DEFAULT_CONFIG, overrides: Sequence[str] = ()) -> RunConfig:

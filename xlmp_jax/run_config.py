@@ -1,4 +1,4 @@
-"""The run config as typed objects: what ``config_utils.resolve`` hands the trainer, built once per run.
+"""The run config as typed objects, and ``resolve``, which builds them once per run for the trainer.
 
 The config files (``configs/common.py``, assembling each block from its home of defaults: ARCHITECTURE.md)
 stay the only schema: these classes have no defaults, so a field the file lacks, or one these classes do not
@@ -322,6 +322,47 @@ class RunConfig:
                 f"(model.max_position_embeddings={self.model.max_position_embeddings} holds "
                 f"{self.model.max_length} tokens)"
             )
+
+
+SECTIONS = ("model", "data", "train", "mesh", "init_from_hf")
+
+# Fields newer than some saved configs (an old checkpoint's config.json), with the default a section without one
+# takes (configs/common.py's). (The data block keeps its own list: data_pipelines.config.ADDED_FIELDS; the
+# pool's training options take their old values instead: xlmp_jax.model.prompt_pool.PoolConfig.from_saved.)
+ADDED_FIELDS = {"mesh": {"logical_rules": LOGICAL_RULES}}
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the field and the value."""
+
+
+def resolve(config: Any) -> RunConfig:
+    """Checks a loaded config (an ml_collections ``ConfigDict``) before anything is built and returns it typed:
+    the one place a run's config is parsed. Every error is a ``ConfigError`` naming the field and its value."""
+    missing = [name for name in SECTIONS if name not in config]
+    if missing:
+        raise ConfigError(f"config lacks section(s) {missing}; expected {list(SECTIONS)}")
+    try:
+        train = from_section(TrainConfig, config.train, "train")
+        mesh = from_section(MeshConfig, with_added_fields(config.mesh, "mesh"), "mesh")
+    except (TypeError, ValueError) as e:
+        raise ConfigError(str(e)) from e
+    try:
+        model = ModelConfig.from_dict(config.model)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"bad model config: {e}") from e
+    try:
+        data = DataConfig.from_section(config.data)  # field values only; files are checked at start-up
+        return RunConfig(model, data, train, mesh, str(config.init_from_hf), resolved=config)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(str(e)) from e
+
+
+def with_added_fields(section: Mapping[str, Any], name: str) -> dict:
+    """``section`` as a dict, with the ``ADDED_FIELDS`` it lacks (a config saved before them) at their defaults."""
+    values = dict(section)
+    values.update({k: v for k, v in ADDED_FIELDS.get(name, {}).items() if k not in values})
+    return values
 
 
 def _is_int(value: Any) -> bool:

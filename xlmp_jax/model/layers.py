@@ -113,7 +113,7 @@ class Embeddings(nn.Module):
         pdt = jnp.dtype(cfg.param_dtype)
         self.word_embeddings = self.param(
             "word_embeddings",
-            vocab_rows_init(cfg, nn.initializers.normal(cfg.initializer_range), ("vocab", "embed")),
+            vocab_rows_init(cfg.vocab_size, nn.initializers.normal(cfg.initializer_range), ("vocab", "embed")),
             (cfg.padded_vocab_size, cfg.hidden_size),
             pdt,
         )

@@ -29,7 +29,7 @@ def zero_rows_to(x: Any, rows: int) -> Any:
     return xp.pad(x, [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
 
 
-def vocab_rows_init(config: ModelConfig, init: Any, axes: tuple[str | None, ...]):
+def vocab_rows_init(vocab_size: int, init: Any, axes: tuple[str | None, ...]):
     """``init`` for the ``vocab_size`` real rows, zeros for the padding rows below them.
 
     The real rows get exactly the values of an unpadded table from the same key, and the padding rows
@@ -37,7 +37,7 @@ def vocab_rows_init(config: ModelConfig, init: Any, axes: tuple[str | None, ...]
     """
 
     def padded(key, shape, dtype=jnp.float32):
-        real = init(key, (config.vocab_size, *shape[1:]), dtype)
+        real = init(key, (vocab_size, *shape[1:]), dtype)
         return zero_rows_to(real, shape[0])
 
     return nn.with_logical_partitioning(padded, axes)
