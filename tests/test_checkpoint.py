@@ -214,7 +214,9 @@ def test_a_save_without_eval_loss_does_not_warn(tmp_path, caplog, state8):
         ckpt.save(1, state8)
         ckpt.save(2, state8, eval_loss=1.5)
         ckpt.close()
-    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    # Orbax's note that a save waited for the one before (>1 s on a loaded machine) is about timing, not metrics
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [m for m in warned if not m.startswith("Waiting for previous save")], warned
     assert ckpt.all_steps() == [1, 2]
     from absl import logging as absl_logging
 
