@@ -190,32 +190,33 @@ def _workdir_through_a_file(tmp):
     return lambda: trainer.prepare_workdir(str(tmp / "notes.txt" / "work"))
 
 
-_STATES: dict[tuple[str, ...], Any] = {}
+def _abstract_state(*overrides: str):
+    """A train state's shapes and shardings on one device (traced, nothing compiled)."""
+    import jax
 
+    from xlmp_jax import config_utils
+    from xlmp_jax.training import optim, sharding, state
 
-def _train_state(*overrides: str):
-    """A train state on one device (one small init compile per distinct config, shared by the cases)."""
-    if overrides not in _STATES:
-        import jax
-
-        from xlmp_jax import config_utils
-        from xlmp_jax.training import optim, sharding, state
-
-        run = config_utils.resolve(_config("model.pool.size=8", "data.seq_length=32", *overrides))
-        mesh = sharding.make_mesh(run.mesh, jax.devices()[:1])
-        tx = optim.make_optimizer(run.train).tx
-        _STATES[overrides] = state.create_train_state(run.model, tx, mesh, jax.random.key(0))[0]
-    return _STATES[overrides]
+    run = config_utils.resolve(_config("model.pool.size=8", "data.seq_length=32", *overrides))
+    mesh = sharding.make_mesh(run.mesh, jax.devices()[:1])
+    return state.abstract_train_state(run.model, optim.make_optimizer(run.train).tx, mesh)[0]
 
 
 def _checkpoint_of_another_size(tmp):
+    import jax
+    import numpy as np
+
     from xlmp_jax.training import checkpoint
 
-    small = _train_state("model.hidden_size=32", "model.intermediate_size=64")
+    # zeros of a 32-wide state's shapes: the shapes are what the restore refuses
+    small = jax.tree.map(
+        lambda a: jax.device_put(np.zeros(a.shape, a.dtype), a.sharding),
+        _abstract_state("model.hidden_size=32", "model.intermediate_size=64"),
+    )
     ckpt = checkpoint.Checkpointer(str(tmp / "work"))
     ckpt.save(3, small)
     ckpt.close()
-    target = _train_state()  # the tiny config as shipped: 64 wide
+    target = _abstract_state()  # the tiny config as shipped: 64 wide (a resume restores into the abstract state)
 
     def restore():
         reader = checkpoint.Checkpointer(str(tmp / "work"))
