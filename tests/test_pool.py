@@ -146,7 +146,7 @@ def _grads(stop_gradient_query: bool):
         return jnp.mean(XLMP(cfg).apply({"params": params}, ids)["logits"] ** 2)
 
     params = variables["params"]
-    return jax.grad(pool_objective)(params), jax.grad(mlm_objective)(params)
+    return jax.jit(jax.grad(pool_objective))(params), jax.jit(jax.grad(mlm_objective))(params)
 
 
 def _norm(tree) -> float:
