@@ -14,6 +14,7 @@ from configs.common import LOGICAL_RULES, mesh_config, train_config
 from data_pipelines.batch_format import max_predictions
 from data_pipelines.config import default_data_config
 from xlmp_jax import config_utils
+from xlmp_jax.model import xlmp
 from xlmp_jax.model.model_config import ModelConfig
 from xlmp_jax.run_config import MeshConfig
 from xlmp_jax.training.optim import make_optimizer
@@ -119,3 +120,18 @@ def leaf_errors(run: dict, ref: dict) -> dict[str, float]:
     ):
         errors[jax.tree_util.keystr(path)] = float(np.abs(a - b).max() / max(np.abs(a).max(), FLOOR))
     return errors
+
+
+def random_params(config: ModelConfig, seed: int = 0) -> dict:
+    """Random params of the right shapes (NumPy; no compilation), every weight non-trivial: a test with
+    zero biases, unit LayerNorms or a near-uniform pool would prove little."""
+    rng = np.random.RandomState(seed)
+
+    def leaf(path, shape):
+        name = jax.tree_util.keystr(path)
+        if "scale" in name:
+            return (1 + rng.normal(0, 0.1, shape.shape)).astype(np.float32)
+        std = 1.0 if "pool" in name else 0.05  # keys spread like real queries, prompts as large as embeddings
+        return rng.normal(0, std, shape.shape).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(leaf, xlmp.param_shapes(config))

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from helpers import REPO
+from helpers import REPO, random_params
 from hf_reference import SENTENCES, hf_config, our_config, pad_rows
 
 from xlmp_jax import export as export_cli
@@ -27,7 +27,7 @@ from xlmp_jax.hf.encoder import default_layer
 from xlmp_jax.hf.load import load_pretrained
 from xlmp_jax.model.model_config import ModelConfig
 from xlmp_jax.model.prompt_pool import OLD_POOL_OPTIONS, PoolConfig
-from xlmp_jax.model.xlmp import XLMP, init_params, param_shapes
+from xlmp_jax.model.xlmp import XLMP, init_params
 from xlmp_jax.training import checkpoint, checkpoint_read
 from xlmp_torch import XLMPForMaskedLM
 
@@ -66,21 +66,6 @@ def _tiny_config(vocab_size, pool):
     return ModelConfig.preset("tiny", vocab_size=vocab_size, pool=pool, hidden_dropout=0.0, attention_dropout=0.0)
 
 
-def _random_params(config, seed=0):
-    """Random params of the right shapes (NumPy; no compilation), every weight non-trivial: a test with
-    zero biases, unit LayerNorms or a near-uniform pool would prove little."""
-    rng = np.random.RandomState(seed)
-
-    def leaf(path, shape):
-        name = jax.tree_util.keystr(path)
-        if "scale" in name:
-            return (1 + rng.normal(0, 0.1, shape.shape)).astype(np.float32)
-        std = 1.0 if "pool" in name else 0.05  # keys spread like real queries, prompts as large as embeddings
-        return rng.normal(0, std, shape.shape).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(leaf, param_shapes(config))
-
-
 @functools.cache
 def _apply_fn(config):
     return jax.jit(lambda p, ids, mask: XLMP(config).apply({"params": p}, ids, mask, output_hidden_states=True))
@@ -101,7 +86,7 @@ def exported(tmp_path_factory, sample_vocab):
     out = {}
     for name, pool in [("baseline", None), *POOLS.items()]:
         config = _tiny_config(sample_vocab.vocab_size, pool)
-        params = _random_params(config)
+        params = random_params(config)
         path = writer.export_params(config, params, str(root / name), sample_vocab.spm_model_path)
         out[name] = (config, params, path)
     return out
@@ -415,7 +400,7 @@ def workdir(tmp_path_factory, sample_vocab):
     saver = checkpoint.Checkpointer(path, keep=3, async_save=False)
     params = {}
     for step in (1, 2):
-        params[step] = _random_params(config, seed=step)
+        params[step] = random_params(config, seed=step)
         saver.save(step, {"params": params[step], "step": np.int32(step)}, config=run_config)
     saver.close()
     return path, run_config, config, params

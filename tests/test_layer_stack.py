@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import random_params
 
 from xlmp_jax.model import layer_stack
 from xlmp_jax.model.model_config import ModelConfig
@@ -98,7 +99,7 @@ def test_transformers_export_and_import_go_through_the_loop_form():
 
     loop_cfg = _config()
     scan_cfg = dataclasses.replace(loop_cfg, scan_layers=True)
-    params = jax.tree.map(np.asarray, nn.unbox(init_params(loop_cfg, jax.random.key(0))["params"]))
+    params = random_params(loop_cfg)  # NumPy of the model's shapes: the layouts are under test, not the init
     state = names.to_hf_state_dict(params, loop_cfg)
     from_scan = names.to_hf_state_dict(layer_stack.to_layout(params, True), scan_cfg)
     assert state.keys() == from_scan.keys()
