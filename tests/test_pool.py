@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import random_params
 
 from xlmp_jax.model.layers import EncoderLayer
 from xlmp_jax.model.model_config import ModelConfig
@@ -362,13 +363,12 @@ def test_routing_shift_on_a_constructed_case():
 
 def test_route_is_the_routing_of_the_forward_pass():
     cfg = ModelConfig.preset("tiny", pool=PoolConfig(size=M, length=LP))
-    variables = init_params(cfg, jax.random.key(3))
+    variables = {"params": random_params(cfg, seed=3)}  # NumPy of the model's shapes: no init compiled
     ids = np.array([[0, 11, 12, 13, 2, 1, 1], [0, 14, 2, 1, 1, 1, 1]])
     full = XLMP(cfg).apply(variables, ids)["pool"]
     routed = XLMP(cfg).apply(variables, ids, method="route")
     for name in ("weights", "scores", "query"):
         np.testing.assert_array_equal(routed[name], full[name])
     with pytest.raises(ValueError, match="model.pool is disabled"):
-        XLMP(dataclasses.replace(cfg, pool=None)).apply(
-            init_params(dataclasses.replace(cfg, pool=None), jax.random.key(0)), ids, method="route"
-        )
+        baseline = dataclasses.replace(cfg, pool=None)
+        XLMP(baseline).apply({"params": random_params(baseline)}, ids, method="route")
