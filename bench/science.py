@@ -4,7 +4,7 @@
     python -m bench.science --steps=40 --seeds=0,1 --ablation= --out=/tmp/sci --doc=/tmp/SCIENCE.md \
         --json=/tmp/sci.json --plots=/tmp/sci_plots                                       # a smoke run (~15 min)
     python -m bench.science --preset=curve       # the baseline's learning curve (~65 min idle)
-    python -m bench.science --preset=mini        # both arms at mini, 3 seeds x 3200 steps (~4.5 h; not yet run)
+    python -m bench.science --preset=mini        # both arms at mini, 3 seeds x 3200 steps (~4.5 h; run with --seeds=0)
     bash bench/run_device_science.sh OUTDIR      # --preset=device on one H100 (<= 4 min; its shards carried)
 
 Both arms train the same config (``configs/tiny.py`` / ``configs/tiny_baseline.py`` plus ``EXPERIMENT``) on
@@ -179,7 +179,7 @@ PRESETS = {
         out="workdirs/science_device", doc="workdirs/science_device/SCIENCE_DEVICE.md",
         json="workdirs/science_device/science_device.json", plots="workdirs/science_device/plots",
     ),
-    # The paired comparison where the curve's dev columns point (mini after 3200 steps), prepared, not yet run.
+    # The paired comparison where the curve's dev columns point (mini after 3200 steps); run with --seeds=0 only.
     "mini": Preset(
         seeds=(0, 1, 2), steps=3200, ablation=(), sizes=(("mini", MINI),), out="workdirs/science_mini",
         doc="bench/results/science_mini.md", json="bench/results/science_mini.json",
